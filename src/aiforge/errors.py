@@ -1,0 +1,106 @@
+"""User-facing errors with stable codes.
+
+Every error a user can act on is an :class:`AiforgeError` carrying a stable code
+(``AF-<AREA>-<NNN>``), a message that names the problem and a fix that names the
+remedy. The CLI prints them without a traceback and exits non-zero; the server maps
+them to 4xx JSON bodies. Codes are listed in ``CODES`` so docs and scripts can rely on them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# code -> one-line meaning. Keep codes stable: scripts and docs refer to them.
+CODES: dict[str, str] = {
+    # environment (doctor)
+    "AF-PY-001": "Python interpreter is a Microsoft Store stub or unusable",
+    "AF-PY-002": "Python version too old",
+    "AF-PY-003": "several Python interpreters on PATH",
+    "AF-PY-004": "pip does not belong to the running interpreter",
+    "AF-PY-005": "not running inside a virtual environment",
+    "AF-CONDA-001": "conda 'defaults' / repo.anaconda.com channel in use (commercial licence terms)",
+    "AF-EDITOR-001": "editor interpreter differs from the running interpreter",
+    "AF-TORCH-001": "torch is not installed",
+    "AF-TORCH-002": "torch import failed",
+    "AF-CUDA-001": "NVIDIA driver present but torch is a CPU build",
+    "AF-CUDA-002": "CUDA build of torch but no usable GPU",
+    "AF-CUDA-003": "NVIDIA driver too old for torch's CUDA build",
+    "AF-CUDA-004": "tensor operation failed on an accelerator",
+    "AF-MPS-001": "Apple MPS unavailable on Apple silicon",
+    "AF-HF-001": "Hugging Face cache problem",
+    "AF-DISK-001": "low free disk space",
+    "AF-MEM-001": "low free memory",
+    "AF-PKG-001": "optional package missing",
+    # tasks and models
+    "AF-TASK-001": "unknown task",
+    "AF-MODEL-001": "model reference cannot be resolved",
+    "AF-MODEL-002": "model not available offline",
+    "AF-MODEL-003": "model does not fit the task",
+    "AF-MODEL-004": "registry model or alias not found",
+    "AF-DEP-001": "optional dependency missing (install an extra)",
+    "AF-INPUT-001": "input file missing or unreadable",
+    "AF-INPUT-002": "input record malformed",
+    "AF-INPUT-003": "image could not be decoded",
+    "AF-INPUT-004": "audio could not be decoded",
+    "AF-INPUT-005": "unsupported input file type",
+    "AF-DEVICE-001": "requested device is not available",
+    # training
+    "AF-CONFIG-001": "configuration invalid",
+    "AF-DATA-001": "dataset column missing",
+    "AF-DATA-002": "labels in validation/test unseen in training",
+    "AF-DATA-003": "dataset empty or undecodable",
+    "AF-TRAIN-001": "out of memory during training",
+    "AF-TRAIN-002": "no checkpoint to resume from",
+    "AF-TRACK-001": "tracking store unreachable or rejected a value",
+    # serving
+    "AF-SERVE-001": "served model not found",
+    "AF-SERVE-002": "request invalid",
+    "AF-SERVE-003": "queue full",
+    "AF-SERVE-004": "request timed out",
+    # rag
+    "AF-RAG-001": "index not found",
+    "AF-RAG-002": "index empty",
+    "AF-RAG-003": "document could not be parsed",
+    "AF-RAG-004": "index locked by another writer",
+}
+
+
+@dataclass
+class AiforgeError(Exception):
+    """An error the user can fix. ``message`` says what is wrong, ``fix`` what to do."""
+
+    code: str
+    message: str
+    fix: str = ""
+    status: int = 400  # HTTP status when raised inside the server
+
+    def __post_init__(self) -> None:
+        super().__init__(self.message)
+        if self.code not in CODES:
+            raise ValueError(f"unregistered error code {self.code!r}; add it to aiforge.errors.CODES")
+
+    def __str__(self) -> str:
+        text = f"[{self.code}] {self.message}"
+        return f"{text}\n  fix: {self.fix}" if self.fix else text
+
+    def to_dict(self) -> dict[str, str]:
+        return {"code": self.code, "message": self.message, "fix": self.fix}
+
+
+def missing_extra(package: str, extra: str) -> AiforgeError:
+    """The error for an optional dependency that is not installed."""
+    return AiforgeError(
+        "AF-DEP-001",
+        f"the optional package '{package}' is not installed",
+        f'pip install "aiforge[{extra}]"',
+    )
+
+
+def require(module: str, extra: str):
+    """Import ``module`` or raise the install hint for ``extra``."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise missing_extra(module.split(".")[0], extra) from exc

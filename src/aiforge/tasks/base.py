@@ -1,0 +1,230 @@
+"""The Pipeline contract every task implements.
+
+Lifecycle, one screen to read::
+
+    pipe = TextClassification(model_ref, device="cpu", top_k=2)
+    pipe.setup()                       # load weights once
+    feats = pipe.preprocess(item)      # one validated input -> model features (no torch on the hot path)
+    raws  = pipe.forward([feats, ...]) # ALWAYS a list in, a list out, whatever the batch size
+    out   = pipe.postprocess(raw, item)  # one raw output -> one JSON-ready dict
+
+Callers never drive these steps by hand: ``pipe.predict(items)`` runs a list, ``pipe.stream(iterable)``
+runs any number of items with length-bucketed batches and yields results in input order. The CLI,
+the server's batcher, the demo page and the Python API all go through these same methods.
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from aiforge.errors import AiforgeError
+from aiforge.models import ModelRef
+
+log = logging.getLogger(__name__)
+
+
+class TaskInput(BaseModel):
+    """Base of every task's input record; unknown fields are an error, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class TaskParams(BaseModel):
+    """Base of every task's per-call parameters (top_k, max_new_tokens, ...)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class NoParams(TaskParams):
+    pass
+
+
+class ItemError(BaseModel):
+    """Stands in for the output of one item that failed (bad image, malformed record)."""
+
+    error: dict[str, str]
+
+
+def resolve_device(device: str = "auto") -> str:
+    """'auto' -> cuda, mps or cpu; an explicit device that is missing is an error with a fix."""
+    import torch
+
+    if device == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return "mps"
+        return "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise AiforgeError(
+            "AF-DEVICE-001",
+            f"device '{device}' requested but torch sees no CUDA GPU (torch {torch.__version__})",
+            "run `aiforge doctor` to see why, or use --device cpu",
+        )
+    if device == "mps" and not (torch.backends.mps.is_available()):
+        raise AiforgeError("AF-DEVICE-001", "device 'mps' requested but MPS is not available", "use --device cpu")
+    return device
+
+
+class Pipeline(ABC):
+    """One task over one model. Subclasses fill in the class attributes and four methods."""
+
+    task: ClassVar[str]
+    Input: ClassVar[type[TaskInput]]
+    Output: ClassVar[type[BaseModel]]
+    Params: ClassVar[type[TaskParams]] = NoParams
+    backend: ClassVar[str] = "transformers"
+    # The field a bare string input fills ("text", "image", "audio"); None means a record is required.
+    primary_field: ClassVar[str | None] = "text"
+    default_batch_size: ClassVar[int] = 8
+    # Length-sort items within this many batches before batching; 1 keeps arrival order.
+    sort_window_batches: ClassVar[int] = 16
+
+    def __init__(self, model: ModelRef, device: str = "cpu", **params: Any) -> None:
+        self.model_ref = model
+        self.device = device
+        self.params = self.parse_params(params)
+        self._ready = False
+
+    # ---- the contract -------------------------------------------------------------------------
+    @abstractmethod
+    def setup(self) -> None:
+        """Load weights onto ``self.device``. Called once, before the first preprocess."""
+
+    @abstractmethod
+    def preprocess(self, item: TaskInput) -> Any:
+        """One validated input -> features for ``forward`` (tokens, pixel arrays, audio samples)."""
+
+    @abstractmethod
+    def forward(self, batch: list[Any]) -> list[Any]:
+        """A list of features -> a list of raw outputs, one per feature, same order."""
+
+    @abstractmethod
+    def postprocess(self, raw: Any, item: TaskInput) -> dict[str, Any]:
+        """One raw output -> one JSON-ready dict matching ``Output``."""
+
+    def length(self, features: Any) -> int:
+        """Cost proxy used to bucket similar-length items into one batch (tokens, samples...)."""
+        return 1
+
+    # ---- helpers subclasses may use ---------------------------------------------------------------
+    @classmethod
+    def parse_params(cls, params: dict[str, Any]) -> TaskParams:
+        try:
+            return cls.Params(**{k: v for k, v in params.items() if v is not None})
+        except ValidationError as exc:
+            raise AiforgeError(
+                "AF-INPUT-002",
+                f"invalid parameters for task '{cls.task}': {_pydantic_summary(exc)}",
+                f"valid parameters: {', '.join(cls.Params.model_fields) or 'none'}",
+            ) from None
+
+    @classmethod
+    def parse_input(cls, raw: Any) -> TaskInput:
+        """A bare string, or a dict record (JSONL / CSV row / HTTP body) -> the task's Input model."""
+        if isinstance(raw, cls.Input):
+            return raw
+        if isinstance(raw, str):
+            if cls.primary_field is None:
+                raise AiforgeError(
+                    "AF-INPUT-002",
+                    f"task '{cls.task}' needs a record with fields {list(cls.Input.model_fields)}, got a string",
+                    'pass JSON, e.g. --input-file items.jsonl with one {"field": ...} object per line',
+                )
+            raw = {cls.primary_field: raw}
+        if not isinstance(raw, dict):
+            raise AiforgeError("AF-INPUT-002", f"expected an object, got {type(raw).__name__}", "send a JSON object")
+        try:
+            return cls.Input(**raw)
+        except ValidationError as exc:
+            raise AiforgeError(
+                "AF-INPUT-002",
+                f"invalid input for task '{cls.task}': {_pydantic_summary(exc)}",
+                f"fields: {_schema_summary(cls.Input)}",
+            ) from None
+
+    def ensure_setup(self) -> None:
+        if not self._ready:
+            self.setup()
+            self._ready = True
+
+    # ---- running --------------------------------------------------------------------------------
+    def __call__(self, item: Any) -> dict[str, Any]:
+        """Run one input. Errors raise (no error records)."""
+        result = self.predict([item])[0]
+        if "error" in result and set(result) == {"error"}:
+            err = result["error"]
+            raise AiforgeError(err["code"], err["message"], err.get("fix", ""))
+        return result
+
+    def predict(self, items: list[Any], batch_size: int | None = None) -> list[dict[str, Any]]:
+        """Run a list of inputs; one output per input, same order."""
+        return list(self.stream(items, batch_size=batch_size))
+
+    def stream(self, items: Iterable[Any], batch_size: int | None = None) -> Iterator[dict[str, Any]]:
+        """Run any number of inputs lazily, in input order.
+
+        Items are read in windows of ``batch_size * sort_window_batches``; inside a window they are
+        sorted by length so each batch pads little (on CPU, unsorted batching is slower than none),
+        then results are put back in input order. A bad item yields an error record, not an abort.
+        """
+        self.ensure_setup()
+        size = max(1, batch_size or self.default_batch_size)
+        window: list[Any] = []
+        for raw in items:
+            window.append(raw)
+            if len(window) >= size * self.sort_window_batches:
+                yield from self._run_window(window, size)
+                window = []
+        if window:
+            yield from self._run_window(window, size)
+
+    def _run_window(self, raws: list[Any], size: int) -> list[dict[str, Any]]:
+        results: list[dict[str, Any] | None] = [None] * len(raws)
+        parsed: list[tuple[int, TaskInput, Any]] = []
+        for i, raw in enumerate(raws):
+            try:
+                item = self.parse_input(raw)
+                parsed.append((i, item, self.preprocess(item)))
+            except AiforgeError as exc:
+                results[i] = {"error": exc.to_dict()}
+        parsed.sort(key=lambda entry: self.length(entry[2]))
+        for start in range(0, len(parsed), size):
+            chunk = parsed[start : start + size]
+            raw_outputs = self.forward([features for _, _, features in chunk])
+            if len(raw_outputs) != len(chunk):
+                raise RuntimeError(
+                    f"{type(self).__name__}.forward returned {len(raw_outputs)} outputs for {len(chunk)} inputs; "
+                    "forward must return one output per input"
+                )
+            for (i, item, _), raw_out in zip(chunk, raw_outputs, strict=True):
+                results[i] = self.postprocess(raw_out, item)
+        return results  # type: ignore[return-value]
+
+    # ---- description ----------------------------------------------------------------------------
+    @classmethod
+    def describe(cls) -> dict[str, Any]:
+        return {
+            "task": cls.task,
+            "backend": cls.backend,
+            "input": _schema_summary(cls.Input),
+            "output": _schema_summary(cls.Output),
+            "params": _schema_summary(cls.Params),
+        }
+
+
+def _schema_summary(model: type[BaseModel]) -> str:
+    parts = []
+    for name, f in model.model_fields.items():
+        ann = getattr(f.annotation, "__name__", None) or str(f.annotation).replace("typing.", "")
+        parts.append(f"{name}: {ann}" + ("" if f.is_required() else " (optional)"))
+    return ", ".join(parts) or "-"
+
+
+def _pydantic_summary(exc: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'input'}: {e['msg']}" for e in exc.errors())
