@@ -129,6 +129,8 @@ class Pipeline(ABC):
         """A bare string, or a dict record (JSONL / CSV row / HTTP body) -> the task's Input model."""
         if isinstance(raw, cls.Input):
             return raw
+        if isinstance(raw, AiforgeError):  # a record that already failed to read (bad JSON line)
+            raise raw
         if isinstance(raw, str):
             if cls.primary_field is None:
                 raise AiforgeError(

