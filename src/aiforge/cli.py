@@ -201,6 +201,22 @@ def run(
             raise typer.Exit(2)
 
 
+# ---- quickstart ---------------------------------------------------------------------------------------
+@app.command()
+@friendly
+def quickstart(
+    output_dir: Annotated[Path, typer.Option("--output-dir", help="where the trained model goes")] = Path(
+        "runs/quickstart"),
+    serve: Annotated[bool, typer.Option("--serve/--no-serve", help="serve the model at the end")] = True,
+    host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port")] = 8000,
+) -> None:
+    """The main job: doctor, fine-tune Korean sentiment on the bundled sample, run it, serve it."""
+    from aiforge.quickstart import quickstart as run_quickstart
+
+    run_quickstart(out, output_dir, serve=serve, host=host, port=port)
+
+
 def main() -> None:
     app()
 

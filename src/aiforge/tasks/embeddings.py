@@ -60,7 +60,8 @@ class SentenceEmbeddings(Pipeline):
         from sentence_transformers import SentenceTransformer
 
         self.st = SentenceTransformer(self.model_ref.location, device=self.device)
-        self.dim = int(self.st.get_sentence_embedding_dimension() or 0)
+        dim_of = getattr(self.st, "get_embedding_dimension", None) or self.st.get_sentence_embedding_dimension
+        self.dim = int(dim_of() or 0)
         self._e5_prefixes = "e5" in self.model_ref.location.lower()
 
     def encode(self, texts: list[str], kind: str = "passage") -> np.ndarray:

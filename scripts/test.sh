@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Set up (idempotent), lint, and run the whole test suite offline.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+.venv/bin/ruff check src tests bench
+.venv/bin/python -m pytest -q -ra "$@"

@@ -1,0 +1,122 @@
+"""The command line as a user meets it: fast help, clear errors without tracebacks, JSON out."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.tiny_models import make_tiny_bert
+
+AIFORGE = [sys.executable, "-m", "aiforge.cli"]
+
+
+def aiforge(*args: str, input_text: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([*AIFORGE, *args], capture_output=True, text=True, input=input_text, timeout=300)
+
+
+def test_import_and_help_do_not_load_torch_or_transformers():
+    code = (
+        "import sys, aiforge, aiforge.cli, aiforge.models, aiforge.tasks, aiforge.errors\n"
+        "heavy = [m for m in ('torch', 'transformers', 'mlflow', 'fastapi') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+    result = aiforge("--help")
+    assert result.returncode == 0 and "doctor" in result.stdout and "run" in result.stdout
+
+
+def test_unknown_task_suggests_close_matches_without_traceback():
+    result = aiforge("run", "text-clasification", "hello")
+    assert result.returncode == 2
+    assert "AF-TASK-001" in result.stderr and "text-classification" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_missing_model_path_is_a_clear_error():
+    result = aiforge("run", "text-classification", "hi", "--model", "./no/such/dir")
+    assert result.returncode == 2 and "AF-MODEL-001" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_hub_model_offline_names_the_packaged_alternative():
+    result = aiforge("run", "sentence-embeddings", "hi", "--model", "someorg/not-cached-model")
+    assert result.returncode == 2 and "AF-MODEL-002" in result.stderr
+    assert "packaged:" in result.stderr
+
+
+def test_tasks_and_models_list_every_task(tmp_path):
+    from aiforge.tasks import TASKS
+
+    result = aiforge("models", "--json")
+    assert result.returncode == 0, result.stderr
+    listed = json.loads(result.stdout)
+    assert {d["task"] for d in listed["defaults"]} == set(TASKS)
+    e5 = next(p for p in listed["packaged"] if p["name"] == "multilingual-e5-small")
+    assert e5["installed"] is True
+    tasks = json.loads(aiforge("tasks", "--json").stdout)
+    assert {t["task"] for t in tasks} == set(TASKS)
+    assert all("input" in t and "output" in t for t in tasks if "unavailable" not in t)
+
+
+@pytest.fixture(scope="module")
+def classifier_dir(tmp_path_factory):
+    return make_tiny_bert(tmp_path_factory.mktemp("cls"), head="seq-cls", id2label={0: "neg", 1: "pos"})
+
+
+def test_run_input_file_keeps_order_and_reports_bad_lines(tmp_path, classifier_dir):
+    texts = [f"문장 {'아주 ' * (i % 7)}{i}" for i in range(40)]
+    src = tmp_path / "in.jsonl"
+    lines = [json.dumps({"text": t, "id": i}, ensure_ascii=False) for i, t in enumerate(texts)]
+    lines.insert(5, "{not json")
+    src.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    result = aiforge("run", "text-classification", "--model", str(classifier_dir), "-i", str(src),
+                     "-o", str(out), "--batch-size", "4")
+    assert result.returncode == 0, result.stderr
+    rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert len(rows) == 41
+    assert rows[5]["error"]["code"] == "AF-INPUT-002"
+    good = [r for r in rows if "label" in r]
+    # same answers as running each text alone, in input order
+    from aiforge.tasks import load_pipeline
+
+    pipe = load_pipeline("text-classification", str(classifier_dir), device="cpu")
+    assert [r["label"] for r in good] == [pipe(t)["label"] for t in texts]
+
+
+def test_run_tsv_picks_the_text_column(tmp_path, classifier_dir):
+    src = tmp_path / "reviews.tsv"
+    src.write_text("id\tdocument\tlabel\n1\t재밌다\t1\n2\t별로\t0\n", encoding="utf-8")
+    result = aiforge("run", "text-classification", "--model", str(classifier_dir), "-i", str(src))
+    assert result.returncode == 0, result.stderr
+    assert [json.loads(line)["label"] in ("neg", "pos") for line in result.stdout.splitlines()] == [True, True]
+    missing = aiforge("run", "text-classification", "--model", str(classifier_dir), "-i", str(src),
+                      "--column", "review")
+    assert "column 'review' not found" in missing.stdout
+
+
+def test_run_prints_one_json_object_per_positional_input(classifier_dir):
+    result = aiforge("run", "text-classification", "좋아요", "싫어요", "--model", str(classifier_dir))
+    assert result.returncode == 0, result.stderr
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(rows) == 2 and all(r["label"] in ("neg", "pos") for r in rows)
+
+
+def test_bad_param_syntax_is_a_user_error(classifier_dir):
+    result = aiforge("run", "text-classification", "x", "--model", str(classifier_dir), "-p", "top_k")
+    assert result.returncode == 2 and "KEY=VALUE" in result.stderr
+
+
+def test_missing_input_file_names_the_file(tmp_path):
+    result = aiforge("run", "sentence-embeddings", "-i", str(tmp_path / "nope.jsonl"))
+    assert result.returncode == 2 and "nope.jsonl" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_zero_shot_korean_from_the_command_line():
+    result = aiforge("run", "zero-shot-classification", "정말 재미없고 지루한 영화",
+                     "-p", 'candidate_labels=["긍정", "부정"]')
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["labels"][0] == "부정"
