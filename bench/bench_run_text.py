@@ -66,7 +66,9 @@ def hand_written(model_dir: Path, texts: list[str], batch_size: int, sort: bool)
     with torch.inference_mode():
         for s in range(0, len(order), batch_size):
             idx = order[s : s + batch_size]
-            enc = tok([texts[i] for i in idx], padding=True, truncation=True, max_length=512, return_tensors="pt")
+            enc = tok(
+                [texts[i] for i in idx], padding=True, truncation=True, max_length=512, return_tensors="pt"
+            )
             pred = model(**enc).logits.argmax(-1).tolist()
             for i, p in zip(idx, pred, strict=True):
                 labels[i] = p
@@ -79,12 +81,32 @@ def aiforge_cli(model_dir: Path, texts: list[str], batch_size: int) -> tuple[flo
 
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "in.jsonl"
-        src.write_text("".join(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in texts), encoding="utf-8")
+        src.write_text(
+            "".join(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in texts), encoding="utf-8"
+        )
         out = Path(tmp) / "out.jsonl"
         start = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "aiforge.cli", "run", "text-classification", "--model", str(model_dir),
-                        "-i", str(src), "-o", str(out), "--batch-size", str(batch_size), "--device", "cpu"],
-                       check=True, capture_output=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "aiforge.cli",
+                "run",
+                "text-classification",
+                "--model",
+                str(model_dir),
+                "-i",
+                str(src),
+                "-o",
+                str(out),
+                "--batch-size",
+                str(batch_size),
+                "--device",
+                "cpu",
+            ],
+            check=True,
+            capture_output=True,
+        )
         cli_rate = len(texts) / (time.perf_counter() - start)
         assert len(out.read_text(encoding="utf-8").splitlines()) == len(texts)
     pipe = load_pipeline("text-classification", str(model_dir), device="cpu")
@@ -126,8 +148,10 @@ def main() -> None:
                 best_bs, best = bs, rate
         cli_rate, api_rate = aiforge_cli(model_dir, texts, args.batch_size)
     py_pass, help_time = startup_times()
-    print(f"\ntext-classification, {len(texts)} NSMC sentences, all-MiniLM-L6 (+2-label head), "
-          f"{torch.get_num_threads()} threads, cpu")
+    print(
+        f"\ntext-classification, {len(texts)} NSMC sentences, all-MiniLM-L6 (+2-label head), "
+        f"{torch.get_num_threads()} threads, cpu"
+    )
     print(f"  transformers pipeline, one call per sentence : {naive:7.1f} texts/s")
     print(f"  hand-written, input order, batch 32          : {unsorted32:7.1f} texts/s")
     print(f"  hand-written, length-sorted, best (batch {best_bs:>2}): {best:7.1f} texts/s  (the limit)")

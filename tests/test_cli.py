@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -73,8 +72,18 @@ def test_run_input_file_keeps_order_and_reports_bad_lines(tmp_path, classifier_d
     lines.insert(5, "{not json")
     src.write_text("\n".join(lines) + "\n", encoding="utf-8")
     out = tmp_path / "out.jsonl"
-    result = aiforge("run", "text-classification", "--model", str(classifier_dir), "-i", str(src),
-                     "-o", str(out), "--batch-size", "4")
+    result = aiforge(
+        "run",
+        "text-classification",
+        "--model",
+        str(classifier_dir),
+        "-i",
+        str(src),
+        "-o",
+        str(out),
+        "--batch-size",
+        "4",
+    )
     assert result.returncode == 0, result.stderr
     rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
     assert len(rows) == 41
@@ -92,9 +101,13 @@ def test_run_tsv_picks_the_text_column(tmp_path, classifier_dir):
     src.write_text("id\tdocument\tlabel\n1\t재밌다\t1\n2\t별로\t0\n", encoding="utf-8")
     result = aiforge("run", "text-classification", "--model", str(classifier_dir), "-i", str(src))
     assert result.returncode == 0, result.stderr
-    assert [json.loads(line)["label"] in ("neg", "pos") for line in result.stdout.splitlines()] == [True, True]
-    missing = aiforge("run", "text-classification", "--model", str(classifier_dir), "-i", str(src),
-                      "--column", "review")
+    assert [json.loads(line)["label"] in ("neg", "pos") for line in result.stdout.splitlines()] == [
+        True,
+        True,
+    ]
+    missing = aiforge(
+        "run", "text-classification", "--model", str(classifier_dir), "-i", str(src), "--column", "review"
+    )
     assert "column 'review' not found" in missing.stdout
 
 
@@ -116,7 +129,12 @@ def test_missing_input_file_names_the_file(tmp_path):
 
 
 def test_zero_shot_korean_from_the_command_line():
-    result = aiforge("run", "zero-shot-classification", "정말 재미없고 지루한 영화",
-                     "-p", 'candidate_labels=["긍정", "부정"]')
+    result = aiforge(
+        "run",
+        "zero-shot-classification",
+        "정말 재미없고 지루한 영화",
+        "-p",
+        'candidate_labels=["긍정", "부정"]',
+    )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["labels"][0] == "부정"

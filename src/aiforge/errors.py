@@ -31,6 +31,9 @@ CODES: dict[str, str] = {
     "AF-DISK-001": "low free disk space",
     "AF-MEM-001": "low free memory",
     "AF-PKG-001": "optional package missing",
+    "AF-TORCH-003": "tensor operation failed or gave wrong results on the CPU",
+    "AF-MPS-002": "tensor operation failed or gave wrong results on Apple MPS",
+    "AF-DOCTOR-001": "a doctor check crashed (bug in aiforge)",
     # tasks and models
     "AF-TASK-001": "unknown task",
     "AF-MODEL-001": "model reference cannot be resolved",
@@ -62,6 +65,9 @@ CODES: dict[str, str] = {
     "AF-RAG-002": "index empty",
     "AF-RAG-003": "document could not be parsed",
     "AF-RAG-004": "index locked by another writer",
+    "AF-RAG-005": "index store server unreachable",
+    "AF-RAG-006": "answer generator failed (endpoint error or bad reply)",
+    "AF-RAG-007": "index was built with other settings (embedder, chunking)",
 }
 
 

@@ -18,8 +18,21 @@ from aiforge.errors import AiforgeError
 
 TEXT_COLUMNS = ("text", "document", "sentence", "content", "review")
 MEDIA_SUFFIXES = {
-    ".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff",
-    ".wav", ".mp3", ".flac", ".ogg", ".m4a", ".webm", ".mp4",
+    ".jpg",
+    ".jpeg",
+    ".png",
+    ".bmp",
+    ".gif",
+    ".webp",
+    ".tif",
+    ".tiff",
+    ".wav",
+    ".mp3",
+    ".flac",
+    ".ogg",
+    ".m4a",
+    ".webm",
+    ".mp4",
 }
 
 
@@ -27,8 +40,11 @@ def _open_text(path: Path):
     try:
         return path.open(newline="", encoding="utf-8-sig")
     except OSError as exc:
-        raise AiforgeError("AF-INPUT-001", f"cannot read input file '{path}': {exc.strerror}",
-                           "check the path and its permissions") from None
+        raise AiforgeError(
+            "AF-INPUT-001",
+            f"cannot read input file '{path}': {exc.strerror}",
+            "check the path and its permissions",
+        ) from None
 
 
 def read_records(path: str | Path) -> Iterator[Any]:
@@ -39,8 +55,11 @@ def read_records(path: str | Path) -> Iterator[Any]:
     if path.is_dir():
         files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in MEDIA_SUFFIXES)
         if not files:
-            raise AiforgeError("AF-INPUT-001", f"directory '{path}' holds no image or audio files",
-                               f"supported suffixes: {' '.join(sorted(MEDIA_SUFFIXES))}")
+            raise AiforgeError(
+                "AF-INPUT-001",
+                f"directory '{path}' holds no image or audio files",
+                f"supported suffixes: {' '.join(sorted(MEDIA_SUFFIXES))}",
+            )
         yield from (str(p) for p in files)
         return
     suffix = path.suffix.lower()
@@ -52,8 +71,11 @@ def read_records(path: str | Path) -> Iterator[Any]:
                 try:
                     yield json.loads(line)
                 except json.JSONDecodeError as exc:
-                    yield AiforgeError("AF-INPUT-002", f"{path}:{number}: not valid JSON ({exc.msg})",
-                                       "write one JSON object per line")
+                    yield AiforgeError(
+                        "AF-INPUT-002",
+                        f"{path}:{number}: not valid JSON ({exc.msg})",
+                        "write one JSON object per line",
+                    )
     elif suffix in (".csv", ".tsv"):
         with _open_text(path) as fh:
             reader = csv.DictReader(fh, delimiter="\t" if suffix == ".tsv" else ",")
@@ -62,8 +84,11 @@ def read_records(path: str | Path) -> Iterator[Any]:
         with _open_text(path) as fh:
             yield from (line.rstrip("\n") for line in fh if line.strip())
     else:
-        raise AiforgeError("AF-INPUT-005", f"unsupported input file type '{suffix}' ({path})",
-                           "use .jsonl, .csv, .tsv, .txt or a directory of media files")
+        raise AiforgeError(
+            "AF-INPUT-005",
+            f"unsupported input file type '{suffix}' ({path})",
+            "use .jsonl, .csv, .tsv, .txt or a directory of media files",
+        )
 
 
 def count_records(path: str | Path) -> int | None:
@@ -86,8 +111,11 @@ def project_record(record: Any, fields: dict[str, Any], primary: str | None, col
         return record
     if column is not None:
         if column not in record:
-            return AiforgeError("AF-INPUT-002", f"column '{column}' not found; columns are {list(record)}",
-                                "pass --column with one of those names")
+            return AiforgeError(
+                "AF-INPUT-002",
+                f"column '{column}' not found; columns are {list(record)}",
+                "pass --column with one of those names",
+            )
         record = {**record, primary or column: record[column]}
     elif primary is not None and primary not in record:
         for name in TEXT_COLUMNS:
@@ -96,8 +124,11 @@ def project_record(record: Any, fields: dict[str, Any], primary: str | None, col
                 break
     kept = {k: v for k, v in record.items() if k in fields}
     if not kept:
-        return AiforgeError("AF-INPUT-002", f"no usable field in record; columns are {list(record)}, "
-                            f"the task takes {list(fields)}", "pass --column NAME for the input column")
+        return AiforgeError(
+            "AF-INPUT-002",
+            f"no usable field in record; columns are {list(record)}, the task takes {list(fields)}",
+            "pass --column NAME for the input column",
+        )
     return kept
 
 

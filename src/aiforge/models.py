@@ -227,9 +227,12 @@ def _detect_local_format(path: Path) -> str:
         return "timm" if path.suffix in (".pth", ".pt", ".bin", ".safetensors") else "unknown"
     if (path / "modules.json").exists():
         return "sentence-transformers"
-    if (path / "model.bin").exists() and (path / "vocabulary.json").exists() or (
-        path / "vocabulary.txt"
-    ).exists() and (path / "model.bin").exists():
+    if (
+        (path / "model.bin").exists()
+        and (path / "vocabulary.json").exists()
+        or (path / "vocabulary.txt").exists()
+        and (path / "model.bin").exists()
+    ):
         return "ctranslate2"
     if (path / "pretrained_cfg.json").exists() or (path / "aiforge_timm.json").exists():
         return "timm"
@@ -240,7 +243,9 @@ def resolve(ref: str, task: str | None = None) -> ModelRef:
     """Resolve a model reference string. Raises :class:`AiforgeError` with a fix when it cannot."""
     ref = ref.strip()
     if not ref:
-        raise AiforgeError("AF-MODEL-001", "empty model reference", "pass --model with a path, hub id or name")
+        raise AiforgeError(
+            "AF-MODEL-001", "empty model reference", "pass --model with a path, hub id or name"
+        )
 
     if ref.startswith("registry:"):
         from aiforge import registry  # lazy: pulls in mlflow
@@ -257,7 +262,8 @@ def resolve(ref: str, task: str | None = None) -> ModelRef:
         if task is not None and task not in model.tasks:
             raise AiforgeError(
                 "AF-MODEL-003",
-                f"packaged model '{name}' does not support task '{task}' (it supports: {', '.join(model.tasks)})",
+                f"packaged model '{name}' does not support task '{task}' "
+                f"(it supports: {', '.join(model.tasks)})",
                 f"see `aiforge models` for the models of task '{task}'",
             )
         if not model.available():
@@ -304,14 +310,18 @@ def offline_error(hub_id: str, task: str | None) -> AiforgeError:
             "connect to the Hugging Face hub once (unset HF_HUB_OFFLINE) to cache it, "
             "or pass a local model directory with --model"
         )
-    return AiforgeError("AF-MODEL-002", f"model '{hub_id}' is not in the local cache and the hub is unreachable", fix)
+    return AiforgeError(
+        "AF-MODEL-002", f"model '{hub_id}' is not in the local cache and the hub is unreachable", fix
+    )
 
 
 def load_error(ref: ModelRef, task: str | None, exc: BaseException) -> AiforgeError:
     """Turn a loader exception into an actionable error."""
     if ref.kind == "hub":
         err = offline_error(ref.location, task)
-        err.message = f"could not load '{ref.location}' from the Hugging Face hub: {type(exc).__name__}: {exc}"
+        err.message = (
+            f"could not load '{ref.location}' from the Hugging Face hub: {type(exc).__name__}: {exc}"
+        )
         return err
     return AiforgeError(
         "AF-MODEL-003",

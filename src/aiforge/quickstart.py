@@ -44,9 +44,11 @@ def step_train(console: Console, output_dir: Path) -> str | None:
 
     config = load_config(bundled(EXAMPLE_CONFIG), overrides=[f"output_dir={output_dir}"])
     result = train(config)
-    console.print(f"test accuracy {result.metrics.get('test_accuracy', float('nan')):.3f} "
-                  f"(baseline {result.baseline_metrics.get('test_accuracy', float('nan')):.3f}); "
-                  f"registered {result.registry_ref}")
+    console.print(
+        f"test accuracy {result.metrics.get('test_accuracy', float('nan')):.3f} "
+        f"(baseline {result.baseline_metrics.get('test_accuracy', float('nan')):.3f}); "
+        f"registered {result.registry_ref}"
+    )
     return result.registry_ref
 
 
@@ -57,8 +59,9 @@ def step_run(console: Console, model_ref: str | None) -> None:
     if model_ref:
         pipe = load_pipeline("text-classification", model_ref, device="auto")
     else:
-        pipe = load_pipeline("zero-shot-classification", device="auto",
-                             candidate_labels=["긍정적인 리뷰", "부정적인 리뷰"])
+        pipe = load_pipeline(
+            "zero-shot-classification", device="auto", candidate_labels=["긍정적인 리뷰", "부정적인 리뷰"]
+        )
     for example, result in zip(examples, pipe.predict(examples), strict=True):
         label = result.get("label") or result["labels"][0]
         score = result.get("score") or result["scores"][0]

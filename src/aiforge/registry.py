@@ -17,7 +17,9 @@ from pathlib import Path
 from aiforge.errors import AiforgeError
 from aiforge.models import ModelRef, cache_dir
 
-REF_PATTERN = re.compile(r"^registry:(?P<name>[A-Za-z0-9_.\-]+)(?:@(?P<alias>[A-Za-z0-9_\-]+)|/(?P<version>\d+))?$")
+REF_PATTERN = re.compile(
+    r"^registry:(?P<name>[A-Za-z0-9_.\-]+)(?:@(?P<alias>[A-Za-z0-9_\-]+)|/(?P<version>\d+))?$"
+)
 
 
 def default_tracking_uri() -> str:
@@ -35,8 +37,9 @@ def client(tracking_uri: str | None = None):
     try:
         from mlflow.tracking import MlflowClient
     except ImportError as exc:
-        raise AiforgeError("AF-DEP-001", "the registry needs mlflow, which is not installed",
-                           'pip install "aiforge[train]"') from exc
+        raise AiforgeError(
+            "AF-DEP-001", "the registry needs mlflow, which is not installed", 'pip install "aiforge[train]"'
+        ) from exc
     uri = tracking_uri or default_tracking_uri()
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
@@ -44,8 +47,11 @@ def client(tracking_uri: str | None = None):
 def parse_ref(ref: str) -> tuple[str, str | None, str | None]:
     match = REF_PATTERN.match(ref)
     if not match:
-        raise AiforgeError("AF-MODEL-001", f"malformed registry reference '{ref}'",
-                           "write registry:NAME@ALIAS, registry:NAME/VERSION or registry:NAME")
+        raise AiforgeError(
+            "AF-MODEL-001",
+            f"malformed registry reference '{ref}'",
+            "write registry:NAME@ALIAS, registry:NAME/VERSION or registry:NAME",
+        )
     return match["name"], match["alias"], match["version"]
 
 
@@ -77,8 +83,14 @@ def resolve_ref(ref: str, tracking_uri: str | None = None) -> ModelRef:
     local = cache_dir() / "registry" / name / str(mv.version)
     if not (local / ".complete").exists():
         local = download_version(mv.source, local)
-    return ModelRef(ref, "registry", str(local), registry_name=name, registry_version=str(mv.version),
-                    format=_format_of(local))
+    return ModelRef(
+        ref,
+        "registry",
+        str(local),
+        registry_name=name,
+        registry_version=str(mv.version),
+        format=_format_of(local),
+    )
 
 
 def download_version(source: str, target: Path) -> Path:

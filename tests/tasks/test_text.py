@@ -22,7 +22,9 @@ TEXTS = [
 
 @pytest.fixture(scope="module")
 def classifier_dir(tmp_path_factory):
-    return make_tiny_bert(tmp_path_factory.mktemp("cls"), head="seq-cls", id2label={0: "negative", 1: "positive"})
+    return make_tiny_bert(
+        tmp_path_factory.mktemp("cls"), head="seq-cls", id2label={0: "negative", 1: "positive"}
+    )
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +43,9 @@ def test_classification_scores_are_a_distribution_over_the_model_labels(classifi
     out = classifier("재밌다")
     assert {s["label"] for s in out["scores"]} == {"negative", "positive"}
     assert abs(sum(s["score"] for s in out["scores"]) - 1) < 1e-5
-    assert out["label"] == out["scores"][0]["label"] and out["scores"][0]["score"] >= out["scores"][1]["score"]
+    assert (
+        out["label"] == out["scores"][0]["label"] and out["scores"][0]["score"] >= out["scores"][1]["score"]
+    )
     assert out["truncated"] is False
 
 
@@ -83,8 +87,11 @@ def test_token_classification_spans_are_exact_substrings(tmp_path):
 def test_group_entities_merges_bio_spans_and_subwords():
     text = "John Smith visited Seoul"
     tokens = [  # (index, start, end, label, score)
-        (1, 0, 4, "B-PER", 0.9), (2, 5, 10, "I-PER", 0.8), (3, 11, 18, "O", 0.99),
-        (4, 19, 22, "B-LOC", 0.7), (5, 22, 24, "I-LOC", 0.5),
+        (1, 0, 4, "B-PER", 0.9),
+        (2, 5, 10, "I-PER", 0.8),
+        (3, 11, 18, "O", 0.99),
+        (4, 19, 22, "B-LOC", 0.7),
+        (5, 22, 24, "I-LOC", 0.5),
     ]
     groups = group_entities(tokens, text, "simple")
     named = [(g["entity_group"], g["word"]) for g in groups]
@@ -107,8 +114,9 @@ def test_fill_mask_accepts_either_mask_spelling(tmp_path):
 
 
 def test_zero_shot_korean_sentiment_with_packaged_e5():
-    pipe = load_pipeline("zero-shot-classification", device="cpu",
-                         candidate_labels=["긍정적인 리뷰", "부정적인 리뷰"])
+    pipe = load_pipeline(
+        "zero-shot-classification", device="cpu", candidate_labels=["긍정적인 리뷰", "부정적인 리뷰"]
+    )
     assert pipe.model_ref.kind == "packaged"
     pos = pipe("이 영화 정말 최고였어요, 배우들 연기가 훌륭함")
     neg = pipe("시간 낭비였다. 지루하고 재미없음")
@@ -125,8 +133,14 @@ def test_zero_shot_needs_labels():
 
 def test_korean_embeddings_rank_paraphrase_above_unrelated():
     pipe = load_pipeline("sentence-embeddings", device="cpu")
-    vecs = np.array([o["embedding"] for o in pipe.predict(
-        ["오늘 날씨가 정말 좋네요", "날씨가 맑고 화창한 하루입니다", "주식 시장이 크게 하락했다"])])
+    vecs = np.array(
+        [
+            o["embedding"]
+            for o in pipe.predict(
+                ["오늘 날씨가 정말 좋네요", "날씨가 맑고 화창한 하루입니다", "주식 시장이 크게 하락했다"]
+            )
+        ]
+    )
     assert vecs.shape == (3, 384)
     np.testing.assert_allclose(np.linalg.norm(vecs, axis=1), 1, atol=1e-4)
     assert vecs[0] @ vecs[1] > vecs[0] @ vecs[2] + 0.05
@@ -134,6 +148,14 @@ def test_korean_embeddings_rank_paraphrase_above_unrelated():
 
 def test_english_minilm_embeddings_via_sentence_transformers():
     pipe = load_pipeline("sentence-embeddings", "packaged:all-minilm-l6-v2", device="cpu")
-    a, b, c = (np.array(o["embedding"]) for o in pipe.predict(
-        ["A man is playing a guitar.", "Someone plays an acoustic guitar.", "The stock market fell sharply."]))
+    a, b, c = (
+        np.array(o["embedding"])
+        for o in pipe.predict(
+            [
+                "A man is playing a guitar.",
+                "Someone plays an acoustic guitar.",
+                "The stock market fell sharply.",
+            ]
+        )
+    )
     assert a @ b > a @ c + 0.2

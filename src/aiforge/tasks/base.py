@@ -67,7 +67,9 @@ def resolve_device(device: str = "auto") -> str:
             "run `aiforge doctor` to see why, or use --device cpu",
         )
     if device == "mps" and not (torch.backends.mps.is_available()):
-        raise AiforgeError("AF-DEVICE-001", "device 'mps' requested but MPS is not available", "use --device cpu")
+        raise AiforgeError(
+            "AF-DEVICE-001", "device 'mps' requested but MPS is not available", "use --device cpu"
+        )
     return device
 
 
@@ -135,12 +137,15 @@ class Pipeline(ABC):
             if cls.primary_field is None:
                 raise AiforgeError(
                     "AF-INPUT-002",
-                    f"task '{cls.task}' needs a record with fields {list(cls.Input.model_fields)}, got a string",
+                    f"task '{cls.task}' needs a record with fields {list(cls.Input.model_fields)}, "
+                    "got a string",
                     'pass JSON, e.g. --input-file items.jsonl with one {"field": ...} object per line',
                 )
             raw = {cls.primary_field: raw}
         if not isinstance(raw, dict):
-            raise AiforgeError("AF-INPUT-002", f"expected an object, got {type(raw).__name__}", "send a JSON object")
+            raise AiforgeError(
+                "AF-INPUT-002", f"expected an object, got {type(raw).__name__}", "send a JSON object"
+            )
         try:
             return cls.Input(**raw)
         except ValidationError as exc:
@@ -201,7 +206,8 @@ class Pipeline(ABC):
             raw_outputs = self.forward([features for _, _, features in chunk])
             if len(raw_outputs) != len(chunk):
                 raise RuntimeError(
-                    f"{type(self).__name__}.forward returned {len(raw_outputs)} outputs for {len(chunk)} inputs; "
+                    f"{type(self).__name__}.forward returned {len(raw_outputs)} outputs "
+                    f"for {len(chunk)} inputs; "
                     "forward must return one output per input"
                 )
             for (i, item, _), raw_out in zip(chunk, raw_outputs, strict=True):

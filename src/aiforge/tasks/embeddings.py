@@ -72,8 +72,13 @@ class SentenceEmbeddings(Pipeline):
         else:
             if self._e5_prefixes:
                 texts = [f"{kind}: {t}" for t in texts]
-            vecs = self.st.encode(texts, batch_size=max(1, len(texts)), convert_to_numpy=True,
-                                  normalize_embeddings=False, show_progress_bar=False).astype(np.float32)
+            vecs = self.st.encode(
+                texts,
+                batch_size=max(1, len(texts)),
+                convert_to_numpy=True,
+                normalize_embeddings=False,
+                show_progress_bar=False,
+            ).astype(np.float32)
         if getattr(self.params, "normalize", True):
             norms = np.linalg.norm(vecs, axis=1, keepdims=True)
             vecs = vecs / np.maximum(norms, 1e-12)

@@ -54,7 +54,9 @@ class EncoderPipeline(Pipeline):
         self.model.to(self.device).eval()
         self.max_length = int(
             getattr(self.params, "max_length", None)
-            or min(self.tokenizer.model_max_length, getattr(self.model.config, "max_position_embeddings", 512))
+            or min(
+                self.tokenizer.model_max_length, getattr(self.model.config, "max_position_embeddings", 512)
+            )
         )
 
     def tokenize(self, text: str, **kwargs: Any) -> dict[str, Any]:
@@ -97,7 +99,9 @@ class EncoderPipeline(Pipeline):
 # ---- text-classification -------------------------------------------------------------------------
 class ClassificationParams(EncoderParams):
     top_k: int | None = Field(default=None, ge=1, description="labels to return; default all")
-    multi_label: bool | None = Field(default=None, description="sigmoid per label; default from the model config")
+    multi_label: bool | None = Field(
+        default=None, description="sigmoid per label; default from the model config"
+    )
 
 
 class ClassificationOutput(BaseModel):
@@ -160,8 +164,11 @@ class TokenClassification(EncoderPipeline):
 
     def preprocess(self, item: TextInput) -> dict[str, Any]:
         if not self.tokenizer.is_fast:
-            raise AiforgeError("AF-MODEL-003", "token-classification needs a fast tokenizer (offsets)",
-                               "use a model that ships tokenizer.json")
+            raise AiforgeError(
+                "AF-MODEL-003",
+                "token-classification needs a fast tokenizer (offsets)",
+                "use a model that ships tokenizer.json",
+            )
         return self.tokenize(item.text, return_offsets_mapping=True)
 
     def postprocess(self, raw: dict[str, Any], item: TextInput) -> dict[str, Any]:
@@ -202,8 +209,11 @@ def group_entities(tokens: list[tuple[int, int, int, str, float]], text: str, ag
         prefix, group = _split_tag(label)
         prev = spans[-1] if spans else None
         same_word = prev is not None and prev["end"] == start
-        continues = prev is not None and prev["entity_group"] == group and prefix != "B" and (
-            same_word or text[prev["end"]:start].strip() == ""
+        continues = (
+            prev is not None
+            and prev["entity_group"] == group
+            and prefix != "B"
+            and (same_word or text[prev["end"] : start].strip() == "")
         )
         if prev is not None and (continues or (same_word and aggregation in ("first", "max"))):
             prev["end"] = end
@@ -214,7 +224,7 @@ def group_entities(tokens: list[tuple[int, int, int, str, float]], text: str, ag
     for span in spans:
         scores = span.pop("scores")
         span["score"] = float(max(scores) if aggregation == "max" else np.mean(scores))
-        span["word"] = text[span["start"]:span["end"]]
+        span["word"] = text[span["start"] : span["end"]]
         out.append(span)
     return out
 
@@ -249,15 +259,21 @@ class FillMask(EncoderPipeline):
         for spelling in ("[MASK]", "<mask>"):
             text = text.replace(spelling, mask)
         if text.count(mask) != 1:
-            raise AiforgeError("AF-INPUT-002", f"fill-mask needs exactly one mask token, found {text.count(mask)}",
-                               f"write one {mask} (or [MASK]) in the text")
+            raise AiforgeError(
+                "AF-INPUT-002",
+                f"fill-mask needs exactly one mask token, found {text.count(mask)}",
+                f"write one {mask} (or [MASK]) in the text",
+            )
         return text
 
     def preprocess(self, item: TextInput) -> dict[str, Any]:
         feats = self.tokenize(self._normalise(item.text))
         if self.tokenizer.mask_token_id not in feats["input_ids"]:
-            raise AiforgeError("AF-INPUT-002", "the mask token was cut off by truncation",
-                               "shorten the text or put the mask earlier")
+            raise AiforgeError(
+                "AF-INPUT-002",
+                "the mask token was cut off by truncation",
+                "shorten the text or put the mask earlier",
+            )
         return feats
 
     def postprocess(self, raw: dict[str, Any], item: TextInput) -> dict[str, Any]:
@@ -268,8 +284,13 @@ class FillMask(EncoderPipeline):
         preds = []
         for token_id in top:
             token_str = self.tokenizer.decode([int(token_id)]).strip()
-            preds.append({"token_str": token_str, "score": float(probs[token_id]),
-                          "sequence": text.replace(self.tokenizer.mask_token, token_str, 1)})
+            preds.append(
+                {
+                    "token_str": token_str,
+                    "score": float(probs[token_id]),
+                    "sequence": text.replace(self.tokenizer.mask_token, token_str, 1),
+                }
+            )
         return {"predictions": preds, "truncated": raw["truncated"]}
 
 
@@ -321,16 +342,22 @@ class ZeroShotClassification(Pipeline):
         self.nli.setup()
         label2id = {k.lower(): v for k, v in self.nli.model.config.label2id.items()}
         if "entailment" not in label2id:
-            raise AiforgeError("AF-MODEL-003", f"'{self.model_ref.raw}' is not an NLI model (no 'entailment' label)",
-                               "use an NLI model (e.g. MoritzLaurer/mDeBERTa-v3-base-mnli-xnli) or an embedding model")
+            raise AiforgeError(
+                "AF-MODEL-003",
+                f"'{self.model_ref.raw}' is not an NLI model (no 'entailment' label)",
+                "use an NLI model (e.g. MoritzLaurer/mDeBERTa-v3-base-mnli-xnli) or an embedding model",
+            )
         self.entail_id = label2id["entailment"]
         self.contra_id = label2id.get("contradiction", 0)
 
     def _labels(self, item: ZeroShotInput) -> list[str]:
         labels = item.candidate_labels or self.params.candidate_labels
         if not labels:
-            raise AiforgeError("AF-INPUT-002", "zero-shot-classification needs candidate labels",
-                               'pass -p candidate_labels=\'["긍정","부정"]\' or a "candidate_labels" field')
+            raise AiforgeError(
+                "AF-INPUT-002",
+                "zero-shot-classification needs candidate labels",
+                'pass -p candidate_labels=\'["긍정","부정"]\' or a "candidate_labels" field',
+            )
         return labels
 
     def preprocess(self, item: ZeroShotInput) -> Any:
@@ -338,14 +365,22 @@ class ZeroShotClassification(Pipeline):
         if self.embedder is not None:
             return {"text": item.text, "labels": labels}
         pairs = [
-            self.nli.tokenizer(item.text, self.params.hypothesis_template.format(lab), truncation="only_first",
-                               max_length=self.nli.max_length)
+            self.nli.tokenizer(
+                item.text,
+                self.params.hypothesis_template.format(lab),
+                truncation="only_first",
+                max_length=self.nli.max_length,
+            )
             for lab in labels
         ]
         return {"pairs": [dict(p) for p in pairs], "labels": labels}
 
     def length(self, features: Any) -> int:
-        return len(features["text"]) if "text" in features else sum(len(p["input_ids"]) for p in features["pairs"])
+        return (
+            len(features["text"])
+            if "text" in features
+            else sum(len(p["input_ids"]) for p in features["pairs"])
+        )
 
     def _label_vectors(self, labels: list[str]) -> np.ndarray:
         missing = [lab for lab in labels if lab not in self._label_cache]
@@ -370,8 +405,11 @@ class ZeroShotClassification(Pipeline):
     def postprocess(self, raw: np.ndarray, item: ZeroShotInput) -> dict[str, Any]:
         labels = self._labels(item)
         if self.embedder is not None:
-            scores = sigmoid((raw - raw.mean()) / self.temperature) if self.params.multi_label \
+            scores = (
+                sigmoid((raw - raw.mean()) / self.temperature)
+                if self.params.multi_label
                 else softmax(raw / self.temperature)
+            )
             backend = "embeddings"
         elif self.params.multi_label:
             scores = softmax(raw[:, [self.contra_id, self.entail_id]])[:, 1]
@@ -380,4 +418,8 @@ class ZeroShotClassification(Pipeline):
             scores = softmax(raw[:, self.entail_id])
             backend = "nli"
         order = np.argsort(-scores)
-        return {"labels": [labels[i] for i in order], "scores": [float(scores[i]) for i in order], "backend": backend}
+        return {
+            "labels": [labels[i] for i in order],
+            "scores": [float(scores[i]) for i in order],
+            "backend": backend,
+        }
