@@ -191,15 +191,39 @@ class Pipeline(ABC):
         if window:
             yield from self._run_window(window, size)
 
+    def preprocess_many(self, items: list[TaskInput]) -> list[Any]:
+        """``preprocess`` over many items. Override when one call is cheaper than many (a fast
+        tokenizer encodes a list in parallel); a failure falls back to per-item calls."""
+        return [self.preprocess(item) for item in items]
+
+    def _preprocess_all(self, items: list[TaskInput]) -> list[Any | AiforgeError]:
+        try:
+            return list(self.preprocess_many(items))
+        except AiforgeError:
+            pass  # one bad item: redo one by one so only that item fails
+        out: list[Any | AiforgeError] = []
+        for item in items:
+            try:
+                out.append(self.preprocess(item))
+            except AiforgeError as exc:
+                out.append(exc)
+        return out
+
     def _run_window(self, raws: list[Any], size: int) -> list[dict[str, Any]]:
         results: list[dict[str, Any] | None] = [None] * len(raws)
-        parsed: list[tuple[int, TaskInput, Any]] = []
+        valid: list[tuple[int, TaskInput]] = []
         for i, raw in enumerate(raws):
             try:
-                item = self.parse_input(raw)
-                parsed.append((i, item, self.preprocess(item)))
+                valid.append((i, self.parse_input(raw)))
             except AiforgeError as exc:
                 results[i] = {"error": exc.to_dict()}
+        parsed: list[tuple[int, TaskInput, Any]] = []
+        features = self._preprocess_all([item for _, item in valid]) if valid else []
+        for (i, item), feats in zip(valid, features, strict=True):
+            if isinstance(feats, AiforgeError):
+                results[i] = {"error": feats.to_dict()}
+            else:
+                parsed.append((i, item, feats))
         parsed.sort(key=lambda entry: self.length(entry[2]))
         for start in range(0, len(parsed), size):
             chunk = parsed[start : start + size]

@@ -1,8 +1,9 @@
 """Vision tasks: classification, detection, segmentation, SAM masks and captioning.
 
-Every task takes an ``image`` that :func:`aiforge.tasks.images.load_image` decodes (a file path, a ``data:`` URI or a bare
-base64 string, or raw ``bytes`` from an HTTP upload); URLs are refused because aiforge never
-fetches from the network on a user's behalf. Results are in the pixel coordinates of the original
+Every task takes an ``image`` that :func:`aiforge.tasks.images.load_image` decodes (a file path,
+a ``data:`` URI or a bare base64 string, or raw ``bytes`` from an HTTP upload); URLs are refused
+because aiforge never fetches from the network on a user's behalf. Results are in the pixel
+coordinates of the original
 image: boxes are clamped to it, masks have its exact size.
 
 Masks are returned as base64-encoded 1-bit PNGs (white = inside) so that a browser can show them
