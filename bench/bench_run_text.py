@@ -164,7 +164,7 @@ def main() -> None:
     py_pass, help_time = startup_times()
     print(
         f"\ntext-classification, {len(texts)} NSMC sentences, all-MiniLM-L6 (+2-label head), "
-        f"{torch.get_num_threads()} threads, cpu"
+        f"{torch.get_num_threads()} threads, {args.device}"
     )
     print(f"  transformers pipeline, one call per sentence : {naive:7.1f} texts/s")
     print(f"  hand-written, input order, batch 32          : {unsorted32:7.1f} texts/s")
