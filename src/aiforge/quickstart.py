@@ -7,13 +7,14 @@ Every step calls the same functions as the individual commands (`aiforge doctor`
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+
+from aiforge.errors import AiforgeError
 
 EXAMPLE_CONFIG = "nsmc-sentiment.yaml"
 MODEL_NAME = "nsmc-sentiment"
@@ -35,21 +36,32 @@ def step_doctor(console: Console) -> None:
     doctor.render(findings, console)
 
 
+def example_config() -> Path:
+    """The quickstart config: the repo's examples/ copy when run from a clone."""
+    path = Path("examples") / EXAMPLE_CONFIG
+    if not path.exists():
+        raise AiforgeError(
+            "AF-CONFIG-001",
+            f"{path} not found (run the quickstart from the repository root)",
+            "cd into the aiforge clone, or: aiforge train YOUR_CONFIG.yaml",
+        )
+    return path
+
+
 def step_train(console: Console, output_dir: Path) -> str | None:
     """Fine-tune on the bundled sample; returns the registry ref of the new model."""
-    if importlib.util.find_spec("aiforge.train") is None:
-        console.print("[yellow]training is not available in this build; skipping[/]")
-        return None
     from aiforge.train import load_config, train
 
-    config = load_config(bundled(EXAMPLE_CONFIG), overrides=[f"output_dir={output_dir}"])
+    config = load_config(example_config(), overrides=[f"output_dir={output_dir}"])
     result = train(config)
+    test = result.metrics.get("test", {})
+    base = (result.baseline or {}).get("test", {})
     console.print(
-        f"test accuracy {result.metrics.get('test_accuracy', float('nan')):.3f} "
-        f"(baseline {result.baseline_metrics.get('test_accuracy', float('nan')):.3f}); "
-        f"registered {result.registry_ref}"
+        f"{result.backbone}: test accuracy {test.get('accuracy', float('nan')):.3f}, "
+        f"macro-F1 {test.get('macro_f1', float('nan')):.3f} in {result.seconds / 60:.1f} min; "
+        f"TF-IDF baseline accuracy {base.get('accuracy', float('nan')):.3f}; registered as {result.ref}"
     )
-    return result.registry_ref
+    return result.ref
 
 
 def step_run(console: Console, model_ref: str | None) -> None:
@@ -69,10 +81,12 @@ def step_run(console: Console, model_ref: str | None) -> None:
 
 
 def step_serve(console: Console, model_ref: str, host: str, port: int) -> None:
-    from aiforge.serve import ServeSettings, run_server
+    from aiforge.serve import load_settings, run_server
 
-    settings = ServeSettings.from_refs([model_ref], host=host, port=port)
-    console.print(f"demo page: http://{host}:{port}/demo   API docs: http://{host}:{port}/docs")
+    settings = load_settings(models=[f"{MODEL_NAME}={model_ref}"], host=host, port=port)
+    console.print(
+        f"demo page: http://{host}:{port}/demo   API docs: http://{host}:{port}/docs  (Ctrl-C stops)"
+    )
     run_server(settings)
 
 
@@ -83,6 +97,6 @@ def quickstart(console: Console, output_dir: Path, serve: bool, host: str, port:
     ref = step_train(console, output_dir)
     console.rule("3. run it on Korean examples")
     step_run(console, ref)
-    if serve and ref and importlib.util.find_spec("aiforge.serve") is not None:
+    if serve and ref:
         console.rule("4. serve it")
         step_serve(console, ref, host, port)

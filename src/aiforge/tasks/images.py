@@ -13,12 +13,23 @@ import binascii
 import io
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
+from pydantic import Field
 
 from aiforge.errors import AiforgeError
+from aiforge.tasks.base import TaskInput
+
+
+class ImageInput(TaskInput):
+    """The input of every image task."""
+
+    image: str | bytes = Field(
+        description="file path, data: URI or base64 string of an image (upload bytes are accepted too)"
+    )
+
 
 # ---- image decoding ---------------------------------------------------------------------------------
 
@@ -48,12 +59,18 @@ def load_image(value: str | bytes | bytearray | memoryview | Path | Image.Image)
     if text.startswith("data:"):
         header, _, payload = text.partition(",")
         if ";base64" not in header:
-            raise AiforgeError("AF-INPUT-003", f"data URI '{header},...' is not base64-encoded",
-                               "encode the image as data:image/png;base64,...")
+            raise AiforgeError(
+                "AF-INPUT-003",
+                f"data URI '{header},...' is not base64-encoded",
+                "encode the image as data:image/png;base64,...",
+            )
         data = _b64decode(payload)
         if data is None:
-            raise AiforgeError("AF-INPUT-003", f"data URI '{header},...' holds invalid base64",
-                               "send standard base64 (RFC 4648) of the image file's bytes")
+            raise AiforgeError(
+                "AF-INPUT-003",
+                f"data URI '{header},...' holds invalid base64",
+                "send standard base64 (RFC 4648) of the image file's bytes",
+            )
         return _decode(data, f"<data URI, {len(text)} chars>")
     if text.startswith(("http://", "https://")):
         raise AiforgeError(
@@ -66,8 +83,11 @@ def load_image(value: str | bytes | bytearray | memoryview | Path | Image.Image)
         return _open_file(path)
     data = _b64decode(text) if len(text) >= 64 and _BASE64_RE.fullmatch(text) else None
     if data is None:
-        raise AiforgeError("AF-INPUT-001", f"image file '{text[:200]}' does not exist (nor is it base64)",
-                           "check the path (relative paths are read from the current directory)")
+        raise AiforgeError(
+            "AF-INPUT-001",
+            f"image file '{text[:200]}' does not exist (nor is it base64)",
+            "check the path (relative paths are read from the current directory)",
+        )
     return _decode(data, f"<base64 string, {len(text)} chars>")
 
 
@@ -82,8 +102,11 @@ def _open_file(path: Path) -> Image.Image:
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise AiforgeError("AF-INPUT-001", f"cannot read image file '{path}': {exc.strerror or exc}",
-                           "check that the file exists and is readable") from None
+        raise AiforgeError(
+            "AF-INPUT-001",
+            f"cannot read image file '{path}': {exc.strerror or exc}",
+            "check that the file exists and is readable",
+        ) from None
     return _decode(data, f"'{path}'")
 
 
@@ -118,9 +141,10 @@ def _to_rgb(img: Image.Image) -> Image.Image:
 # ---- masks ------------------------------------------------------------------------------------------
 
 
-def encode_mask(mask: np.ndarray | torch.Tensor) -> str:
+def encode_mask(mask: Any) -> str:
     """A boolean (H, W) mask -> base64 of a 1-bit PNG of the same size (white = inside)."""
-    array = mask.cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
+    # a torch tensor (possibly on a GPU) or anything array-like; torch itself is not imported here
+    array = mask.detach().cpu().numpy() if hasattr(mask, "detach") else np.asarray(mask)
     buffer = io.BytesIO()
     Image.fromarray(array.astype(bool)).save(buffer, format="PNG", optimize=True)
     return base64.b64encode(buffer.getvalue()).decode("ascii")

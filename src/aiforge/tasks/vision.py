@@ -43,8 +43,8 @@ from pydantic import BaseModel, Field
 
 from aiforge.errors import AiforgeError
 from aiforge.models import ModelRef, offline_error
-from aiforge.tasks.base import Pipeline, TaskInput, TaskParams
-from aiforge.tasks.images import decode_mask, encode_mask, load_image
+from aiforge.tasks.base import Pipeline, TaskParams
+from aiforge.tasks.images import ImageInput, decode_mask, encode_mask, load_image
 
 __all__ = [
     "ImageClassification",
@@ -124,12 +124,6 @@ def _hf_features(processor: Any, image: Image.Image, **kwargs: Any) -> _Features
 
 
 # ---- image classification ---------------------------------------------------------------------------
-
-
-class ImageInput(TaskInput):
-    image: str | bytes = Field(
-        description="file path, data: URI or base64 string of an image (upload bytes are accepted too)"
-    )
 
 
 class ClassificationParams(TaskParams):
