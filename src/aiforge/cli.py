@@ -242,6 +242,55 @@ def run(
             raise typer.Exit(2)
 
 
+# ---- serve ------------------------------------------------------------------------------------------
+@app.command()
+@friendly
+def serve(
+    specs: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="serve.yaml, or models: [NAME=]TASK[:MODEL] or [NAME=]MODEL (e.g. registry:x@production)"
+        ),
+    ] = None,
+    host: Annotated[str | None, typer.Option("--host", help="bind address (default 127.0.0.1)")] = None,
+    port: Annotated[int | None, typer.Option("--port", help="0 picks a free port (default 8000)")] = None,
+    max_batch_size: Annotated[
+        int | None, typer.Option("--max-batch-size", min=1, help="items per batch")
+    ] = None,
+    max_wait_ms: Annotated[float | None, typer.Option("--max-wait-ms", min=0)] = None,
+    max_queue: Annotated[int | None, typer.Option("--max-queue", min=1, help="beyond it: 429")] = None,
+    timeout_s: Annotated[float | None, typer.Option("--timeout-s", help="beyond it: 504")] = None,
+    device: Annotated[str | None, typer.Option("--device")] = None,
+    api_key_file: Annotated[Path | None, typer.Option("--api-key-file", help="one key per line")] = None,
+    no_demo: Annotated[bool, typer.Option("--no-demo", help="do not mount the demo page")] = False,
+) -> None:
+    """Serve models over HTTP: dynamic batching, OpenAI-compatible routes, /demo, /metrics, auth."""
+    from aiforge.serve import is_config_file, load_settings, run_server, server_urls
+
+    specs = list(specs or [])
+    config = specs.pop(0) if specs and is_config_file(specs[0]) else None
+    if config is None and not specs:
+        raise AiforgeError(
+            "AF-CONFIG-001", "nothing to serve", "aiforge serve TASK[:MODEL] ... or aiforge serve serve.yaml"
+        )
+    settings = load_settings(
+        config,
+        specs,
+        host=host,
+        port=port,
+        max_batch_size=max_batch_size,
+        max_wait_ms=max_wait_ms,
+        max_queue=max_queue,
+        timeout_s=timeout_s,
+        device=device,
+        api_key_file=api_key_file,
+        demo=False if no_demo else None,
+    )
+    for label, url in server_urls(settings).items():
+        err.print(f"{label}: {url}")
+    run_server(settings)
+
+
 # ---- quickstart ---------------------------------------------------------------------------------------
 @app.command()
 @friendly
