@@ -60,6 +60,11 @@ CODES: dict[str, str] = {
     "AF-SERVE-002": "request invalid",
     "AF-SERVE-003": "queue full",
     "AF-SERVE-004": "request timed out",
+    "AF-SERVE-005": "model not ready (loading, warming, failed or shutting down)",
+    "AF-SERVE-006": "API key missing or invalid",
+    "AF-SERVE-007": "request body too large",
+    "AF-SERVE-008": "model reload or rollback failed",
+    "AF-SERVE-009": "inference failed inside the server",
     # rag
     "AF-RAG-001": "index not found",
     "AF-RAG-002": "index empty",
