@@ -138,3 +138,24 @@ def test_zero_shot_korean_from_the_command_line():
     )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["labels"][0] == "부정"
+
+
+def test_rag_ingest_and_ask_from_the_command_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("AIFORGE_HOME", str(tmp_path / "home"))
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "guide.md").write_text(
+        "# 서빙\n\n서버는 기본적으로 8000번 포트에서 시작된다. API 키는 --api-key-file 옵션으로 지정한다.\n",
+        encoding="utf-8",
+    )
+    (docs / "broken.pdf").write_text("not a pdf")
+    ingest = aiforge("rag", "ingest", str(docs), "--index", "manual", "--json")
+    assert ingest.returncode == 1  # the broken file is reported, the rest is ingested
+    report = json.loads(ingest.stdout)
+    assert report["failed"][0]["source"].endswith("broken.pdf") and report["chunks_total"] >= 1
+    ask = aiforge("rag", "ask", "서버는 몇 번 포트에서 시작돼?", "--index", "manual", "--json")
+    assert ask.returncode == 0, ask.stderr
+    answer = json.loads(ask.stdout)
+    assert "8000" in answer["answer"] and answer["citations"][0]["verified"] is True
+    missing = aiforge("rag", "ask", "질문", "--index", "nope")
+    assert missing.returncode == 2 and "AF-RAG-001" in missing.stderr and "Traceback" not in missing.stderr

@@ -26,6 +26,10 @@ app = typer.Typer(
 )
 models_app = typer.Typer(help="List default and packaged models; manage registry aliases.")
 app.add_typer(models_app, name="models")
+rag_app = typer.Typer(
+    help="Questions over your documents: ingest, ask (cited answers), eval.", no_args_is_help=True
+)
+app.add_typer(rag_app, name="rag")
 
 out = Console()
 err = Console(stderr=True)
@@ -289,6 +293,115 @@ def serve(
     for label, url in server_urls(settings).items():
         err.print(f"{label}: {url}")
     run_server(settings)
+
+
+# ---- rag ------------------------------------------------------------------------------------------------
+IndexOption = Annotated[str, typer.Option("--index", "-x", help="index name")]
+SetOption = Annotated[list[str] | None, typer.Option("--set", help="RAG setting KEY=VALUE (see RagSettings)")]
+
+
+def _rag_settings(pairs: list[str] | None, **overrides: Any):
+    from pydantic import ValidationError
+
+    from aiforge.rag import RagSettings
+
+    try:
+        return RagSettings.from_env(**parse_params(pairs), **overrides)
+    except ValidationError as exc:
+        bad = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise AiforgeError(
+            "AF-CONFIG-001",
+            f"invalid RAG setting: {bad}",
+            f"valid settings: {', '.join(RagSettings.model_fields)}",
+        ) from None
+
+
+@rag_app.command("ingest")
+@friendly
+def rag_ingest(
+    paths: Annotated[
+        list[Path], typer.Argument(help="files or folders: txt, md, html, pdf, docx, SQuAD json")
+    ],
+    index: IndexOption,
+    settings_pairs: SetOption = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Parse, chunk and embed documents; re-ingest embeds only what changed."""
+    from aiforge.rag import ingest
+
+    report = ingest([str(p) for p in paths], index, _rag_settings(settings_pairs)).to_dict()
+    if as_json:
+        typer.echo(json.dumps(report, indent=2, ensure_ascii=False))
+    else:
+        summary = {k: v for k, v in report.items() if k != "failed"}
+        out.print(" ".join(f"{k}={v}" for k, v in summary.items()))
+        for failure in report.get("failed", []):
+            err.print(f"[{failure['code']}] {failure['source']}: {failure['message']}", highlight=False)
+    if report.get("failed"):
+        raise typer.Exit(1)
+
+
+@rag_app.command("ask")
+@friendly
+def rag_ask(
+    question: Annotated[str, typer.Argument()],
+    index: IndexOption,
+    top_k: Annotated[int | None, typer.Option("--top-k", min=1)] = None,
+    source: Annotated[
+        str | None, typer.Option("--source", help="only chunks of sources matching this glob")
+    ] = None,
+    settings_pairs: SetOption = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Answer a question from an index, citing file, page and character offsets."""
+    from aiforge.rag import ask
+
+    answer = ask(
+        question,
+        index,
+        _rag_settings(settings_pairs),
+        top_k=top_k,
+        filters={"source": source} if source else None,
+    )
+    if as_json:
+        typer.echo(json.dumps(answer.to_dict(), indent=2, ensure_ascii=False))
+        return
+    out.print(answer.answer, highlight=False)
+    for c in answer.citations:
+        mark = "verified" if c.verified else "UNVERIFIED"
+        out.print(
+            f"  [{c.n}] {c.source} p.{c.page} chars {c.start}-{c.end} ({mark}): {c.quote[:160]}",
+            highlight=False,
+        )
+
+
+@rag_app.command("eval")
+@friendly
+def rag_eval(
+    qa_file: Annotated[Path, typer.Argument(help="QA.jsonl or SQuAD/KorQuAD json")],
+    index: IndexOption,
+    limit: Annotated[int | None, typer.Option("--limit", min=1, help="first N questions")] = None,
+    mode: Annotated[str, typer.Option("--mode", help="hybrid | bm25 | dense")] = "hybrid",
+    answers: Annotated[bool, typer.Option("--answers/--no-answers", help="also score EM/F1")] = True,
+    settings_pairs: SetOption = None,
+) -> None:
+    """Retrieval recall@1/5/10 and MRR, answer EM and F1."""
+    from aiforge.rag import evaluate
+
+    metrics = evaluate(
+        str(qa_file), index, _rag_settings(settings_pairs), answers=answers, limit=limit, mode=mode
+    )
+    typer.echo(json.dumps(metrics, indent=2, ensure_ascii=False))
+
+
+@rag_app.command("list")
+@friendly
+def rag_list() -> None:
+    """The embedded indexes and what each holds."""
+    from aiforge.rag import index_info, list_indexes
+
+    for name in list_indexes():
+        typer.echo(json.dumps(index_info(name), ensure_ascii=False))
 
 
 # ---- quickstart ---------------------------------------------------------------------------------------
