@@ -246,6 +246,103 @@ def run(
             raise typer.Exit(2)
 
 
+# ---- train, runs, promote ----------------------------------------------------------------------------
+@app.command()
+@friendly
+def train(
+    config: Annotated[Path | None, typer.Argument(help="train.yaml (see --init)")] = None,
+    init: Annotated[str | None, typer.Option("--init", help="print a commented template for TASK")] = None,
+    overrides: Annotated[
+        list[str] | None, typer.Option("--set", help="override a field: training.lr=3e-5")
+    ] = None,
+    dry: Annotated[
+        bool, typer.Option("--dry-run", help="check data and model, estimate time; no training")
+    ] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="continue from the last checkpoint")] = False,
+    from_run: Annotated[str | None, typer.Option("--from-run", help="re-run a tracked run's config")] = None,
+    strict: Annotated[bool, typer.Option("--strict", help="fail on empty or undecodable rows")] = False,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Fine-tune a model on your data; tracked in MLflow, registered in the model registry."""
+    from aiforge import train as training
+
+    if init:
+        from aiforge.tasks import get_task
+
+        typer.echo(training.init_template(get_task(init).name))
+        return
+    if config is None and from_run is None:
+        raise AiforgeError(
+            "AF-CONFIG-001",
+            "no config given",
+            "aiforge train train.yaml (start one with: aiforge train --init text-classification)",
+        )
+    base = training.config_from_run(from_run) if from_run else None
+    cfg = training.load_config(config, overrides or [], base=base)
+    if dry:
+        report = training.dry_run(cfg, strict=strict)
+        if as_json:
+            typer.echo(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
+        else:
+            for line in report.lines():
+                out.print(line, highlight=False)
+        return
+    result = training.train(cfg, resume=resume, strict=strict)
+    summary = result.summary()
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2, ensure_ascii=False, default=str))
+        return
+    for key, value in summary.items():
+        out.print(f"{key:>10}: {json.dumps(value, ensure_ascii=False, default=str)}", highlight=False)
+
+
+@app.command()
+@friendly
+def runs(
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1)] = 20,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Recent training runs and their metrics (MLflow tracking store)."""
+    from aiforge import registry
+
+    rows = registry.list_runs(limit)
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2, ensure_ascii=False, default=str))
+        return
+    table = _table("run", "task", "model", "status", "minutes", "registered", "test metrics")
+    for row in rows:
+        metrics = ", ".join(
+            f"{k.removeprefix('test_')} {v:.3f}"
+            for k, v in sorted(row["metrics"].items())
+            if k.startswith("test_")
+        )
+        table.add_row(
+            f"{row['name']}\n{row['run_id'][:8]}",
+            row["task"],
+            row["model"],
+            row["status"],
+            f"{row['duration_s'] / 60:.1f}",
+            row["registered"],
+            metrics,
+        )
+    out.print(table)
+
+
+@models_app.command("promote")
+@friendly
+def models_promote(
+    name: Annotated[str, typer.Argument(help="registered model name")],
+    version: Annotated[str, typer.Argument(help="version number")],
+    alias: Annotated[str, typer.Option("--alias", help="e.g. production")] = "production",
+) -> None:
+    """Point an alias at a model version: registry:NAME@ALIAS then loads it."""
+    from aiforge import registry
+
+    moved = registry.promote(name, version, alias)
+    was = f" (was version {moved['previous']})" if moved["previous"] else ""
+    out.print(f"registry:{name}@{alias} -> version {moved['version']}{was}", highlight=False)
+
+
 # ---- serve ------------------------------------------------------------------------------------------
 @app.command()
 @friendly
