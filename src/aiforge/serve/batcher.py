@@ -1,0 +1,438 @@
+"""Dynamic batching: many requests, one forward pass, answers in order.
+
+One :class:`Batcher` per served model. Requests are admitted on the event loop (a full queue is a
+429 at once, never an unbounded backlog), their items wait in one FIFO queue, and a dispatcher task
+forms batches::
+
+    wait until max_batch_size items are queued (reason "full") or the oldest item has waited
+    max_wait_ms (reason "timeout")
+    take up to max_batch_size * sort_window_batches items that share the same parameters
+    sort them by pipe.length(features)       # similar lengths share a batch: little padding
+    cut the sorted run into batches of at most max_batch_size ITEMS (not requests), also cut where
+        padding would exceed max_padding (one long input never pads a whole batch)
+    for each batch:
+        raws = pipe.forward(features)         # in the model's one inference thread, off the loop
+        answer each item; a request is answered when all its items are
+
+Why the padding bound: on a CPU, padded tokens cost as much as real ones, and a server only sees
+the requests in flight (64 clients: 64 items), not the 256-item sort windows of ``pipe.predict``.
+Cut at 25% padding, NSMC-length batches carry about as much padding as the offline loop's.
+
+The model always receives a list and returns a list, whatever the batch size. A request that
+times out or whose client disconnects is marked done: its queued items are skipped (a forward pass
+already running for other requests finishes, and its share of the output is discarded). An item
+that makes ``forward`` raise fails only its own request: the batch is re-run one item at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiforge.errors import AiforgeError
+from aiforge.serve.metrics import ServeMetrics
+from aiforge.tasks.base import Pipeline, TaskInput
+
+log = logging.getLogger("aiforge.serve")
+
+# After this many consecutive batches fail with server errors, /readyz reports the worker unhealthy.
+FAILURES_UNHEALTHY = 3
+
+
+@dataclass
+class QueueFull(AiforgeError):
+    """429: the model's queue holds max_queue items; ``retry_after`` (s) estimates when it drains."""
+
+    retry_after: int = 1
+
+
+class ClientGone(Exception):
+    """The client disconnected before its answer was ready; its queued work was dropped."""
+
+
+@dataclass(eq=False)
+class Job:
+    """One request's items on their way through a model's queue."""
+
+    runner: Pipeline  # the pipeline (or its per-request parameter variant) that runs these items
+    items: list[TaskInput]
+    features: list[Any]
+    lengths: list[int]
+    future: asyncio.Future[list[dict[str, Any]]]
+    enqueued_at: float
+    results: list[Any] = field(default_factory=list)
+    remaining: int = 0  # items not yet answered
+    queued: int = 0  # items still waiting in the queue
+    done: bool = False  # answered, failed or dropped: its queued items are skipped
+
+
+@dataclass(eq=False)
+class _Slot:
+    job: Job
+    index: int
+
+
+class Batcher:
+    """The queue, the dispatcher task and the single inference thread of one model."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        max_batch_size: int,
+        sort_window_batches: int,
+        max_padding: float | None,
+        max_wait_s: float,
+        max_queue: int,
+        stall_after_s: float,
+        metrics: ServeMetrics,
+    ) -> None:
+        self.name = name
+        self.max_batch_size = max_batch_size
+        self.window = max_batch_size * sort_window_batches
+        self.max_padding = max_padding
+        self.max_wait_s = max_wait_s
+        self.max_queue = max_queue
+        self.stall_after_s = stall_after_s
+        self.metrics = metrics
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"aiforge-infer-{name}")
+        self._queue: deque[_Slot] = deque()
+        self._queued = 0  # live items in the queue (done jobs' slots are skipped lazily)
+        self._streams = 0  # open token streams, which also hold queue capacity
+        self._arrived = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self._busy_since: float | None = None
+        self._failures = 0
+        self._last_error = ""
+        self._items_per_s = 0.0  # moving average, for Retry-After
+
+    # ---- lifecycle --------------------------------------------------------------------------------
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(
+            self._dispatch_forever(), name=f"batcher-{self.name}"
+        )
+
+    async def close(self, timeout_s: float) -> None:
+        """Stop admitting, answer everything queued or running (up to ``timeout_s``), stop the thread."""
+        self._closing = True
+        self._arrived.set()
+        if self._task is not None and not self._task.done():
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), timeout_s)
+            except asyncio.TimeoutError:
+                self._task.cancel()
+                self._fail_queued(
+                    AiforgeError(
+                        "AF-SERVE-005",
+                        f"model '{self.name}' shut down before answering",
+                        "retry the request",
+                        status=503,
+                    )
+                )
+        self.executor.shutdown(wait=False)
+
+    def health(self) -> str | None:
+        """None when the worker is healthy, else why not (for /readyz)."""
+        if self._task is None:
+            return "inference worker not started"
+        if self._task.done() and not self._closing:
+            exc = None if self._task.cancelled() else self._task.exception()
+            return f"batch dispatcher stopped: {exc!r}"
+        if self._busy_since is not None and time.monotonic() - self._busy_since > self.stall_after_s:
+            return (
+                f"a forward pass has run for over {self.stall_after_s:.0f}s; the inference worker looks stuck"
+            )
+        if self._failures >= FAILURES_UNHEALTHY:
+            return f"the last {self._failures} batches failed: {self._last_error}"
+        return None
+
+    @property
+    def queued(self) -> int:
+        return self._queued
+
+    # ---- admission ----------------------------------------------------------------------------------
+    def _admit(self, n: int) -> None:
+        if self._closing:
+            raise AiforgeError(
+                "AF-SERVE-005",
+                f"model '{self.name}' is shutting down or being swapped out",
+                "retry the request",
+                status=503,
+            )
+        if n > self.max_queue:
+            raise AiforgeError(
+                "AF-SERVE-002",
+                f"request has {n} items; model '{self.name}' queues at most {self.max_queue}",
+                f"send at most {self.max_queue} items per request",
+                status=413,
+            )
+        if self._queued + self._streams + n > self.max_queue:
+            wait = math.ceil((self._queued + n) / self._items_per_s) if self._items_per_s > 0 else 1
+            raise QueueFull(
+                "AF-SERVE-003",
+                f"model '{self.name}' is at capacity ({self._queued} items queued, limit {self.max_queue})",
+                "retry after the Retry-After delay, or add replicas",
+                status=429,
+                retry_after=min(max(wait, 1), 60),
+            )
+
+    def submit(self, runner: Pipeline, items: list[TaskInput], features: list[Any]) -> Job:
+        """Queue one request's preprocessed items; raises QueueFull (429) when they do not fit."""
+        self._admit(len(items))
+        lengths = [runner.length(f) for f in features]
+        job = Job(
+            runner,
+            items,
+            features,
+            lengths,
+            asyncio.get_running_loop().create_future(),
+            time.monotonic(),
+            results=[None] * len(items),
+            remaining=len(items),
+            queued=len(items),
+        )
+        self._queue.extend(_Slot(job, i) for i in range(len(items)))
+        self._queued += len(items)
+        self._set_depth()
+        self._arrived.set()
+        return job
+
+    async def wait(
+        self, job: Job, timeout_s: float, disconnected: Callable[[], Awaitable[Any]] | None = None
+    ) -> list[Any]:
+        """The job's outputs; 504 after ``timeout_s``, ClientGone when ``disconnected()`` returns first."""
+        watcher = asyncio.ensure_future(disconnected()) if disconnected is not None else None
+        waiting: set[asyncio.Future[Any]] = {job.future, *([watcher] if watcher else [])}
+        try:
+            done, _ = await asyncio.wait(waiting, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            self.cancel(job, "cancelled")
+            raise
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+        if job.future.done():
+            return job.future.result()
+        if watcher is not None and watcher in done:
+            self.cancel(job, "disconnect")
+            raise ClientGone()
+        self.cancel(job, "timeout")
+        raise AiforgeError(
+            "AF-SERVE-004",
+            f"model '{self.name}' did not answer within {timeout_s:g}s ({self._queued} items queued)",
+            "retry later, send fewer items per request, or raise timeout_s",
+            status=504,
+        )
+
+    def cancel(self, job: Job, reason: str) -> None:
+        """Drop a job's queued items (counted in aiforge_dropped_items_total by reason)."""
+        if job.done:
+            return
+        self._finish(job, reason)
+        if not job.future.done():
+            job.future.cancel()
+
+    def reserve_stream(self) -> None:
+        """Hold one unit of queue capacity while a token stream is open (streams bypass batching);
+        raises QueueFull like a request would. Pair with :meth:`release_stream`."""
+        self._admit(1)
+        self._streams += 1
+
+    def release_stream(self) -> None:
+        self._streams -= 1
+
+    # ---- dispatching ----------------------------------------------------------------------------------
+    async def _dispatch_forever(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            reason = await self._gather()
+            if reason is None:
+                return
+            slots = self._take()
+            if not slots:
+                continue
+            self.metrics.batches.labels(self.name, reason).inc()
+            slots.sort(key=lambda s: s.job.lengths[s.index])
+            for batch in self._batches(slots):
+                live = [s for s in batch if not s.job.done]  # requests may have timed out meanwhile
+                if live:
+                    await self._run_chunk(loop, live)
+
+    def _batches(self, slots: list[_Slot]) -> Iterator[list[_Slot]]:
+        """Consecutive runs of the length-sorted slots: at most ``max_batch_size`` items, and cut where
+        adding the next (longest so far) item would pad the batch beyond ``max_padding``."""
+        batch: list[_Slot] = []
+        real = 0  # tokens (or whatever length() counts) of the items in the batch
+        for slot in slots:
+            length = slot.job.lengths[slot.index]
+            padded = (len(batch) + 1) * length  # sorted: the new item sets the padded width
+            too_padded = self.max_padding is not None and padded > (1 + self.max_padding) * (real + length)
+            if batch and (len(batch) >= self.max_batch_size or too_padded):
+                yield batch
+                batch, real = [], 0
+            batch.append(slot)
+            real += length
+        if batch:
+            yield batch
+
+    async def _gather(self) -> str | None:
+        """Wait for a due batch; returns why ("full", "timeout", "drain"); None once closed and empty."""
+        while True:
+            self._drop_dead_head()
+            if self._queued >= self.max_batch_size:
+                return "full"
+            left: float | None = None
+            if self._queue:
+                if self._closing:
+                    return "drain"
+                left = self._queue[0].job.enqueued_at + self.max_wait_s - time.monotonic()
+                if left <= 0:
+                    return "timeout"
+            elif self._closing:
+                return None
+            self._arrived.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._arrived.wait(), left)
+
+    def _take(self) -> list[_Slot]:
+        """Up to ``window`` live items, oldest first, that share the first one's pipeline variant."""
+        taken: list[_Slot] = []
+        kept: deque[_Slot] = deque()
+        runner = None
+        while self._queue and len(taken) < self.window:
+            slot = self._queue.popleft()
+            if slot.job.done:
+                continue
+            if runner is None:
+                runner = slot.job.runner
+            if slot.job.runner is runner:
+                taken.append(slot)
+                slot.job.queued -= 1
+            else:
+                kept.append(slot)
+        kept.extend(self._queue)
+        self._queue = kept
+        self._queued -= len(taken)
+        self._set_depth()
+        return taken
+
+    async def _run_chunk(self, loop: asyncio.AbstractEventLoop, chunk: list[_Slot]) -> None:
+        started = time.monotonic()
+        for slot in chunk:
+            self.metrics.queue_wait.labels(self.name).observe(started - slot.job.enqueued_at)
+        self.metrics.batch_size.labels(self.name).observe(len(chunk))
+        runner = chunk[0].job.runner
+        features = [s.job.features[s.index] for s in chunk]
+        items = [s.job.items[s.index] for s in chunk]
+        self._busy_since = started
+        try:
+            outcomes = await loop.run_in_executor(self.executor, infer, runner, features, items)
+        finally:
+            self._busy_since = None
+        elapsed = time.monotonic() - started
+        self.metrics.inference.labels(self.name).observe(elapsed)
+        rate = len(chunk) / max(elapsed, 1e-6)
+        self._items_per_s = rate if self._items_per_s == 0 else 0.8 * self._items_per_s + 0.2 * rate
+        self._track_failures(outcomes)
+        for slot, outcome in zip(chunk, outcomes, strict=True):
+            self._deliver(slot, outcome)
+
+    def _deliver(self, slot: _Slot, outcome: Any) -> None:
+        job = slot.job
+        if job.done:
+            return
+        if isinstance(outcome, BaseException):
+            self._finish(job, "failed")
+            job.future.set_exception(as_request_error(outcome, self.name))
+            return
+        job.results[slot.index] = outcome
+        job.remaining -= 1
+        if job.remaining == 0:
+            job.done = True
+            job.future.set_result(job.results)
+
+    def _finish(self, job: Job, reason: str) -> None:
+        """Mark a job done and release its still-queued items."""
+        job.done = True
+        if job.queued:
+            self._queued -= job.queued
+            self.metrics.dropped.labels(self.name, reason).inc(job.queued)
+            job.queued = 0
+            self._set_depth()
+        if len(self._queue) > 2 * self.max_queue + self.window:  # many dead slots: compact (bounded memory)
+            self._queue = deque(s for s in self._queue if not s.job.done)
+
+    def _drop_dead_head(self) -> None:
+        while self._queue and self._queue[0].job.done:
+            self._queue.popleft()
+
+    def _fail_queued(self, error: AiforgeError) -> None:
+        for slot in self._queue:
+            if not slot.job.done:
+                self._finish(slot.job, "shutdown")
+                slot.job.future.set_exception(error)
+        self._queue.clear()
+
+    def _track_failures(self, outcomes: list[Any]) -> None:
+        server_errors = [
+            o for o in outcomes if isinstance(o, BaseException) and not isinstance(o, AiforgeError)
+        ]
+        if outcomes and len(server_errors) == len(outcomes):
+            self._failures += 1
+            self._last_error = f"{type(server_errors[0]).__name__}: {server_errors[0]}"
+        else:
+            self._failures = 0
+
+    def _set_depth(self) -> None:
+        self.metrics.queue_depth.labels(self.name).set(self._queued)
+
+
+# ---- the inference thread's work ------------------------------------------------------------------------
+def infer(runner: Pipeline, features: list[Any], items: list[TaskInput]) -> list[Any]:
+    """forward + postprocess of one batch; each item's outcome is its output dict or its exception.
+
+    When a batch raises, it is re-run one item at a time so one bad item fails only its own request.
+    """
+    try:
+        raws = runner.forward(features)
+        if len(raws) != len(features):
+            raise RuntimeError(
+                f"{type(runner).__name__}.forward returned {len(raws)} outputs for {len(features)} inputs"
+            )
+    except Exception as exc:
+        if len(features) == 1:
+            return [exc]
+        log.warning(
+            "batch of %d failed (%s: %s); re-running item by item", len(features), type(exc).__name__, exc
+        )
+        return [infer(runner, [f], [i])[0] for f, i in zip(features, items, strict=True)]
+    return [_postprocess(runner, raw, item) for raw, item in zip(raws, items, strict=True)]
+
+
+def _postprocess(runner: Pipeline, raw: Any, item: TaskInput) -> Any:
+    try:
+        return runner.postprocess(raw, item)
+    except Exception as exc:
+        return exc
+
+
+def as_request_error(exc: BaseException, model: str) -> AiforgeError:
+    """An item's failure as the error its request gets: input errors keep their code, the rest are 500s."""
+    if isinstance(exc, AiforgeError):
+        return exc
+    log.error("model %s failed on an item", model, exc_info=(type(exc), exc, exc.__traceback__))
+    return AiforgeError(
+        "AF-SERVE-009",
+        f"model '{model}' failed on this input: {type(exc).__name__}: {exc}",
+        "this is a server-side failure; the server log has the traceback",
+        status=500,
+    )

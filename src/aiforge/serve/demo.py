@@ -1,0 +1,206 @@
+"""The demo page at /demo: one Gradio tab per served model, inputs and outputs that fit its task.
+
+Text tasks get a text box (plus a question or candidate labels where the task needs them), image
+tasks an image upload, audio tasks an upload or the microphone. Outputs are readable: label bars,
+highlighted entities and answers, boxes and masks drawn on the image, transcripts, audio players;
+the raw JSON is shown under every result. The page calls the same :meth:`ServedModel.predict` as
+the HTTP API, so demo requests are batched, limited and counted like any other.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aiforge.errors import AiforgeError
+from aiforge.serve.runtime import Runtime, ServedModel
+
+LABEL_TASKS = (
+    "text-classification",
+    "image-classification",
+    "audio-classification",
+    "fill-mask",
+    "zero-shot-classification",
+)
+TEXT_OUT_TASKS = (
+    "text-generation",
+    "text2text-generation",
+    "summarization",
+    "translation",
+    "image-to-text",
+    "automatic-speech-recognition",
+)
+BOX_TASKS = ("object-detection", "image-segmentation", "mask-generation")
+
+
+@dataclass
+class TaskUI:
+    """How one task is shown: input components, how their values become a record, the output view."""
+
+    inputs: Callable[[], list[Any]]
+    record: Callable[..., dict[str, Any]]
+    output: Callable[[], Any]
+    render: Callable[[dict[str, Any], tuple[Any, ...]], Any]
+
+
+def mount_demo(app: Any, runtime: Runtime, max_file_bytes: int) -> None:
+    """Build the Blocks and mount them at /demo (gradio is imported only when the demo is on)."""
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no phoning home from a model server
+    import gradio as gr
+
+    with gr.Blocks(title="aiforge demo", analytics_enabled=False) as blocks:
+        gr.Markdown(
+            "## aiforge models\nEach tab runs one served model through the same batcher as the API "
+            "([API docs](/docs))."
+        )
+        for model in runtime.models.values():
+            with gr.Tab(f"{model.name} ({model.task})"):
+                _model_tab(gr, model)
+    gr.mount_gradio_app(
+        app, blocks, path="/demo", ssr_mode=False, max_file_size=max_file_bytes, footer_links=["api"]
+    )
+
+
+def _model_tab(gr: Any, model: ServedModel) -> None:
+    ui = task_ui(gr, model)
+    inputs = ui.inputs()
+    submit = gr.Button("Submit", variant="primary")
+    view = ui.output()
+    raw = gr.JSON(label="raw output")
+
+    async def run(*values: Any) -> tuple[Any, dict[str, Any]]:
+        try:
+            outputs, _ = await model.predict([ui.record(*values)])
+        except AiforgeError as exc:
+            raise gr.Error(f"[{exc.code}] {exc.message}") from None
+        return ui.render(outputs[0], values), outputs[0]
+
+    submit.click(
+        run, inputs, [view, raw], api_name=f"predict_{model.name.replace('-', '_').replace('.', '_')}"
+    )
+
+
+def task_ui(gr: Any, model: ServedModel) -> TaskUI:
+    """The widgets for a model's task, chosen from its input field and task name."""
+    task, media = model.task, model.cls.primary_field
+    if task == "question-answering":
+        return TaskUI(
+            lambda: [gr.Textbox(label="question"), gr.Textbox(label="context", lines=6)],
+            lambda q, c: {"question": q, "context": c},
+            lambda: gr.HighlightedText(label="answer"),
+            lambda out, values: {
+                "text": values[1],
+                "entities": [{"entity": "answer", "start": out["start"], "end": out["end"]}]
+                if out["answer"]
+                else [],
+            },
+        )
+    if task == "zero-shot-classification":
+        return TaskUI(
+            lambda: [
+                gr.Textbox(label="text", lines=3),
+                gr.Textbox(label="candidate labels (comma-separated)"),
+            ],
+            lambda t, labels: {
+                "text": t,
+                "candidate_labels": [x.strip() for x in labels.split(",") if x.strip()],
+            },
+            lambda: gr.Label(label="labels"),
+            lambda out, values: label_scores(out),
+        )
+    if media == "image":
+        return TaskUI(
+            lambda: [gr.Image(type="filepath", label="image")],
+            lambda path: {"image": _read(path, "image")},
+            lambda: _output_view(gr, task),
+            lambda out, values: render_output(task, out, values[0]),
+        )
+    if media == "audio":
+        return TaskUI(
+            lambda: [gr.Audio(sources=["upload", "microphone"], type="filepath", label="audio")],
+            lambda path: {"audio": _read(path, "audio")},
+            lambda: _output_view(gr, task),
+            lambda out, values: render_output(task, out, values[0]),
+        )
+    return TaskUI(
+        lambda: [gr.Textbox(label="text", lines=3)],
+        lambda text: {"text": text},
+        lambda: _output_view(gr, task),
+        lambda out, values: render_output(task, out, values[0]),
+    )
+
+
+def _output_view(gr: Any, task: str) -> Any:
+    if task in LABEL_TASKS:
+        return gr.Label(label="prediction", num_top_classes=5)
+    if task == "token-classification":
+        return gr.HighlightedText(label="entities")
+    if task in TEXT_OUT_TASKS:
+        return gr.Textbox(label="output", lines=4)
+    if task in BOX_TASKS:
+        return gr.AnnotatedImage(label="prediction")
+    if task == "text-to-audio":
+        return gr.Audio(label="speech", type="numpy")
+    return gr.Textbox(label="summary")
+
+
+def render_output(task: str, out: dict[str, Any], value: Any) -> Any:
+    """One output record -> the value of the task's output component."""
+    if task in LABEL_TASKS:
+        return label_scores(out)
+    if task == "token-classification":
+        return {
+            "text": value,
+            "entities": [
+                {"entity": e["entity_group"], "start": e["start"], "end": e["end"]}
+                for e in out.get("entities", [])
+            ],
+        }
+    if task in TEXT_OUT_TASKS:
+        return out.get("generated_text", out.get("text", ""))
+    if task == "object-detection":
+        return value, [
+            (
+                (o["box"]["xmin"], o["box"]["ymin"], o["box"]["xmax"], o["box"]["ymax"]),
+                f"{o['label']} {o['score']:.2f}",
+            )
+            for o in out.get("objects", [])
+        ]
+    if task in ("image-segmentation", "mask-generation"):
+        from aiforge.tasks.vision import decode_mask
+
+        parts = out.get("segments") or out.get("masks") or []
+        return value, [(decode_mask(p["mask"]), str(p.get("label", p.get("point", "")))) for p in parts]
+    if task == "text-to-audio":
+        import soundfile
+
+        samples, rate = soundfile.read(io.BytesIO(base64.b64decode(out["audio_base64"])))
+        return rate, samples
+    if "embedding" in out:
+        return (
+            f"{out['dim']}-dimensional vector: [{', '.join(f'{v:.4f}' for v in out['embedding'][:6])}, ...]"
+        )
+    return str(out)
+
+
+def label_scores(out: dict[str, Any]) -> dict[str, float]:
+    """{label: score} for gr.Label from any of the classification output shapes."""
+    if "predictions" in out:  # fill-mask
+        return {p["token_str"]: p["score"] for p in out["predictions"]}
+    if (
+        isinstance(out.get("labels"), list) and out["labels"] and isinstance(out["labels"][0], str)
+    ):  # zero-shot
+        return dict(zip(out["labels"], out["scores"], strict=False))
+    pairs = out.get("scores") if isinstance(out.get("scores"), list) else out.get("labels", [])
+    return {p["label"]: p["score"] for p in pairs}
+
+
+def _read(path: str | None, what: str) -> bytes:
+    if not path:
+        raise AiforgeError("AF-INPUT-001", f"no {what} given", f"upload an {what} first")
+    return Path(path).read_bytes()

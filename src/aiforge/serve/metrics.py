@@ -1,0 +1,95 @@
+"""Prometheus metrics, one registry per app (two servers in one process, as in tests, never clash).
+
+What an operator asks, and the metric that answers it:
+
+* is it slow, for which route/model?   ``aiforge_request_duration_seconds{route,model,status}``
+* are requests failing, how?           ``aiforge_requests_total{route,model,status}``
+* is batching working?                 ``aiforge_batch_size{model}`` (items per forward pass) and
+  ``aiforge_batches_total{model,reason}`` (reason: full = the batch filled, timeout = max_wait_ms ran out)
+* is it overloaded?                    ``aiforge_queue_depth{model}`` (items waiting),
+  ``aiforge_queue_wait_seconds{model}``, ``aiforge_dropped_items_total{model,reason}``
+* is the model the bottleneck?         ``aiforge_inference_seconds{model}`` (one forward + postprocess)
+* what is deployed?                    ``aiforge_model_info{model,task,version}`` = 1
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+
+
+class ServeMetrics:
+    """All server metrics on a private registry; ``render()`` gives the /metrics body."""
+
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "aiforge_requests_total", "HTTP requests answered", ["route", "model", "status"], registry=r
+        )
+        self.request_duration = Histogram(
+            "aiforge_request_duration_seconds",
+            "HTTP request latency",
+            ["route", "model", "status"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.in_flight = Gauge("aiforge_requests_in_flight", "HTTP requests being handled", registry=r)
+        self.batch_size = Histogram(
+            "aiforge_batch_size", "items per forward pass", ["model"], buckets=BATCH_BUCKETS, registry=r
+        )
+        self.batches = Counter(
+            "aiforge_batches_total",
+            "batch dispatches by why they were dispatched",
+            ["model", "reason"],
+            registry=r,
+        )
+        self.queue_wait = Histogram(
+            "aiforge_queue_wait_seconds",
+            "time an item waited before its forward pass",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.queue_depth = Gauge(
+            "aiforge_queue_depth", "items waiting for a forward pass", ["model"], registry=r
+        )
+        self.inference = Histogram(
+            "aiforge_inference_seconds",
+            "forward pass + postprocess time per batch",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.dropped = Counter(
+            "aiforge_dropped_items_total",
+            "queued items dropped before inference (timeout, disconnect)",
+            ["model", "reason"],
+            registry=r,
+        )
+        self.model_info = Gauge(
+            "aiforge_model_info",
+            "the version each model serves (value 1)",
+            ["model", "task", "version"],
+            registry=r,
+        )
+        self.model_ready = Gauge(
+            "aiforge_model_ready", "1 when the model answers requests", ["model"], registry=r
+        )
+
+    def set_version(self, model: str, task: str, version: str, previous: str | None = None) -> None:
+        """Point ``aiforge_model_info`` at the served version (and drop the swapped-out one)."""
+        if previous is not None and previous != version:
+            with contextlib.suppress(KeyError):
+                self.model_info.remove(model, task, previous)
+        self.model_info.labels(model, task, version).set(1)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,139 @@
+"""Every error the server answers, in one shape: OpenAI's error object plus aiforge's fix.
+
+::
+
+    {"error": {"message": "inputs[1]: invalid input ...", "type": "invalid_request_error",
+               "param": "inputs", "code": "AF-INPUT-002", "fix": "fields: text: str"}}
+
+The official ``openai`` client reads ``message``/``type``/``code``; people read ``fix``. Bad input is
+always a 4xx (malformed JSON 400, wrong fields 422, too large 413, wrong media type 415); a 500 means
+a server-side failure and its body carries the request id to find the traceback in the log.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from aiforge.errors import AiforgeError
+from aiforge.serve.batcher import ClientGone, QueueFull
+from aiforge.serve.logs import REQUEST_ID
+
+log = logging.getLogger("aiforge.serve")
+
+CLIENT_CLOSED = 499  # nginx's "client closed request": logged and counted, never seen by a client
+
+
+def error_type(status: int) -> str:
+    """OpenAI's ``type`` for an HTTP status."""
+    if status == 401:
+        return "authentication_error"
+    if status == 429:
+        return "rate_limit_error"
+    if status == 503:
+        return "service_unavailable"
+    if status == 504:
+        return "timeout"
+    return "server_error" if status >= 500 else "invalid_request_error"
+
+
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    fix: str = "",
+    param: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    body = {
+        "error": {"message": message, "type": error_type(status), "param": param, "code": code, "fix": fix}
+    }
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def aiforge_error_response(exc: AiforgeError) -> JSONResponse:
+    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, QueueFull) else None
+    status = exc.status if exc.status >= 400 else 400
+    param = "inputs" if exc.message.startswith("inputs[") else None
+    return error_response(status, exc.code, exc.message, exc.fix, param, headers)
+
+
+def _validation_response(exc: RequestValidationError) -> JSONResponse:
+    errors = exc.errors()
+    bad_json = next((e for e in errors if e.get("type") == "json_invalid"), None)
+    if bad_json is not None:
+        reason = (bad_json.get("ctx") or {}).get("error", "invalid JSON")
+        position = bad_json["loc"][-1] if bad_json.get("loc") else "?"
+        return error_response(
+            400,
+            "AF-SERVE-002",
+            f"request body is not valid JSON: {reason} (at character {position})",
+            'send a JSON object, e.g. {"inputs": ["some text"]}',
+        )
+    parts = []
+    for e in errors[:5]:
+        where = ".".join(str(p) for p in e.get("loc", ()) if p != "body") or "body"
+        parts.append(f"{where}: {str(e.get('msg')).removeprefix('Value error, ')}")
+    first = ".".join(str(p) for p in errors[0].get("loc", ()) if p != "body") if errors else None
+    return error_response(
+        422,
+        "AF-SERVE-002",
+        "invalid request: " + "; ".join(parts),
+        "see the request schema at /docs",
+        param=first or None,
+    )
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Register the handlers that give every error the shape above."""
+
+    @app.exception_handler(AiforgeError)
+    async def _aiforge(request: Request, exc: AiforgeError) -> Response:
+        return aiforge_error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> Response:
+        return _validation_response(exc)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        code = {401: "AF-SERVE-006", 404: "AF-SERVE-001", 413: "AF-SERVE-007"}.get(
+            exc.status_code, "AF-SERVE-002"
+        )
+        message = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+        if exc.status_code == 404 and message == "Not Found":
+            message = f"no route {request.method} {request.url.path}"
+        return error_response(exc.status_code, code, message, "see the API at /docs", headers=exc.headers)
+
+    @app.exception_handler(ClientGone)
+    async def _gone(request: Request, exc: ClientGone) -> Response:
+        return Response(status_code=CLIENT_CLOSED)
+
+    # Unexpected exceptions are answered by RequestContext (middleware.py), which adds the request id.
+
+
+def internal_error_response() -> JSONResponse:
+    return error_response(
+        500,
+        "AF-SERVE-009",
+        f"internal server error (request id {REQUEST_ID.get()})",
+        "the server log has the traceback under this request id",
+    )
+
+
+def json_content(data: Any) -> Any:
+    """Plain JSON types for a response: numpy scalars/arrays and pydantic models converted."""
+    if isinstance(data, dict):
+        return {k: json_content(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [json_content(v) for v in data]
+    if hasattr(data, "tolist"):
+        return data.tolist()
+    if hasattr(data, "model_dump"):
+        return data.model_dump()
+    return data

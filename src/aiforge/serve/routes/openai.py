@@ -1,0 +1,315 @@
+"""OpenAI-compatible endpoints, so existing clients work unchanged::
+
+    from openai import OpenAI
+    client = OpenAI(base_url="http://127.0.0.1:8000/v1", api_key="KEY")
+    client.embeddings.create(model="e5", input=["안녕하세요"])
+    client.chat.completions.create(model="gpt", messages=[{"role": "user", "content": "Hi"}], stream=True)
+    client.audio.transcriptions.create(model="whisper", file=open("a.wav", "rb"), response_format="srt")
+
+``model`` is the served name (GET /v1/models). Embeddings and non-streamed chat go through the
+model's dynamic batcher; streamed chat runs its own generation thread and holds one queue slot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import weakref
+from collections.abc import AsyncIterator, Callable
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, File, Form, Request, UploadFile
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+
+from aiforge.errors import AiforgeError
+from aiforge.serve.deps import RuntimeDep, disconnected, mark_model
+from aiforge.serve.openai_spec import (
+    CHAT_TASKS,
+    EMBEDDING_TASKS,
+    TRANSCRIPT_MEDIA_TYPES,
+    TRANSCRIPTION_TASKS,
+    ChatCompletionRequest,
+    EmbeddingRequest,
+    EmbeddingResponse,
+    StopScanner,
+    chat_chunk,
+    chat_completion,
+    completion_id,
+    cut_at_stop,
+    encode_embedding,
+)
+from aiforge.serve.runtime import Deployment, ServedModel
+from aiforge.serve.streaming import TokenStream
+from aiforge.tasks.base import Pipeline
+
+router = APIRouter(prefix="/v1", tags=["openai"])
+
+
+# ---- models ---------------------------------------------------------------------------------------
+def model_card(model: ServedModel) -> dict[str, Any]:
+    info = model.describe()
+    created = info["loaded_at"] or int(time.time())
+    return {"id": model.name, "object": "model", "created": created, "owned_by": "aiforge", **info}
+
+
+@router.get("/models", summary="List the served models (OpenAI format, plus task, version and state)")
+async def list_models(runtime: RuntimeDep) -> dict[str, Any]:
+    return {"object": "list", "data": [model_card(m) for m in runtime.models.values()]}
+
+
+@router.get("/models/{name}", summary="One served model")
+async def get_model(name: str, runtime: RuntimeDep) -> dict[str, Any]:
+    return model_card(runtime.get(name))
+
+
+# ---- embeddings -------------------------------------------------------------------------------------
+@router.post(
+    "/embeddings", response_model=EmbeddingResponse, summary="Embed texts (sentence-embeddings models)"
+)
+async def embeddings(body: EmbeddingRequest, request: Request, runtime: RuntimeDep) -> JSONResponse:
+    model = runtime.for_tasks(body.model, EMBEDDING_TASKS, "/v1/embeddings")
+    mark_model(request, model)
+    dim = getattr(model.require_ready().pipe, "dim", None)
+    if body.dimensions is not None and body.dimensions != dim:
+        raise AiforgeError(
+            "AF-SERVE-002",
+            f"model '{model.name}' returns {dim}-dimensional vectors; "
+            f"dimensions={body.dimensions} cannot be served",
+            "omit 'dimensions'",
+            status=422,
+        )
+    texts = body.texts()
+    params = {"kind": body.input_type} if body.input_type else None
+    outputs, deployment = await model.predict(texts, params, lambda: disconnected(request))
+    mark_model(request, model, deployment)
+    tokens = count_tokens(deployment.pipe, texts)
+    return JSONResponse(
+        {
+            "object": "list",
+            "data": [
+                {
+                    "object": "embedding",
+                    "index": i,
+                    "embedding": encode_embedding(o["embedding"], body.encoding_format),
+                }
+                for i, o in enumerate(outputs)
+            ],
+            "model": model.name,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
+    )
+
+
+def count_tokens(pipe: Pipeline, texts: list[str]) -> int:
+    """Tokens by the model's tokenizer; characters where the runtime exposes none (the packaged e5)."""
+    tokenizer = getattr(pipe, "tokenizer", None) or getattr(getattr(pipe, "st", None), "tokenizer", None)
+    if tokenizer is None:
+        return sum(len(t) for t in texts)
+    return sum(len(ids) for ids in tokenizer(texts, add_special_tokens=True)["input_ids"])
+
+
+# ---- chat completions ---------------------------------------------------------------------------------
+@router.post("/chat/completions", summary="Chat with a text-generation model (SSE when stream=true)")
+async def chat_completions(body: ChatCompletionRequest, request: Request, runtime: RuntimeDep) -> Response:
+    model = runtime.for_tasks(body.model, CHAT_TASKS, "/v1/chat/completions")
+    mark_model(request, model)
+    deployment = model.require_ready()
+    params = body.generation_params()
+    runner = model.variant(deployment, params)
+    prompt = runner.apply_chat_template(body.messages_as_dicts())  # type: ignore[attr-defined]
+    if body.stream:
+        return stream_chat(model, deployment, runner, prompt, body)
+    outputs, deployment = await model.predict([prompt], params, lambda: disconnected(request))
+    mark_model(request, model, deployment)
+    out = outputs[0]
+    text, stopped = cut_at_stop(out["generated_text"], body.stop_sequences())
+    return JSONResponse(
+        chat_completion(
+            completion_id(),
+            model.name,
+            deployment.version,
+            text,
+            "stop" if stopped else out["finish_reason"],
+            out["prompt_tokens"],
+            out["completion_tokens"],
+        )
+    )
+
+
+def stream_chat(
+    model: ServedModel, deployment: Deployment, runner: Any, prompt: str, body: ChatCompletionRequest
+) -> StreamingResponse:
+    """Server-sent events in OpenAI's chunk format, ending with ``data: [DONE]``.
+
+    Capacity is reserved before the response starts, so a full queue is still a plain 429.
+    """
+    prompt_tokens = len(runner.encode(prompt, runner.params).ids)  # also rejects a prompt that cannot fit
+    deployment.batcher.reserve_stream()
+    release = Once(deployment.batcher.release_stream)
+    events = _chat_events(model, deployment, runner, prompt, prompt_tokens, body, release)
+    weakref.finalize(events, release)  # a stream never started (client gone at once) still frees its slot
+    return StreamingResponse(
+        events,
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+class Once:
+    """Calls ``fn`` the first time it is called, never again."""
+
+    def __init__(self, fn: Callable[[], None]) -> None:
+        self._fn: Callable[[], None] | None = fn
+
+    def __call__(self) -> None:
+        fn, self._fn = self._fn, None
+        if fn is not None:
+            fn()
+
+
+async def _chat_events(
+    model: ServedModel,
+    deployment: Deployment,
+    runner: Any,
+    prompt: str,
+    prompt_tokens: int,
+    body: ChatCompletionRequest,
+    release: Once,
+) -> AsyncIterator[str]:
+    chunk_id, name, version = completion_id(), model.name, deployment.version
+    scanner = StopScanner(body.stop_sequences())
+    stream = TokenStream(lambda: runner.stream_tokens(prompt))
+    deadline = asyncio.get_running_loop().time() + model.settings.timeout_s
+    generated: list[str] = []
+    try:
+        yield sse(chat_chunk(chunk_id, name, version, {"role": "assistant", "content": ""}))
+        while not scanner.stopped:
+            try:
+                kind, value = await stream.next(deadline - asyncio.get_running_loop().time())
+            except asyncio.TimeoutError:
+                yield sse(
+                    error_event(
+                        AiforgeError(
+                            "AF-SERVE-004",
+                            f"generation exceeded {model.settings.timeout_s:g}s",
+                            "ask for fewer tokens (max_tokens)",
+                            status=504,
+                        )
+                    )
+                )
+                return
+            if kind == "end":
+                break
+            if kind == "error":
+                yield sse(error_event(value))
+                return
+            generated.append(value)
+            text = scanner.feed(value)
+            if text:
+                yield sse(chat_chunk(chunk_id, name, version, {"content": text}))
+        tail = scanner.flush() if not scanner.stopped else ""
+        if tail:
+            yield sse(chat_chunk(chunk_id, name, version, {"content": tail}))
+        completion_tokens = count_completion_tokens(runner, "".join(generated))
+        limit = runner.params.max_new_tokens
+        finish = "stop" if scanner.stopped or completion_tokens < limit else "length"
+        yield sse(chat_chunk(chunk_id, name, version, {}, finish))
+        if body.stream_options is not None and body.stream_options.include_usage:
+            yield sse(
+                chat_chunk(
+                    chunk_id,
+                    name,
+                    version,
+                    {},
+                    usage={
+                        "prompt_tokens": prompt_tokens,
+                        "completion_tokens": completion_tokens,
+                        "total_tokens": prompt_tokens + completion_tokens,
+                    },
+                )
+            )
+        yield "data: [DONE]\n\n"
+    finally:
+        stream.close()
+        release()
+
+
+def count_completion_tokens(runner: Any, text: str) -> int:
+    """Tokens of the streamed text, re-tokenised (the streamer hands out text, not ids)."""
+    return len(runner.tokenizer(text, add_special_tokens=False)["input_ids"]) if text else 0
+
+
+def sse(payload: dict[str, Any]) -> str:
+    return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
+
+
+def error_event(exc: BaseException) -> dict[str, Any]:
+    if isinstance(exc, AiforgeError):
+        return {
+            "error": {
+                "message": exc.message,
+                "type": "server_error" if exc.status >= 500 else "invalid_request_error",
+                "param": None,
+                "code": exc.code,
+                "fix": exc.fix,
+            }
+        }
+    return {
+        "error": {
+            "message": f"generation failed: {type(exc).__name__}: {exc}",
+            "type": "server_error",
+            "param": None,
+            "code": "AF-SERVE-009",
+            "fix": "the server log has details",
+        }
+    }
+
+
+# ---- audio transcriptions -------------------------------------------------------------------------------
+TranscriptFormat = Literal["json", "text", "srt", "verbose_json", "vtt"]
+
+
+@router.post("/audio/transcriptions", summary="Transcribe an uploaded audio file (speech-recognition models)")
+async def transcriptions(
+    request: Request,
+    runtime: RuntimeDep,
+    file: Annotated[UploadFile, File(description="audio file: wav, flac, mp3, ogg, m4a, webm...")],
+    model: Annotated[str, Form()],
+    language: Annotated[str | None, Form(description="ISO code, e.g. 'ko'; default: detect")] = None,
+    prompt: Annotated[str | None, Form()] = None,
+    response_format: Annotated[TranscriptFormat, Form()] = "json",
+    temperature: Annotated[float, Form(ge=0, le=1)] = 0.0,
+    timestamp_granularities: Annotated[
+        list[Literal["segment", "word"]] | None, Form(alias="timestamp_granularities[]")
+    ] = None,
+) -> Response:
+    served = runtime.for_tasks(model, TRANSCRIPTION_TASKS, "/v1/audio/transcriptions")
+    mark_model(request, served)
+    if prompt:
+        raise AiforgeError(
+            "AF-SERVE-002", "'prompt' is not supported by aiforge transcription", "omit 'prompt'", status=422
+        )
+    if temperature:
+        raise AiforgeError(
+            "AF-SERVE-002",
+            "only temperature=0 is supported (deterministic decoding)",
+            "omit 'temperature'",
+            status=422,
+        )
+    record: dict[str, Any] = {"audio": await file.read()}
+    if language:
+        record["language"] = language
+    params = (
+        {"word_timestamps": True} if timestamp_granularities and "word" in timestamp_granularities else None
+    )
+    outputs, deployment = await served.predict([record], params, lambda: disconnected(request))
+    mark_model(request, served, deployment)
+    from aiforge.tasks.audio import format_transcript
+
+    rendered = format_transcript(outputs[0], response_format)
+    if isinstance(rendered, str):
+        return PlainTextResponse(
+            rendered, media_type=TRANSCRIPT_MEDIA_TYPES.get(response_format, "text/plain")
+        )
+    return JSONResponse(rendered)

@@ -1,0 +1,170 @@
+"""``POST /v1/models/{name}/predict``: the same inputs and outputs as `aiforge run`, over HTTP.
+
+JSON::
+
+    POST /v1/models/nsmc/predict
+    {"inputs": ["재밌어요", {"text": "별로"}], "parameters": {"top_k": 1}}
+    -> {"model": "nsmc", "version": "nsmc-sentiment/3", "outputs": [{"label": ...}, {...}]}
+
+Multipart (images, audio): one or more ``file`` parts, each one input; other form fields
+(``language``, ``prompt`` ...) are added to every input's record, ``parameters`` is a JSON object.
+Media in JSON must be base64 or a ``data:`` URI; the server never reads a path a client names.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.datastructures import UploadFile
+
+from aiforge.errors import AiforgeError
+from aiforge.serve.deps import RuntimeDep, disconnected, mark_model
+from aiforge.serve.runtime import ServedModel
+from aiforge.serve.settings import ServeSettings
+
+router = APIRouter(prefix="/v1/models", tags=["predict"])
+
+MAX_FILES = 64
+
+
+class PredictRequest(BaseModel):
+    """A batch of inputs for one model, like the records of `aiforge run --input-file`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    inputs: list[Any] = Field(
+        min_length=1,
+        description='texts, records ({"text": ...}, {"question": ..., '
+        '"context": ...}) or base64 media; one output per input, same order',
+    )
+    parameters: dict[str, Any] = Field(
+        default_factory=dict,
+        description="per-request task parameters (GET /v1/models lists each model's request_params)",
+    )
+
+
+class PredictResponse(BaseModel):
+    model: str
+    version: str = Field(
+        description="the model version that answered (also the x-aiforge-model-version header)"
+    )
+    outputs: list[dict[str, Any]]
+
+
+_MULTIPART_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "file": {"type": "array", "items": {"type": "string", "format": "binary"}},
+        "parameters": {"type": "string", "description": "JSON object of task parameters"},
+    },
+    "required": ["file"],
+}
+_REQUEST_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": PredictRequest.model_json_schema()},
+            "multipart/form-data": {"schema": _MULTIPART_SCHEMA},
+        },
+    }
+}
+
+
+@router.post(
+    "/{name}/predict",
+    response_model=PredictResponse,
+    openapi_extra=_REQUEST_BODY,
+    summary="Run a served model on inputs (JSON or multipart upload)",
+)
+async def predict(name: str, request: Request, runtime: RuntimeDep) -> JSONResponse:
+    model = runtime.get(name)
+    mark_model(request, model)
+    content_type = request.headers.get("content-type", "")
+    if content_type.startswith("multipart/form-data"):
+        inputs, parameters = await read_multipart(request, model)
+    elif content_type.startswith("application/json") or not content_type:
+        body = await read_json(request, PredictRequest)
+        inputs = [model.decode_json_input(raw) for raw in body.inputs]
+        parameters = body.parameters
+    else:
+        raise AiforgeError(
+            "AF-INPUT-005",
+            f"unsupported content type '{content_type}'",
+            "send application/json, or multipart/form-data with 'file' parts",
+            status=415,
+        )
+    outputs, deployment = await model.predict(inputs, parameters, lambda: disconnected(request))
+    mark_model(request, model, deployment)
+    return JSONResponse({"model": model.name, "version": deployment.version, "outputs": outputs})
+
+
+async def read_json(request: Request, schema: type[BaseModel]) -> Any:
+    """Parse and validate a JSON body: 400 for malformed JSON, 422 naming each wrong field."""
+    raw = await request.body()
+    try:
+        data = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise AiforgeError(
+            "AF-SERVE-002",
+            f"request body is not valid JSON: {exc}",
+            'send a JSON object, e.g. {"inputs": ["some text"]}',
+            status=400,
+        ) from None
+    try:
+        return schema.model_validate(data)
+    except ValidationError as exc:
+        details = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()[:5]
+        )
+        raise AiforgeError(
+            "AF-SERVE-002", f"invalid request: {details}", "see the request schema at /docs", status=422
+        ) from None
+
+
+async def read_multipart(request: Request, model: ServedModel) -> tuple[list[Any], dict[str, Any]]:
+    """Uploaded files -> one input record each (``{primary_field: bytes, **other form fields}``)."""
+    media = model.cls.primary_field
+    if media in (None, "text"):
+        raise AiforgeError(
+            "AF-INPUT-005",
+            f"model '{model.name}' ({model.task}) takes text, not uploads",
+            'send JSON: {"inputs": ["..."]}',
+            status=415,
+        )
+    settings: ServeSettings = request.app.state.settings
+    async with request.form(max_files=MAX_FILES, max_part_size=settings.max_body_bytes) as form:
+        uploads = [v for k, v in form.multi_items() if k == "file" and isinstance(v, UploadFile)]
+        fields = {
+            k: v for k, v in form.multi_items() if k not in ("file", "parameters") and isinstance(v, str)
+        }
+        raw_params = form.get("parameters")
+        if not uploads:
+            raise AiforgeError(
+                "AF-SERVE-002",
+                "multipart request has no 'file' part",
+                f"upload each {media} as a form field named 'file'",
+                status=422,
+            )
+        inputs = [{media: await upload.read(), **fields} for upload in uploads]
+    return inputs, parse_parameters(raw_params)
+
+
+def parse_parameters(raw: Any) -> dict[str, Any]:
+    if raw is None or raw == "":
+        return {}
+    try:
+        parameters = json.loads(raw) if isinstance(raw, str) else None
+    except json.JSONDecodeError:
+        parameters = None
+    if not isinstance(parameters, dict):
+        raise AiforgeError(
+            "AF-SERVE-002",
+            "form field 'parameters' must be a JSON object",
+            'e.g. parameters={"top_k": 3}',
+            status=422,
+        )
+    return parameters

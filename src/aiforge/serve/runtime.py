@@ -1,0 +1,512 @@
+"""The served models: loading, readiness, the request path, hot swap and rollback.
+
+A :class:`ServedModel` is one name in the URL. It serves one :class:`Deployment` at a time (a loaded
+pipeline + its batcher + the exact version), and moves through the states
+``loading -> warming -> ready`` (or ``failed``, with the reason) that /readyz reports.
+
+Hot swap (``POST /admin/reload`` or ``reload_poll_s``): the configured reference (e.g.
+``registry:nsmc@production``) is resolved again; when it names another version, that version is
+loaded and warmed *beside* the serving one, swapped in, and the old deployment is drained (its
+queued and running requests are answered) before its thread stops. Requests never see a gap.
+Rollback swaps back to the version served before, and pins it (polling stops moving it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import copy
+import io
+import json
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiforge.errors import AiforgeError
+from aiforge.models import ModelRef, resolve
+from aiforge.serve.batcher import Batcher
+from aiforge.serve.metrics import ServeMetrics
+from aiforge.serve.settings import ModelSettings, ServeSettings
+from aiforge.tasks import default_model_ref, get_task, load_pipeline
+from aiforge.tasks.base import Pipeline, TaskInput
+
+log = logging.getLogger("aiforge.serve")
+
+MAX_VARIANTS = 64  # per-request parameter sets kept per deployment
+CPU_MAX_PADDING = 0.25  # padding tokens per real token allowed in a CPU batch (see batcher.py)
+WARMUP_TEXT = "aiforge warm-up: 서버를 준비하고 있습니다."
+# Tasks whose pipelines preprocess cheaply in Python/Rust text code run preprocessing on the event loop;
+# media decoding (images, audio) runs in a thread so it never blocks other requests.
+TEXT_FIELDS = ("text", None)
+
+
+@dataclass(eq=False)
+class Deployment:
+    """One loaded version of a model."""
+
+    model: str  # the exact reference loaded (registry refs pinned to their version)
+    ref: ModelRef
+    version: str  # what the x-aiforge-model-version header says
+    run_id: str | None  # the training run of a registry version
+    pipe: Pipeline
+    batcher: Batcher
+    variants: OrderedDict[str, Pipeline] = field(default_factory=OrderedDict)
+    loaded_at: float = field(default_factory=time.time)
+
+
+class ServedModel:
+    """One served name: its settings, state, current deployment and the versions before it."""
+
+    def __init__(self, settings: ModelSettings, server: ServeSettings, metrics: ServeMetrics) -> None:
+        self.settings = settings
+        self.name = settings.name
+        self.task = settings.task
+        self.cls = get_task(settings.task).load_class()
+        self.allow_local_paths = server.allow_local_paths
+        self.drain_timeout_s = server.drain_timeout_s
+        self.metrics = metrics
+        self.state = "loading"
+        self.reason: str | None = "waiting to load"
+        self.active: Deployment | None = None
+        self.history: list[str] = []  # references served before the current one, for rollback
+        self.pinned = False  # after a rollback, polling leaves the version alone
+        self._lock = asyncio.Lock()
+
+    # ---- loading ------------------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Load and warm the configured model; a failure leaves state "failed" with the reason."""
+        try:
+            self._check_request_params()
+            self.active = await self._deploy(await self.configured_reference(), report=True)
+            self._set_state("ready", None)
+        except Exception as exc:  # a model that cannot load must not take the other models down
+            reason = exc.message if isinstance(exc, AiforgeError) else f"{type(exc).__name__}: {exc}"
+            self._set_state("failed", f"load failed: {reason}")
+            log.error("model %s failed to load: %s", self.name, reason)
+
+    def _check_request_params(self) -> None:
+        unknown = sorted(set(self.settings.request_params or ()) - set(self.cls.Params.model_fields))
+        if unknown:
+            raise AiforgeError(
+                "AF-CONFIG-001",
+                f"request_params of model '{self.name}' names unknown task parameters {unknown}",
+                f"task parameters: {', '.join(self.cls.Params.model_fields)}",
+            )
+
+    async def configured_reference(self) -> str:
+        """The reference serve.yaml names, else the task's default (which may probe the hub: in a thread)."""
+        if self.settings.model:
+            return self.settings.model
+        return await asyncio.to_thread(default_model_ref, get_task(self.task))
+
+    async def _deploy(self, model: str, report: bool = False) -> Deployment:
+        """Resolve, load and warm ``model`` into a new deployment (not yet serving)."""
+        ref = await asyncio.to_thread(resolve, model, self.task)
+        pinned = pinned_reference(ref)
+        pipe = await asyncio.to_thread(
+            load_pipeline, self.task, pinned, self.settings.device, **self.settings.params
+        )
+        run_id = await asyncio.to_thread(registry_run_id, ref)
+        s = self.settings
+        batcher = Batcher(
+            self.name,
+            max_batch_size=s.max_batch_size or pipe.default_batch_size,
+            sort_window_batches=s.sort_window_batches,
+            max_padding=padding_limit(s.max_padding, pipe.device),
+            max_wait_s=s.max_wait_ms / 1000,
+            max_queue=s.max_queue,
+            stall_after_s=max(60.0, 4 * s.timeout_s),
+            metrics=self.metrics,
+        )
+        batcher.start()
+        deployment = Deployment(pinned, ref, version_of(ref), run_id, pipe, batcher)
+        sample = warmup_input(self.cls, self.settings)
+        if s.warmup and sample is not None:
+            if report:
+                self._set_state("warming", "running a warm-up input")
+            try:
+                await warm_up(deployment, sample)
+            except BaseException:
+                await batcher.close(0)
+                raise
+        log.info("model %s serving %s (%s)", self.name, deployment.version, self.task)
+        return deployment
+
+    def _set_state(self, state: str, reason: str | None) -> None:
+        self.state, self.reason = state, reason
+        self.metrics.model_ready.labels(self.name).set(1 if state == "ready" else 0)
+        if state == "ready" and self.active is not None:
+            self.metrics.set_version(self.name, self.task, self.active.version)
+
+    # ---- status ----------------------------------------------------------------------------------------
+    def health(self) -> str | None:
+        """None when this model answers requests, else why not."""
+        if self.state != "ready" or self.active is None:
+            return f"{self.state}: {self.reason}" if self.reason else self.state
+        return self.active.batcher.health()
+
+    def describe(self) -> dict[str, Any]:
+        dep = self.active
+        return {
+            "name": self.name,
+            "task": self.task,
+            "state": self.state if self.health() is None or self.state != "ready" else "unhealthy",
+            "reason": self.health(),
+            "model": dep.model if dep else self.settings.model,
+            "version": dep.version if dep else None,
+            "run_id": dep.run_id if dep else None,
+            "loaded_at": int(dep.loaded_at) if dep else None,
+            "queued_items": dep.batcher.queued if dep else 0,
+            "max_batch_size": dep.batcher.max_batch_size if dep else self.settings.max_batch_size,
+            "request_params": self.settings.request_params,
+            "previous_versions": list(self.history),
+        }
+
+    def require_ready(self) -> Deployment:
+        problem = self.health()
+        if problem is not None or self.active is None:
+            raise AiforgeError(
+                "AF-SERVE-005",
+                f"model '{self.name}' is not ready ({problem})",
+                "retry shortly; GET /readyz says why",
+                status=503,
+            )
+        return self.active
+
+    # ---- the request path ---------------------------------------------------------------------------
+    async def predict(
+        self,
+        raws: list[Any],
+        params: dict[str, Any] | None = None,
+        disconnected: Callable[[], Awaitable[Any]] | None = None,
+    ) -> tuple[list[dict[str, Any]], Deployment]:
+        """Run a request's inputs through the batcher; returns (outputs in input order, the deployment).
+
+        A swap between admission and queueing is retried once on the new deployment, so a hot swap
+        never fails a request.
+        """
+        for attempt in range(2):
+            dep = self.require_ready()
+            try:
+                return await self.run(dep, raws, params, disconnected), dep
+            except AiforgeError as exc:
+                swapped = exc.code == "AF-SERVE-005" and self.active is not dep
+                if not swapped or attempt:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def run(
+        self,
+        dep: Deployment,
+        raws: list[Any],
+        params: dict[str, Any] | None,
+        disconnected: Callable[[], Awaitable[Any]] | None = None,
+    ) -> list[dict[str, Any]]:
+        runner = self.variant(dep, params)
+        if self.cls.primary_field in TEXT_FIELDS:
+            items, features = prepare(runner, raws)
+        else:
+            items, features = await asyncio.to_thread(prepare, runner, raws)
+        job = dep.batcher.submit(runner, items, features)
+        return await dep.batcher.wait(job, self.settings.timeout_s, disconnected)
+
+    def variant(self, dep: Deployment, params: dict[str, Any] | None) -> Pipeline:
+        """The deployment's pipeline with a request's parameters applied (shares weights; cached).
+
+        Items only share a forward pass with items of the same variant.
+        """
+        if not params:
+            return dep.pipe
+        allowed = self.settings.request_params or []
+        refused = sorted(set(params) - set(allowed))
+        if refused:
+            raise AiforgeError(
+                "AF-INPUT-002",
+                f"parameter(s) {refused} cannot be set per request on model '{self.name}'",
+                f"per-request parameters: {', '.join(allowed) or 'none'}; "
+                "the others are fixed in serve.yaml 'params'",
+                status=422,
+            )
+        merged = {**self.settings.params, **params}
+        key = json.dumps(merged, sort_keys=True, default=str)
+        if key in dep.variants:
+            dep.variants.move_to_end(key)
+            return dep.variants[key]
+        try:
+            parsed = self.cls.parse_params(merged)
+        except AiforgeError as exc:
+            raise AiforgeError(exc.code, exc.message, exc.fix, status=422) from None
+        runner = copy.copy(dep.pipe)
+        runner.params = parsed
+        dep.variants[key] = runner
+        if len(dep.variants) > MAX_VARIANTS:
+            dep.variants.popitem(last=False)
+        return runner
+
+    def decode_json_input(self, raw: Any) -> Any:
+        """A JSON input for a media task: base64 / data: URI strings -> bytes.
+
+        Without ``allow_local_paths`` a string is never read as a server file path, so a client
+        cannot make the server open its files.
+        """
+        media = self.cls.primary_field
+        if media in TEXT_FIELDS or self.allow_local_paths:
+            return raw
+        if isinstance(raw, str):
+            return {media: media_bytes(raw, media)}
+        if isinstance(raw, dict) and isinstance(raw.get(media), str):
+            return {**raw, media: media_bytes(raw[media], media)}
+        return raw
+
+    # ---- hot swap ---------------------------------------------------------------------------------------
+    async def reload(self) -> dict[str, Any]:
+        """Re-resolve the configured reference; swap when it names another version."""
+        async with self._lock:
+            ref = await asyncio.to_thread(resolve, await self.configured_reference(), self.task)
+            current = self.active.version if self.active else None
+            if version_of(ref) == current and self.state == "ready":
+                return {"model": self.name, "changed": False, "version": current}
+            result = await self._swap(pinned_reference(ref))
+            self.pinned = False
+            return result
+
+    async def rollback(self) -> dict[str, Any]:
+        """Serve the version served before the current one again, and pin it."""
+        async with self._lock:
+            if not self.history:
+                raise AiforgeError(
+                    "AF-SERVE-008",
+                    f"model '{self.name}' has no previous version to roll back to",
+                    "roll back only after a reload swapped versions",
+                    status=409,
+                )
+            result = await self._swap(self.history[-1], record=False)
+            self.history.pop()
+            self.pinned = True
+            return result
+
+    async def _swap(self, model: str, record: bool = True) -> dict[str, Any]:
+        old = self.active
+        try:
+            new = await self._deploy(model)
+        except Exception as exc:
+            reason = exc.message if isinstance(exc, AiforgeError) else f"{type(exc).__name__}: {exc}"
+            serving = f"still serving {old.version}" if old else "nothing is served"
+            raise AiforgeError(
+                "AF-SERVE-008",
+                f"could not load '{model}' for '{self.name}': {reason}; {serving}",
+                "fix the model version, or roll back the registry alias",
+                status=500,
+            ) from None
+        self.active = new
+        if record and old is not None:
+            self.history.append(old.model)
+        self._set_state("ready", None)
+        self.metrics.set_version(self.name, self.task, new.version, old.version if old else None)
+        if old is not None:
+            await old.batcher.close(self.drain_timeout_s)  # answers everything queued on the old version
+        log.info("model %s swapped %s -> %s", self.name, old.version if old else None, new.version)
+        return {
+            "model": self.name,
+            "changed": True,
+            "version": new.version,
+            "previous": old.version if old else None,
+        }
+
+    def reloadable(self) -> bool:
+        """Whether polling should re-resolve this model: a registry alias or latest, not pinned."""
+        ref = self.settings.model or ""
+        return ref.startswith("registry:") and "/" not in ref.removeprefix("registry:") and not self.pinned
+
+    async def stop(self) -> None:
+        if self.active is not None:
+            await self.active.batcher.close(self.drain_timeout_s)
+
+
+class Runtime:
+    """All served models of one app."""
+
+    def __init__(self, settings: ServeSettings, metrics: ServeMetrics) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.models = {m.name: ServedModel(m, settings, metrics) for m in settings.models}
+        self.draining = False
+        self._poller: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Load the models one after the other (in parallel they would only fight over the CPU)."""
+        for model in self.models.values():
+            await model.start()
+        if self.settings.reload_poll_s:
+            self._poller = asyncio.get_running_loop().create_task(self._poll(self.settings.reload_poll_s))
+
+    async def stop(self) -> None:
+        self.draining = True
+        if self._poller is not None:
+            self._poller.cancel()
+        await asyncio.gather(*(m.stop() for m in self.models.values()))
+
+    def get(self, name: str) -> ServedModel:
+        if name not in self.models:
+            raise AiforgeError(
+                "AF-SERVE-001",
+                f"no model named '{name}' is served",
+                f"served models: {', '.join(self.models)} (GET /v1/models)",
+                status=404,
+            )
+        return self.models[name]
+
+    def for_tasks(self, name: str, tasks: tuple[str, ...], endpoint: str) -> ServedModel:
+        """The model an OpenAI-style request names, checked to be of a task the endpoint serves."""
+        model = self.get(name)
+        if model.task not in tasks:
+            fitting = [m.name for m in self.models.values() if m.task in tasks]
+            raise AiforgeError(
+                "AF-SERVE-002",
+                f"model '{name}' is a {model.task} model; {endpoint} needs {' or '.join(tasks)}",
+                f"models that fit: {', '.join(fitting) or 'none served'}",
+                status=400,
+            )
+        return model
+
+    def readiness(self) -> tuple[bool, dict[str, Any]]:
+        problems = {name: m.health() for name, m in self.models.items() if m.health() is not None}
+        if self.draining:
+            problems["server"] = "shutting down: draining in-flight requests"
+        body = {
+            "ready": not problems,
+            "reasons": problems,
+            "models": {name: m.describe() for name, m in self.models.items()},
+        }
+        return not problems, body
+
+    async def _poll(self, interval_s: float) -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            for model in self.models.values():
+                if model.reloadable() and model.state == "ready":
+                    try:
+                        result = await model.reload()
+                        if result["changed"]:
+                            log.info("poll: model %s now serves %s", model.name, result["version"])
+                    except AiforgeError as exc:
+                        log.warning("poll: reload of %s failed: %s", model.name, exc.message)
+
+
+# ---- helpers ------------------------------------------------------------------------------------------
+def prepare(runner: Pipeline, raws: list[Any]) -> tuple[list[TaskInput], list[Any]]:
+    """Validate and preprocess every input; the first bad one fails the request with a 4xx naming it."""
+    items: list[TaskInput] = []
+    features: list[Any] = []
+    for i, raw in enumerate(raws):
+        try:
+            item = runner.parse_input(raw)
+            features.append(runner.preprocess(item))
+        except AiforgeError as exc:
+            raise input_error(exc.code, exc.message, exc.fix, i, len(raws)) from None
+        except Exception as exc:  # a decoder's own exception type: still the input's fault, never a 500
+            raise input_error(
+                "AF-INPUT-002",
+                f"could not preprocess: {type(exc).__name__}: {exc}",
+                "check the input's format",
+                i,
+                len(raws),
+            ) from None
+        items.append(item)
+    return items, features
+
+
+def input_error(code: str, message: str, fix: str, index: int, total: int) -> AiforgeError:
+    where = f"inputs[{index}]: " if total > 1 else ""
+    status = 415 if code == "AF-INPUT-005" else 422
+    return AiforgeError(code, where + message, fix, status=status)
+
+
+def media_bytes(value: str, media: str) -> bytes:
+    """A data: URI or base64 string -> bytes; anything else (a path, a URL) is refused."""
+    payload = value.split(",", 1)[1] if value.startswith("data:") and "," in value else value
+    compact = "".join(payload.split())
+    try:
+        return base64.b64decode(
+            compact, altchars=b"-_" if ("-" in compact or "_" in compact) else None, validate=True
+        )
+    except (binascii.Error, ValueError):
+        raise AiforgeError(
+            "AF-INPUT-002",
+            f"'{media}' must be base64 or a data: URI over HTTP; file paths and URLs are not read "
+            "by the server",
+            "upload the file as multipart/form-data field 'file', or send its bytes base64-encoded "
+            "(the server option allow_local_paths lets trusted clients name server files)",
+            status=422,
+        ) from None
+
+
+def pinned_reference(ref: ModelRef) -> str:
+    """A reference that keeps naming the same version: registry aliases are pinned to their number."""
+    if ref.kind == "registry" and ref.registry_name and ref.registry_version:
+        return f"registry:{ref.registry_name}/{ref.registry_version}"
+    return ref.raw
+
+
+def version_of(ref: ModelRef) -> str:
+    """The version a response names: ``NAME/VERSION`` for registry models, else the reference."""
+    if ref.kind == "registry" and ref.registry_name and ref.registry_version:
+        return f"{ref.registry_name}/{ref.registry_version}"
+    return ref.raw
+
+
+def registry_run_id(ref: ModelRef) -> str | None:
+    """The training run that produced a registry version (links a response to its run); None otherwise."""
+    if ref.kind != "registry" or not ref.registry_name or not ref.registry_version:
+        return None
+    try:
+        from aiforge import registry
+
+        return registry.client().get_model_version(ref.registry_name, ref.registry_version).run_id or None
+    except Exception as exc:  # the link is informative; a registry hiccup must not block serving
+        log.warning("could not read the run id of %s: %s", version_of(ref), exc)
+        return None
+
+
+def padding_limit(setting: float | str | None, device: str) -> float | None:
+    """``max_padding`` for a device: "auto" is 0.25 on CPU and unlimited on accelerators."""
+    if setting == "auto":
+        return CPU_MAX_PADDING if device == "cpu" else None
+    return None if setting is None else float(setting)
+
+
+async def warm_up(deployment: Deployment, sample: Any) -> None:
+    """Run one sample on the deployment's own inference thread (not through the queue, so neither
+    max_wait_ms nor timeout_s applies and the batch metrics only count real traffic)."""
+    loop = asyncio.get_running_loop()
+    [output] = await loop.run_in_executor(deployment.batcher.executor, deployment.pipe.predict, [sample])
+    if set(output) == {"error"}:
+        error = output["error"]
+        raise AiforgeError(error["code"], f"warm-up input failed: {error['message']}", error.get("fix", ""))
+
+
+def warmup_input(cls: type[Pipeline], settings: ModelSettings) -> Any | None:
+    """A sample input that exercises the whole path of a task, or None where none is safe to invent."""
+    if settings.task == "question-answering":
+        return {"question": "무엇을 준비하나요?", "context": WARMUP_TEXT}
+    if settings.task in ("fill-mask", "text-to-audio") or (
+        settings.task == "zero-shot-classification" and not settings.params.get("candidate_labels")
+    ):
+        return None  # needs a mask token / candidate labels, or writes files
+    if cls.primary_field == "text":
+        return WARMUP_TEXT
+    if cls.primary_field == "image":
+        from PIL import Image
+
+        buffer = io.BytesIO()
+        Image.new("RGB", (64, 64), (128, 128, 128)).save(buffer, format="PNG")
+        return {"image": buffer.getvalue()}
+    if cls.primary_field == "audio":
+        import numpy as np
+
+        return {"audio": np.zeros(16000, dtype=np.float32)}  # one second of silence at 16 kHz
+    return None

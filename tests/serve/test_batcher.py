@@ -1,0 +1,177 @@
+"""The dynamic batcher on a real (tiny) classifier, without HTTP: what it promises callers."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from aiforge.errors import AiforgeError
+from aiforge.serve.batcher import Batcher, QueueFull
+from aiforge.serve.metrics import ServeMetrics
+from aiforge.serve.runtime import prepare
+from aiforge.tasks import load_pipeline
+from aiforge.tasks.base import Pipeline
+
+TEXTS = [
+    "짧다",
+    "this one is a little longer than the first",
+    "중간 길이의 문장입니다",
+    "a",
+    "the longest sentence of all of these, with many many extra words in it to pad it out",
+    "좋아요",
+]
+
+
+@pytest.fixture(scope="module")
+def pipe(model_dirs: dict[str, Path]) -> Pipeline:
+    return load_pipeline("text-classification", str(model_dirs["clf"]), device="cpu")
+
+
+class Recorder:
+    """Wraps the real forward to record the token lengths of each batch it receives."""
+
+    def __init__(self, pipe: Pipeline, fail_on_token: int | None = None) -> None:
+        self.calls: list[list[int]] = []
+        self._forward = pipe.forward
+        self._fail_on = fail_on_token
+
+    def __call__(self, batch: list[Any]) -> list[Any]:
+        self.calls.append([len(f["input_ids"]) for f in batch])
+        if self._fail_on is not None and any(self._fail_on in f["input_ids"] for f in batch):
+            raise RuntimeError("this item crashes the model")
+        return self._forward(batch)
+
+
+def make_batcher(**kwargs: Any) -> Batcher:
+    options = {
+        "max_batch_size": 4,
+        "sort_window_batches": 4,
+        "max_padding": None,
+        "max_wait_s": 0.05,
+        "max_queue": 100,
+        "stall_after_s": 60.0,
+        "metrics": ServeMetrics(),
+    } | kwargs
+    return Batcher("m", **options)
+
+
+def submit(batcher: Batcher, pipe: Pipeline, texts: list[str]):
+    items, features = prepare(pipe, texts)
+    return batcher.submit(pipe, items, features)
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+def test_batches_count_items_sort_by_length_and_answer_in_order(pipe: Pipeline, monkeypatch) -> None:
+    recorder = Recorder(pipe)
+    monkeypatch.setattr(pipe, "forward", recorder)
+    requests = [TEXTS[:3], TEXTS[3:4], TEXTS[4:], TEXTS[::-1][:2]]
+
+    async def scenario() -> list[list[dict]]:
+        batcher = make_batcher()
+        batcher.start()
+        jobs = [submit(batcher, pipe, texts) for texts in requests]
+        results = [await batcher.wait(job, 30) for job in jobs]
+        await batcher.close(5)
+        return results
+
+    results = run(scenario())
+    assert all(len(call) <= 4 for call in recorder.calls), recorder.calls  # the limit counts items
+    assert sum(len(call) for call in recorder.calls) == sum(len(r) for r in requests)
+    flat = [n for call in recorder.calls for n in call]
+    assert flat == sorted(flat), "items gathered together run shortest first"
+    monkeypatch.undo()
+    for texts, outputs in zip(requests, results, strict=True):  # each request's answers in its own order
+        expected = pipe.predict(texts)
+        assert [o["label"] for o in outputs] == [e["label"] for e in expected]
+        assert [o["score"] for o in outputs] == pytest.approx([e["score"] for e in expected], abs=1e-5)
+
+
+def test_one_long_input_does_not_pad_the_whole_batch(pipe: Pipeline, monkeypatch) -> None:
+    recorder = Recorder(pipe)
+    monkeypatch.setattr(pipe, "forward", recorder)
+    long_text = " ".join(["a much longer review that goes on"] * 8)
+
+    async def scenario() -> None:
+        batcher = make_batcher(max_batch_size=8, max_padding=0.25)
+        batcher.start()
+        job = submit(batcher, pipe, ["good", "bad", "fine", long_text])
+        await batcher.wait(job, 30)
+        await batcher.close(5)
+
+    run(scenario())
+    assert recorder.calls == [[3, 3, 3], [recorder.calls[1][0]]]  # [CLS] word [SEP] x3, then the long one
+    assert recorder.calls[1][0] > 40
+
+
+def test_timeout_is_504_and_drops_the_queued_items(pipe: Pipeline, monkeypatch) -> None:
+    recorder = Recorder(pipe)
+    monkeypatch.setattr(pipe, "forward", recorder)
+
+    async def scenario() -> tuple[AiforgeError, int, float]:
+        batcher = make_batcher(max_batch_size=64, max_wait_s=5.0)
+        batcher.start()
+        job = submit(batcher, pipe, TEXTS[:3])
+        with pytest.raises(AiforgeError) as err:
+            await batcher.wait(job, 0.1)
+        queued = batcher.queued
+        await batcher.close(1)
+        return err.value, queued, batcher.metrics.dropped.labels("m", "timeout")._value.get()
+
+    error, queued, dropped = run(scenario())
+    assert (error.status, error.code) == (504, "AF-SERVE-004")
+    assert queued == 0 and dropped == 3
+    assert recorder.calls == [], "timed-out work never reaches the model"
+
+
+def test_full_queue_is_429_with_retry_after(pipe: Pipeline) -> None:
+    async def scenario() -> None:
+        batcher = make_batcher(max_batch_size=64, max_wait_s=5.0, max_queue=3)
+        batcher.start()
+        submit(batcher, pipe, TEXTS[:3])
+        with pytest.raises(QueueFull) as full:
+            submit(batcher, pipe, TEXTS[:1])
+        assert full.value.status == 429 and full.value.retry_after >= 1
+        with pytest.raises(AiforgeError) as too_big:
+            submit(batcher, pipe, TEXTS[:4])
+        assert too_big.value.status == 413  # could never fit: not a retry-later
+        await batcher.close(0)
+
+    run(scenario())
+
+
+def test_an_item_that_crashes_forward_fails_only_its_request(pipe: Pipeline, monkeypatch) -> None:
+    boom = pipe.tokenizer.convert_tokens_to_ids("boom")
+    monkeypatch.setattr(pipe, "forward", Recorder(pipe, fail_on_token=boom))
+
+    async def scenario() -> tuple[BaseException | None, list[dict]]:
+        batcher = make_batcher()
+        batcher.start()
+        bad, good = submit(batcher, pipe, ["boom"]), submit(batcher, pipe, TEXTS[:2])
+        results = await asyncio.gather(batcher.wait(bad, 30), batcher.wait(good, 30), return_exceptions=True)
+        await batcher.close(5)
+        return results[0], results[1]
+
+    bad, good = run(scenario())
+    assert isinstance(bad, AiforgeError) and bad.code == "AF-SERVE-009" and bad.status == 500
+    assert [o["label"] for o in good] == [o["label"] for o in pipe.predict(TEXTS[:2])]
+
+
+def test_close_answers_queued_work_then_refuses(pipe: Pipeline) -> None:
+    async def scenario() -> None:
+        batcher = make_batcher(max_batch_size=64, max_wait_s=30.0)
+        batcher.start()
+        job = submit(batcher, pipe, TEXTS[:2])
+        await batcher.close(10)  # does not wait the 30 s batch timer: draining dispatches at once
+        assert len(job.future.result()) == 2
+        assert batcher.metrics.batches.labels("m", "drain")._value.get() == 1
+        with pytest.raises(AiforgeError) as err:
+            submit(batcher, pipe, TEXTS[:1])
+        assert err.value.status == 503
+
+    run(scenario())
