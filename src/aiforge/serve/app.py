@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
@@ -18,7 +19,7 @@ from aiforge.serve.auth import ApiKeyAuth, load_api_keys
 from aiforge.serve.metrics import ServeMetrics
 from aiforge.serve.middleware import BodyLimit, RequestContext
 from aiforge.serve.responses import install_error_handlers
-from aiforge.serve.routes import openai, ops, predict
+from aiforge.serve.routes import openai, ops, predict, rag
 from aiforge.serve.runtime import Runtime
 from aiforge.serve.settings import ServeSettings
 
@@ -26,6 +27,7 @@ DESCRIPTION = """Models served by `aiforge serve`, with dynamic batching.
 
 * `POST /v1/models/{name}/predict`: the same inputs and outputs as `aiforge run`
 * OpenAI-compatible: `/v1/embeddings`, `/v1/chat/completions` (SSE), `/v1/audio/transcriptions`, `/v1/models`
+* RAG over your documents: `POST /v1/rag/{index}/query` (answer with checked citations), `GET /v1/rag`
 * operations: `/healthz`, `/readyz`, `/metrics`, `/admin/reload`, `/admin/rollback`; demo page at `/demo/`
 
 Errors are OpenAI error objects with an aiforge code and a `fix`. Every model response carries the
@@ -48,13 +50,15 @@ def create_app(settings: ServeSettings) -> FastAPI:
             if not loader.done():
                 loader.cancel()
             await runtime.stop()
+            if "aiforge.rag" in sys.modules:  # only when a RAG route or the demo used it
+                sys.modules["aiforge.rag"].close_indexes()
 
     app = FastAPI(title="aiforge serve", version=__version__, description=DESCRIPTION, lifespan=lifespan)
     app.state.settings = settings
     app.state.runtime = runtime
     app.state.metrics = metrics
     install_error_handlers(app)
-    for router in (ops.health_router, predict.router, openai.router, ops.admin_router):
+    for router in (ops.health_router, predict.router, openai.router, rag.router, ops.admin_router):
         app.include_router(router)
     # add_middleware puts each new middleware outermost: the last added runs first.
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)

