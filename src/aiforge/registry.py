@@ -10,26 +10,39 @@ or ``registry:NAME`` (the latest version). Resolved versions are downloaded once
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from aiforge.errors import AiforgeError
 from aiforge.models import ModelRef, cache_dir
+
+log = logging.getLogger(__name__)
 
 REF_PATTERN = re.compile(
     r"^registry:(?P<name>[A-Za-z0-9_.\-]+)(?:@(?P<alias>[A-Za-z0-9_\-]+)|/(?P<version>\d+))?$"
 )
 
 
+SQLITE_BUSY_TIMEOUT_S = 30  # a second process (`aiforge runs` during training) waits instead of failing
+
+
 def default_tracking_uri() -> str:
-    """``MLFLOW_TRACKING_URI`` when set, else a local SQLite store in the aiforge cache."""
+    """``MLFLOW_TRACKING_URI`` when set, else a local SQLite store in the aiforge cache.
+
+    The SQLite URI carries a busy timeout (SQLAlchemy passes ``?timeout=`` to sqlite3), and
+    :func:`client` switches the file to WAL mode, so readers never block a training run's writes.
+    """
     uri = os.environ.get("MLFLOW_TRACKING_URI")
     if uri:
         return uri
     home = cache_dir()
     home.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{home / 'mlflow.db'}"
+    return f"sqlite:///{home / 'mlflow.db'}?timeout={SQLITE_BUSY_TIMEOUT_S}"
 
 
 def client(tracking_uri: str | None = None):
@@ -41,7 +54,37 @@ def client(tracking_uri: str | None = None):
             "AF-DEP-001", "the registry needs mlflow, which is not installed", 'pip install "aiforge[train]"'
         ) from exc
     uri = tracking_uri or default_tracking_uri()
+    enable_sqlite_wal(uri)
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///...`` URI (query string removed), else None."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return Path(uri.removeprefix("sqlite:///").split("?", 1)[0])
+
+
+def enable_sqlite_wal(uri: str) -> None:
+    """Put a SQLite store in WAL mode (persistent in the file): concurrent readers and one writer,
+    so `aiforge runs` reading while a training run logs does not hit 'database is locked'."""
+    path = sqlite_path(uri)
+    if path is None:
+        return
+    import sqlite3
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.closing(sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT_S)) as con:
+            con.execute("PRAGMA journal_mode=WAL")
+    except (OSError, sqlite3.Error) as exc:  # read-only or locked: MLflow reports it properly on first use
+        log.warning("could not switch %s to WAL mode: %s", path, exc)
+
+
+def artifact_root(tracking_uri: str) -> str | None:
+    """Where a local SQLite store keeps artifacts: beside the database, never ``./mlruns`` in the cwd."""
+    path = sqlite_path(tracking_uri)
+    return (path.parent / "mlartifacts").as_uri() if path is not None else None
 
 
 def parse_ref(ref: str) -> tuple[str, str | None, str | None]:
@@ -117,3 +160,277 @@ def _format_of(path: Path) -> str:
     from aiforge.models import _detect_local_format
 
     return _detect_local_format(path)
+
+
+# ---- tracking: runs, params, metrics, artifacts ------------------------------------------------------
+PARAM_VALUE_LIMIT = (
+    500  # MLflow rejects long values on some stores (250 chars on older servers); full config is an artifact
+)
+
+
+class RunLogger:
+    """Logs one training run to MLflow and never raises: tracking must not kill training.
+
+    Any call that fails (store unreachable, locked SQLite file, a value the store rejects) is
+    appended to ``OUTPUT_DIR/tracking_pending.jsonl`` with a single warning; ``finish`` replays the
+    pending calls once more (the store may be back) and says where the local log is if not.
+    """
+
+    def __init__(
+        self, output_dir: Path, tracking_uri: str | None = None, experiment: str = "aiforge"
+    ) -> None:
+        self.output_dir = Path(output_dir)
+        self.tracking_uri = tracking_uri or default_tracking_uri()
+        self.experiment = experiment
+        self.pending_path = self.output_dir / "tracking_pending.jsonl"
+        self.run_id: str | None = None
+        self.artifact_uri: str | None = None
+        self._client = None
+        self._warned = False
+
+    # -- plumbing
+    def _call(self, op: str, payload: dict[str, Any], fn: Callable[[], Any], record: bool = True) -> Any:
+        try:
+            return fn()
+        except Exception as exc:  # noqa: BLE001 - any tracking failure is logged, never fatal
+            if record:
+                self._record(op, payload)
+            if not self._warned:
+                self._warned = True
+                log.warning(
+                    "[AF-TRACK-001] MLflow %s failed (%s: %s); training goes on and tracking is logged to %s",
+                    op,
+                    type(exc).__name__,
+                    str(exc)[:200],
+                    self.pending_path,
+                )
+            return None
+
+    def _record(self, op: str, payload: dict[str, Any]) -> None:
+        import json
+        import time
+
+        self.pending_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.pending_path.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps({"op": op, "time": time.time(), **payload}, default=str) + "\n")
+
+    # -- the run
+    def start(
+        self, run_name: str, tags: dict[str, str] | None = None, run_id: str | None = None
+    ) -> str | None:
+        """Open a run, or reopen ``run_id`` (a resumed training continues the same run)."""
+
+        def _start() -> str:
+            self._client = client(self.tracking_uri)
+            if run_id:
+                run = self._client.get_run(run_id)
+                self._client.update_run(run_id, status="RUNNING")
+            else:
+                experiment_id = self._experiment_id()
+                run = self._client.create_run(experiment_id, run_name=run_name, tags=tags or {})
+            self.run_id, self.artifact_uri = run.info.run_id, run.info.artifact_uri
+            return run.info.run_id
+
+        return self._call("start", {"run_name": run_name, "tags": tags or {}}, _start)
+
+    def _experiment_id(self) -> str:
+        found = self._client.get_experiment_by_name(self.experiment)
+        if found is not None:
+            return found.experiment_id
+        return self._client.create_experiment(
+            self.experiment, artifact_location=artifact_root(self.tracking_uri)
+        )
+
+    def _active(self) -> bool:
+        return self._client is not None and self.run_id is not None
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        clean = {k: _param_value(v) for k, v in params.items()}
+        if not self._active():
+            self._record("params", {"params": clean})
+            return
+        batch = [Param(k, v) for k, v in clean.items()]
+        done = self._call(
+            "params",
+            {"params": clean},
+            lambda: self._client.log_batch(self.run_id, params=batch) or True,
+            record=False,
+        )
+        if done is None:  # find the value the store rejects; keep the others
+            for key, value in clean.items():
+                self._call(
+                    "params",
+                    {"params": {key: value}},
+                    lambda k=key, v=value: self._client.log_param(self.run_id, k, v),
+                )
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        import time
+
+        from mlflow.entities import Metric
+
+        values = {k: float(v) for k, v in metrics.items() if isinstance(v, int | float)}
+        if not self._active():
+            self._record("metrics", {"metrics": values, "step": step})
+            return
+        now = int(time.time() * 1000)
+        batch = [Metric(k, v, now, step) for k, v in values.items()]
+        self._call(
+            "metrics",
+            {"metrics": values, "step": step},
+            lambda: self._client.log_batch(self.run_id, metrics=batch),
+        )
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        if not self._active():
+            self._record("tags", {"tags": tags})
+            return
+        for key, value in tags.items():
+            self._call(
+                "tags", {"tags": {key: value}}, lambda k=key, v=value: self._client.set_tag(self.run_id, k, v)
+            )
+
+    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
+        """A file or a whole directory (e.g. the model) under ``artifact_path``."""
+        payload = {"path": str(path), "artifact_path": artifact_path}
+        if not self._active():
+            self._record("artifact", payload)
+            return
+        log_fn = self._client.log_artifacts if Path(path).is_dir() else self._client.log_artifact
+        self._call("artifact", payload, lambda: log_fn(self.run_id, str(path), artifact_path))
+
+    def finish(self, status: str = "FINISHED") -> bool:
+        """Close the run; replay calls that failed earlier. True when everything reached the store."""
+        if self._active():
+            self._call("end", {"status": status}, lambda: self._client.set_terminated(self.run_id, status))
+        return self.sync()
+
+    def sync(self) -> bool:
+        """Replay ``tracking_pending.jsonl`` into the store; keep what still fails."""
+        import json
+
+        if not self.pending_path.exists():
+            return True
+        lines = self.pending_path.read_text(encoding="utf-8").splitlines()
+        entries = [json.loads(line) for line in lines if line]
+        opened = next(
+            (e for e in entries if e["op"] == "start"), {"run_name": self.output_dir.name, "tags": {}}
+        )
+        if not self._active() and self.start(opened["run_name"], opened["tags"]) is None:
+            log.warning(
+                "[AF-TRACK-001] tracking store %s still unreachable; the run's tracking is in %s",
+                self.tracking_uri,
+                self.pending_path,
+            )
+            return False
+        self.pending_path.unlink()
+        self._warned = True  # the summary below is the warning now
+        for entry in entries:
+            self._replay(entry)
+        if self.pending_path.exists():
+            log.warning(
+                "[AF-TRACK-001] some tracking calls were rejected by %s; they are kept in %s",
+                self.tracking_uri,
+                self.pending_path,
+            )
+            return False
+        return True
+
+    def _replay(self, entry: dict[str, Any]) -> None:
+        op = entry["op"]
+        if op == "params":
+            self.log_params(entry["params"])
+        elif op == "metrics":
+            self.log_metrics(entry["metrics"], entry["step"])
+        elif op == "tags":
+            self.set_tags(entry["tags"])
+        elif op == "artifact" and Path(entry["path"]).exists():
+            self.log_artifact(Path(entry["path"]), entry["artifact_path"])
+
+
+def _param_value(value: Any) -> str:
+    text = str(value)
+    return text if len(text) <= PARAM_VALUE_LIMIT else text[: PARAM_VALUE_LIMIT - 3] + "..."
+
+
+# ---- registry: versions and aliases -----------------------------------------------------------------
+def register_version(
+    run_id: str,
+    artifact_uri: str,
+    name: str,
+    alias: str | None = None,
+    tracking_uri: str | None = None,
+    description: str = "",
+) -> str:
+    """Register ``artifact_uri`` (the run's model directory) as a new version of ``name``; move ``alias``."""
+    from mlflow.exceptions import MlflowException
+
+    mlflow_client = client(tracking_uri)
+    try:
+        mlflow_client.get_registered_model(name)
+    except MlflowException:
+        mlflow_client.create_registered_model(name)
+    version = mlflow_client.create_model_version(
+        name, source=artifact_uri, run_id=run_id, description=description
+    )
+    if alias:
+        mlflow_client.set_registered_model_alias(name, alias, version.version)
+    return str(version.version)
+
+
+def promote(name: str, version: str | int, alias: str, tracking_uri: str | None = None) -> dict[str, str]:
+    """Point ``alias`` (e.g. production) at ``version`` of ``name``; returns what moved."""
+    from mlflow.exceptions import MlflowException
+
+    mlflow_client = client(tracking_uri)
+    try:
+        mlflow_client.get_model_version(name, str(version))
+    except MlflowException:
+        try:
+            known = sorted(int(v.version) for v in mlflow_client.search_model_versions(f"name='{name}'"))
+        except MlflowException:
+            known = []
+        hint = f"versions of {name}: {', '.join(map(str, known))}" if known else f"no model named '{name}'"
+        raise AiforgeError(
+            "AF-MODEL-004",
+            f"model '{name}' version {version} not found ({hint})",
+            "`aiforge runs` lists runs and their registered versions",
+        ) from None
+    previous = None
+    with contextlib.suppress(MlflowException):
+        previous = mlflow_client.get_model_version_by_alias(name, alias).version
+    mlflow_client.set_registered_model_alias(name, alias, str(version))
+    return {
+        "name": name,
+        "alias": alias,
+        "version": str(version),
+        "previous": str(previous) if previous else "",
+    }
+
+
+def list_runs(limit: int = 20, tracking_uri: str | None = None) -> list[dict[str, Any]]:
+    """The most recent runs of every experiment, newest first, with their metrics (for `aiforge runs`)."""
+    mlflow_client = client(tracking_uri)
+    experiments = [e.experiment_id for e in mlflow_client.search_experiments()]
+    if not experiments:
+        return []
+    runs = mlflow_client.search_runs(experiments, max_results=limit, order_by=["attributes.start_time DESC"])
+    rows = []
+    for run in runs:
+        tags = run.data.tags
+        rows.append(
+            {
+                "run_id": run.info.run_id,
+                "name": run.info.run_name,
+                "status": run.info.status,
+                "start_time": run.info.start_time,
+                "duration_s": ((run.info.end_time or run.info.start_time) - run.info.start_time) / 1000,
+                "task": tags.get("aiforge.task", ""),
+                "model": tags.get("aiforge.backbone", ""),
+                "registered": tags.get("aiforge.registered", ""),
+                "metrics": dict(run.data.metrics),
+            }
+        )
+    return rows

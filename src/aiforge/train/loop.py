@@ -1,0 +1,664 @@
+"""``aiforge train``: the fine-tuning loop, readable top to bottom.
+
+Phases, in the order they run (after nanoGPT's ``train.py``)::
+
+    prepare   read + check the data, load the backbone, tokenise, pick max_length
+    resume    restore model, optimizer, scheduler, RNG and data position from the last checkpoint
+    baseline  fit TF-IDF + logistic regression on the same split (seconds)
+    loop      lr schedule -> forward/backward (+ accumulation) -> clip -> step -> log
+              -> checkpoint every N steps -> evaluate each epoch, keep the best model
+    finish    test the best model, write the model dir + aiforge.json + plots, track and register
+
+Everything an observer needs goes through named events (:mod:`aiforge.train.callbacks`); MLflow
+is one such callback, so tracking can fail without touching the loop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from aiforge.errors import AiforgeError
+from aiforge.train.callbacks import Callback, CallbackRunner, TrainState
+from aiforge.train.checkpoint import load_checkpoint, save_checkpoint, seed_everything, set_rng_state
+from aiforge.train.config import TrainConfig, default_model, dump_yaml
+from aiforge.train.data import Dataset, load_dataset
+from aiforge.train.metrics import plot_confusion_matrix, plot_loss_curve, scalar_metrics
+from aiforge.train.text import Encoded, TextClassificationTask, epoch_batches
+
+log = logging.getLogger(__name__)
+
+METADATA_FILE = "aiforge.json"
+
+
+@dataclass
+class TrainResult:
+    """What a finished run produced; ``summary()`` is what the CLI prints."""
+
+    output_dir: Path
+    model_dir: Path
+    backbone: str
+    metrics: dict[str, Any]  # {"validation": {...}, "test": {...}} of the best model
+    baseline: dict[str, Any] | None
+    seconds: float
+    steps: int
+    run_id: str | None = None
+    registered_name: str | None = None
+    registered_version: str | None = None
+    alias: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def ref(self) -> str | None:
+        """The registry reference that loads this model, e.g. ``registry:nsmc-sentiment@production``."""
+        if not self.registered_name:
+            return None
+        suffix = f"@{self.alias}" if self.alias else f"/{self.registered_version}"
+        return f"registry:{self.registered_name}{suffix}"
+
+    def lines(self) -> list[str]:
+        """What the CLI prints after a run: the model, its score next to the baseline's, the registry ref."""
+        split = "test" if "test" in self.metrics else "validation"
+        ours = self.metrics[split]
+        took = f"{self.steps} steps, {self.seconds / 60:.1f} min"
+        out = [f"model         {self.model_dir} ({self.backbone}, {took})"]
+        shown = [k for k in ("accuracy", "macro_f1", "f1") if k in ours]
+        line = f"{split:<14}" + ", ".join(f"{k} {ours[k]:.4f}" for k in shown)
+        if self.baseline and split in self.baseline:
+            base = self.baseline[split]
+            line += f"  (baseline {self.baseline['name']}: accuracy {base['accuracy']:.4f})"
+        out.append(line)
+        if self.run_id:
+            out.append(f"mlflow run    {self.run_id}")
+        if self.ref:
+            out.append(f"registered    {self.ref} (version {self.registered_version})")
+        return out
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "model_dir": str(self.model_dir),
+            "backbone": self.backbone,
+            "seconds": round(self.seconds, 1),
+            "steps": self.steps,
+            "metrics": {k: scalar_metrics(v) for k, v in self.metrics.items()},
+            "baseline": self.baseline,
+            "run_id": self.run_id,
+            "registered": self.ref,
+        }
+
+
+@dataclass
+class Prepared:
+    """Data, task and model, checked and ready: shared by the real run and the dry run."""
+
+    config: TrainConfig
+    dataset: Dataset
+    task: TextClassificationTask
+    model: torch.nn.Module
+    backbone: str
+    train: Encoded
+    validation: Encoded
+    test: Encoded | None
+    train_lengths: list[int]
+    device: str
+    frozen: int
+
+
+# ---- prepare ------------------------------------------------------------------------------------------
+def resolve_backbone(config: TrainConfig) -> tuple[str, str]:
+    """(the model reference used, the location from_pretrained receives)."""
+    from aiforge.models import resolve
+
+    ref_text = default_model(config.task) if config.model == "auto" else config.model
+    ref = resolve(ref_text, task=config.task)
+    return ref_text, ref.location
+
+
+def make_task(config: TrainConfig, dataset: Dataset, location: str) -> TextClassificationTask:
+    if config.task == "text-classification":
+        return TextClassificationTask(config, dataset, location)
+    if config.task == "token-classification":
+        from aiforge.train.tokens import TokenClassificationTask
+
+        return TokenClassificationTask(config, dataset, location)
+    raise AiforgeError(
+        "AF-TASK-001",
+        f"training for '{config.task}' is not implemented yet",
+        "train a text-classification model, or use the Python API with your own loop",
+    )
+
+
+def prepare(config: TrainConfig, strict: bool = False) -> Prepared:
+    """Read and check the data, load the backbone, tokenise: every error a run can hit before step 1."""
+    from aiforge.tasks import quiet_libraries
+    from aiforge.tasks.base import resolve_device
+
+    quiet_libraries()
+    device = resolve_device(config.training.device)
+    if config.training.num_threads:
+        torch.set_num_threads(config.training.num_threads)
+    seed_everything(config.training.seed)
+    sequence = config.task == "token-classification"
+    dataset = load_dataset(config.data, config.training.seed, strict, sequence=sequence)
+    backbone, location = resolve_backbone(config)
+    task = make_task(config, dataset, location)
+    model = task.load()
+    task.model_config = model.config
+    train_lengths = task.token_lengths(dataset.train)
+    task.resolve_max_length(train_lengths)
+    frozen = freeze(model, config.training.freeze)
+    model.to(device)
+    test = task.encode(dataset.test) if dataset.test is not None else None
+    return Prepared(
+        config,
+        dataset,
+        task,
+        model,
+        backbone,
+        task.encode(dataset.train),
+        task.encode(dataset.validation),
+        test,
+        train_lengths,
+        device,
+        frozen,
+    )
+
+
+def freeze(model: torch.nn.Module, prefixes: list[str]) -> int:
+    """Freeze parameters whose name (with or without the backbone prefix, e.g. ``bert.``) starts with
+    one of ``prefixes``; returns how many tensors were frozen."""
+    if not prefixes:
+        return 0
+    base = getattr(model, "base_model_prefix", "")
+    frozen, used = 0, set()
+    for name, param in model.named_parameters():
+        short = name.removeprefix(f"{base}.") if base else name
+        hit = next((p for p in prefixes if short.startswith(p) or name.startswith(p)), None)
+        if hit is not None:
+            param.requires_grad_(False)
+            frozen += 1
+            used.add(hit)
+    unused = [p for p in prefixes if p not in used]
+    if unused:
+        tops = sorted({n.removeprefix(f"{base}.").split(".")[0] for n, _ in model.named_parameters()})
+        raise AiforgeError(
+            "AF-CONFIG-001",
+            f"training.freeze: {unused} match no parameter of the model",
+            f"use prefixes of parameter names, e.g. {', '.join(tops)} or encoder.layer.0",
+        )
+    return frozen
+
+
+def build_optimizer(model: torch.nn.Module, cfg: Any) -> torch.optim.Optimizer:
+    """AdamW; no weight decay on biases and norm weights (BERT's recipe)."""
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            (no_decay if param.ndim < 2 or "norm" in name.lower() else decay).append(param)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, fused=False)
+
+
+def get_lr_lambda(cfg: Any, total_steps: int):
+    """Linear warmup, then linear / cosine decay to 0 (or constant): multiplier of the peak lr."""
+    warmup = int(cfg.warmup_ratio * total_steps)
+
+    def lr_lambda(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        if cfg.scheduler == "constant":
+            return 1.0
+        progress = (step - warmup) / max(1, total_steps - warmup)
+        if cfg.scheduler == "cosine":
+            return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+        return max(0.0, 1.0 - progress)
+
+    return lr_lambda
+
+
+def autocast_factory(mode: str, device: str):
+    """A context factory for mixed precision: bf16 on GPUs that support it, otherwise plain fp32."""
+    kind = device.split(":")[0]
+    if mode == "auto":
+        mode = "bf16" if kind == "cuda" and torch.cuda.is_bf16_supported() else "no"
+    if mode == "no":
+        return contextlib.nullcontext, None
+    dtype = torch.bfloat16 if mode == "bf16" else torch.float16
+    scaler = torch.amp.GradScaler(kind) if mode == "fp16" else None
+    return (lambda: torch.autocast(device_type=kind, dtype=dtype)), scaler
+
+
+def plan_steps(n_batches: int, cfg: Any) -> tuple[int, int, int]:
+    """(optimizer steps per epoch, total optimizer steps, epochs to iterate)."""
+    per_epoch = max(1, math.ceil(n_batches / cfg.grad_accum))
+    total = max(1, round(cfg.epochs * per_epoch))
+    if cfg.max_steps:
+        total = min(total, cfg.max_steps) if cfg.max_steps <= total else cfg.max_steps
+    return per_epoch, total, math.ceil(total / per_epoch)
+
+
+# ---- the run --------------------------------------------------------------------------------------------
+def train(
+    config: TrainConfig,
+    *,
+    resume: bool = False,
+    strict: bool = False,
+    callbacks: list[Callback] | None = None,
+    progress: bool = True,
+) -> TrainResult:
+    """Fine-tune ``config.model`` on ``config.data``; see the module docstring for the phases."""
+    started = time.perf_counter()
+    out = Path(config.output_dir)
+    ckpt_dir = out / "checkpoints"
+    saved = load_checkpoint(ckpt_dir) if resume else None
+    if saved is not None:
+        config = TrainConfig.model_validate(saved["config"])  # a resumed run keeps its own config
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(dump_yaml(config), encoding="utf-8")
+
+    # -- prepare
+    prep = prepare(config, strict)
+    cfg, task, model, device = config.training, prep.task, prep.model, prep.device
+    autocast, scaler = autocast_factory(cfg.mixed_precision, device)
+    optimizer = build_optimizer(model, cfg)
+    lengths = prep.train.lengths()
+    n_batches = math.ceil(len(prep.train) / cfg.batch_size)
+    steps_per_epoch, total_steps, n_epochs = plan_steps(n_batches, cfg)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, get_lr_lambda(cfg, total_steps))
+    state = TrainState(out, config.model_dump(mode="json"), total_steps)
+    patience_left = cfg.early_stopping_patience
+
+    # -- resume
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        set_rng_state(saved["rng"])
+        state.epoch, state.batch, state.step = (saved["position"][k] for k in ("epoch", "batch", "step"))
+        state.history, state.best_metric = saved["history"], saved["best_metric"]
+        patience_left = saved.get("patience_left", patience_left)
+        log.info("resuming %s at epoch %d, batch %d, step %d", out, state.epoch, state.batch, state.step)
+
+    # -- baseline (kept in the checkpoint, so a resumed run does not refit it)
+    baseline = saved.get("baseline") if saved is not None else None
+    if baseline is None and config.baseline and task.name == "text-classification" and not task.multi_label:
+        from aiforge.train.baseline import fit_text_baseline
+
+        evaluate_on = {"validation": prep.dataset.validation}
+        if prep.dataset.test is not None:
+            evaluate_on["test"] = prep.dataset.test
+        baseline = fit_text_baseline(prep.dataset.train, evaluate_on, prep.dataset.labels)
+
+    runner = CallbackRunner(_tracking_callbacks(config, prep, saved) + list(callbacks or []))
+    runner.trigger("on_train_start", state)
+
+    def checkpoint(epoch: int, batch: int) -> None:
+        extra = {
+            "config": config.model_dump(mode="json"),
+            "history": state.history,
+            "baseline": baseline,
+            "best_metric": state.best_metric,
+            "patience_left": patience_left,
+            "run_id": state.run_id,
+        }
+        save_checkpoint(
+            ckpt_dir, model, optimizer, scheduler, {"epoch": epoch, "batch": batch, "step": state.step}, extra
+        )
+        runner.trigger("on_checkpoint", state)
+
+    def evaluate() -> bool:
+        """Validate; save the model when it is the best so far. Returns True to stop early."""
+        nonlocal patience_left
+        metrics = task.evaluate(model, prep.validation, device, cfg.batch_size * 2, autocast)
+        model.train()
+        state.evaluation = metrics
+        state.history["evals"].append({"step": state.step, "epoch": state.epoch, **scalar_metrics(metrics)})
+        runner.trigger("on_eval_end", state)
+        metric = task.metric_name()
+        value = metrics.get(metric)
+        if value is None:
+            raise AiforgeError(
+                "AF-CONFIG-001",
+                f"training.metric '{metric}' is not computed for {task.name}",
+                f"choose one of {', '.join(scalar_metrics(metrics))}",
+            )
+        better = (
+            value < state.best_metric
+            if metric == "loss" and state.best_metric is not None
+            else state.best_metric is None or value > state.best_metric
+        )
+        if better:
+            state.best_metric = value
+            patience_left = cfg.early_stopping_patience
+            save_model_dir(task, model, out / "model")
+            return False
+        if patience_left is not None:
+            patience_left -= 1
+            return patience_left <= 0
+        return False
+
+    # -- loop
+    bar = _progress_bar(total_steps, state.step, progress)
+    window_loss, window_batches, window_items = torch.zeros((), device=device), 0, 0
+    window_start = time.perf_counter()
+    stop = state.step >= total_steps
+    model.train()
+    try:
+        for epoch in range(state.epoch, n_epochs):
+            if stop:
+                break
+            state.epoch = epoch
+            batches = epoch_batches(lengths, cfg.batch_size, cfg.seed, epoch, cfg.length_grouping)
+            first = state.batch if epoch == saved_epoch(saved) else 0
+            for index in range(first, len(batches)):
+                batch = task.collate(prep.train, batches[index], device)
+                with autocast():
+                    loss = model(**batch).loss / cfg.grad_accum
+                (scaler.scale(loss) if scaler else loss).backward()
+                window_loss += loss.detach()
+                window_batches += 1
+                window_items += len(batches[index])
+                state.batch = index + 1
+                if state.batch % cfg.grad_accum and state.batch != len(batches):
+                    continue  # accumulate more micro-batches before stepping
+                _optimizer_step(model, optimizer, scaler, cfg.grad_clip)
+                scheduler.step()
+                state.step += 1
+                bar.update(1)
+                if state.step % cfg.log_every_steps == 0 or state.step == total_steps:
+                    elapsed = time.perf_counter() - window_start
+                    state.logs = {
+                        "loss": float(window_loss) * cfg.grad_accum / max(1, window_batches),
+                        "lr": scheduler.get_last_lr()[0],
+                        "samples_per_s": window_items / elapsed,
+                    }
+                    state.history["steps"].append(state.step)
+                    state.history["loss"].append(state.logs["loss"])
+                    bar.set_postfix(loss=f"{state.logs['loss']:.4f}", lr=f"{state.logs['lr']:.1e}")
+                    runner.trigger("on_log", state)
+                    window_loss, window_batches, window_items = torch.zeros((), device=device), 0, 0
+                    window_start = time.perf_counter()
+                if cfg.eval_every_steps and state.step % cfg.eval_every_steps == 0 and evaluate():
+                    stop = True
+                if state.step % cfg.checkpoint_every_steps == 0:
+                    checkpoint(epoch, state.batch)
+                runner.trigger("on_step_end", state)
+                if stop or state.step >= total_steps:
+                    stop = True
+                    break
+            epoch_done = state.batch == len(batches)
+            if epoch_done and evaluate():
+                stop = True
+            elif not epoch_done and (
+                not state.history["evals"] or state.history["evals"][-1]["step"] != state.step
+            ):
+                evaluate()  # max_steps ended mid-epoch: the last weights still deserve a validation
+            checkpoint(epoch + 1 if epoch_done else epoch, 0 if epoch_done else state.batch)
+            state.batch = 0
+    except torch.OutOfMemoryError:
+        raise _oom_error(config) from None
+    except RuntimeError as exc:
+        if "out of memory" in str(exc).lower():
+            raise _oom_error(config) from None
+        raise
+    finally:
+        bar.close()
+
+    # -- finish: the best model on test, files, tracking
+    return _finish(config, prep, state, runner, baseline, started, autocast)
+
+
+def saved_epoch(saved: dict[str, Any] | None) -> int | None:
+    return saved["position"]["epoch"] if saved is not None else None
+
+
+def _optimizer_step(
+    model: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler: Any, grad_clip: float | None
+) -> None:
+    if scaler is not None:
+        scaler.unscale_(optimizer)
+    if grad_clip:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+def _progress_bar(total: int, done: int, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=done, disable=not enabled, unit="step", dynamic_ncols=True, desc="train")
+
+
+def _oom_error(config: TrainConfig) -> AiforgeError:
+    cfg = config.training
+    return AiforgeError(
+        "AF-TRAIN-001",
+        f"out of memory with batch_size={cfg.batch_size}, max_length={cfg.max_length}",
+        "halve the batch and keep the effective batch: "
+        f"--set training.batch_size={max(1, cfg.batch_size // 2)} "
+        f"--set training.grad_accum={cfg.grad_accum * 2}; or lower training.max_length; "
+        "`aiforge train CONFIG --dry-run` estimates memory per step",
+    )
+
+
+def save_model_dir(task: TextClassificationTask, model: torch.nn.Module, target: Path) -> None:
+    """save_pretrained into a temporary dir, then swap it in: a crash never leaves half a model."""
+    tmp = target.with_name(target.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    task.save(model, tmp)
+    old = target.with_name(target.name + ".old")
+    if target.exists():
+        target.rename(old)
+    tmp.rename(target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _tracking_callbacks(config: TrainConfig, prep: Prepared, saved: dict[str, Any] | None) -> list[Callback]:
+    if not config.tracking.enabled:
+        return []
+    from aiforge.train.tracking import MlflowCallback
+
+    tags = {
+        "aiforge.task": config.task,
+        "aiforge.backbone": prep.backbone,
+        "aiforge.data_hash": prep.dataset.data_hash,
+        "aiforge.git_commit": git_commit() or "",
+    }
+    params = {
+        **config.flat(),
+        "backbone": prep.backbone,
+        "data_hash": prep.dataset.data_hash,
+        "n_train": len(prep.train),
+        "n_validation": len(prep.validation),
+        "max_length_resolved": prep.task.max_length,
+        "frozen_tensors": prep.frozen,
+    }
+    return [
+        MlflowCallback(
+            config.tracking,
+            Path(config.output_dir),
+            tags,
+            params,
+            resume_run_id=saved.get("run_id") if saved else None,
+        )
+    ]
+
+
+def _finish(
+    config: TrainConfig,
+    prep: Prepared,
+    state: TrainState,
+    runner: CallbackRunner,
+    baseline: dict[str, Any] | None,
+    started: float,
+    autocast: Any,
+) -> TrainResult:
+    out = Path(config.output_dir)
+    model_dir = out / "model"
+    task = prep.task
+    best = _reload(task, model_dir, prep.device)
+    batch = config.training.batch_size * 2
+    metrics = {"validation": task.evaluate(best, prep.validation, prep.device, batch, autocast)}
+    if prep.test is not None:
+        metrics["test"] = task.evaluate(best, prep.test, prep.device, batch, autocast)
+    report_split = "test" if "test" in metrics else "validation"
+    artifacts = _write_reports(out, prep, state, metrics, baseline, report_split)
+    metadata = _metadata(config, prep, metrics, baseline, state)
+    (model_dir / METADATA_FILE).write_text(
+        json.dumps(metadata, indent=2, ensure_ascii=False), encoding="utf-8"
+    )
+
+    final = {
+        **scalar_metrics(metrics["validation"], "final_val_"),
+        **(scalar_metrics(metrics["test"], "test_") if "test" in metrics else {}),
+    }
+    for split in ("validation", "test"):
+        if baseline and split in baseline:
+            final.update({f"baseline_{split}_{k}": v for k, v in baseline[split].items()})
+    state.summary = {
+        "final_metrics": final,
+        "artifacts": artifacts,
+        "model_dir": str(model_dir),
+        "description": f"{prep.backbone} fine-tuned on {config.data.train}; "
+        f"{report_split} accuracy {metrics[report_split].get('accuracy', 0):.4f}",
+    }
+    runner.trigger("on_train_end", state)
+    shutil.rmtree(out / "checkpoints", ignore_errors=True)  # finished: nothing left to resume
+    return TrainResult(
+        out,
+        model_dir,
+        prep.backbone,
+        metrics,
+        baseline,
+        time.perf_counter() - started,
+        state.step,
+        state.run_id,
+        state.summary.get("registered_name"),
+        state.registered_version,
+        config.tracking.alias if state.registered_version else None,
+    )
+
+
+def _reload(task: TextClassificationTask, model_dir: Path, device: str) -> torch.nn.Module:
+    import transformers
+
+    model = getattr(transformers, task.auto_class).from_pretrained(model_dir)
+    return model.to(device).eval()
+
+
+def _write_reports(
+    out: Path,
+    prep: Prepared,
+    state: TrainState,
+    metrics: dict[str, Any],
+    baseline: dict[str, Any] | None,
+    report_split: str,
+) -> list[str]:
+    """metrics.json, the confusion matrix and loss curve PNGs, the resolved config and the environment."""
+    files = [out / "config.yaml"]
+    payload = {
+        "metrics": metrics,
+        "baseline": baseline,
+        "history": state.history,
+        "skipped_rows": prep.dataset.skipped,
+        "data_hash": prep.dataset.data_hash,
+    }
+    (out / "metrics.json").write_text(json.dumps(payload, indent=2, ensure_ascii=False), encoding="utf-8")
+    files.append(out / "metrics.json")
+    matrix = metrics[report_split].get("confusion_matrix")
+    if matrix is not None:
+        files.append(
+            plot_confusion_matrix(
+                matrix, prep.task.labels, out / "confusion_matrix.png", f"{report_split}: {prep.backbone}"
+            )
+        )
+    if state.history["steps"]:
+        files.append(
+            plot_loss_curve(
+                state.history["steps"],
+                state.history["loss"],
+                state.history["evals"],
+                out / "loss_curve.png",
+                prep.task.metric_name(),
+            )
+        )
+    environment = doctor_environment()
+    if environment is not None:
+        (out / "environment.json").write_text(
+            json.dumps(environment, indent=2, default=str), encoding="utf-8"
+        )
+        files.append(out / "environment.json")
+    return [str(f) for f in files]
+
+
+def _metadata(
+    config: TrainConfig,
+    prep: Prepared,
+    metrics: dict[str, Any],
+    baseline: dict[str, Any] | None,
+    state: TrainState,
+) -> dict[str, Any]:
+    from aiforge import __version__
+
+    return {
+        "aiforge_version": __version__,
+        "task": config.task,
+        "backbone": prep.backbone,
+        "labels": prep.task.labels,
+        "multi_label": prep.task.multi_label,
+        "max_length": prep.task.max_length,
+        "data_hash": prep.dataset.data_hash,
+        "n_examples": {
+            "train": len(prep.train),
+            "validation": len(prep.validation),
+            "test": len(prep.test) if prep.test is not None else 0,
+        },
+        "metrics": {k: scalar_metrics(v) for k, v in metrics.items()},
+        "baseline": baseline,
+        "steps": state.step,
+        "run_id": state.run_id,
+        "git_commit": git_commit(),
+        "config": config.model_dump(mode="json"),
+    }
+
+
+def git_commit() -> str | None:
+    """The commit of the working directory's repository (with '-dirty' when it has changes), if any."""
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+
+
+def doctor_environment() -> dict[str, Any] | None:
+    """`aiforge doctor --json` without the device tensor test, for reproducibility records."""
+    try:
+        from aiforge import doctor
+
+        return doctor.to_json(doctor.run_checks(device_ops=False))
+    except Exception as exc:  # noqa: BLE001 - an environment report must never fail a finished run
+        log.warning("could not record the doctor environment: %s", exc)
+        return None

@@ -1,0 +1,89 @@
+"""Token classification (NER) for the training loop.
+
+Data: one row per sentence with a token list and a tag list of the same length (JSONL or Parquet),
+e.g. ``{"tokens": ["김철수", "는", "서울", "에"], "tags": ["B-PER", "O", "B-LOC", "O"]}``.
+
+Labels are aligned to sub-words the usual way: the first sub-word of a word carries the word's tag,
+the other sub-words and special tokens get -100 (ignored by the loss), so the model is trained
+and scored per word. Scores are entity-level (seqeval): an entity counts only with its type and
+both boundaries right.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from aiforge.train.data import Split
+from aiforge.train.metrics import seqeval_metrics
+from aiforge.train.text import Encoded, TextClassificationTask
+
+IGNORE_INDEX = -100  # torch's CrossEntropyLoss skips these positions
+
+
+class TokenClassificationTask(TextClassificationTask):
+    """Reuses the text task's loading, max_length and saving; replaces encoding, batching and scoring."""
+
+    name = "token-classification"
+    auto_class = "AutoModelForTokenClassification"
+    default_metric = "f1"
+
+    def head_kwargs(self) -> dict[str, Any]:
+        return {}
+
+    def token_lengths(self, split: Split) -> list[int]:
+        encoded = self.tokenizer(split.inputs, is_split_into_words=True, truncation=False)["input_ids"]
+        return [len(ids) for ids in encoded]
+
+    def encode(self, split: Split) -> Encoded:
+        """Sub-word ids per sentence; tag ids on first sub-words, -100 elsewhere."""
+        enc = self.tokenizer(
+            split.inputs, is_split_into_words=True, truncation=True, max_length=self.max_length
+        )
+        labels, truncated = [], 0
+        for row, tags in enumerate(split.labels):
+            word_ids = enc.word_ids(row)
+            aligned, previous = [], None
+            for word in word_ids:
+                first = word is not None and word != previous
+                aligned.append(self.label_index[tags[word]] if first else IGNORE_INDEX)
+                previous = word
+            kept = len({w for w in word_ids if w is not None})
+            truncated += kept < len(tags)
+            labels.append(aligned)
+        return Encoded(enc["input_ids"], labels, truncated)
+
+    def collate(self, encoded: Encoded, indices: list[int], device: str) -> dict[str, torch.Tensor]:
+        batch = super().collate(Encoded(encoded.input_ids, [0] * len(encoded), 0), indices, device)
+        labels = torch.full(batch["input_ids"].shape, IGNORE_INDEX, dtype=torch.long)
+        for row, i in enumerate(indices):
+            labels[row, : len(encoded.labels[i])] = torch.tensor(encoded.labels[i], dtype=torch.long)
+        batch["labels"] = labels.to(device)
+        return batch
+
+    @torch.inference_mode()
+    def evaluate(
+        self, model: torch.nn.Module, encoded: Encoded, device: str, batch_size: int, autocast: Any
+    ) -> dict[str, Any]:
+        """Entity-level precision/recall/F1 over the words the model saw (after truncation)."""
+        model.eval()
+        order = sorted(range(len(encoded)), key=lambda i: len(encoded.input_ids[i]))
+        true_tags: list[list[str]] = [[] for _ in range(len(encoded))]
+        pred_tags: list[list[str]] = [[] for _ in range(len(encoded))]
+        total_loss = 0.0
+        for start in range(0, len(order), batch_size):
+            chunk = order[start : start + batch_size]
+            with autocast():
+                out = model(**self.collate(encoded, chunk, device))
+            total_loss += float(out.loss) * len(chunk)
+            predicted = out.logits.float().argmax(-1).cpu().numpy()
+            for row, i in enumerate(chunk):
+                gold = np.asarray(encoded.labels[i])
+                keep = gold != IGNORE_INDEX
+                true_tags[i] = [self.labels[t] for t in gold[keep]]
+                pred_tags[i] = [self.labels[t] for t in predicted[row, : len(gold)][keep]]
+        metrics = seqeval_metrics(true_tags, pred_tags)
+        metrics["loss"] = total_loss / max(1, len(encoded))
+        return metrics
