@@ -287,13 +287,16 @@ def train(
             for line in report.lines():
                 out.print(line, highlight=False)
         return
+    import logging
+
+    # tracking warnings (AF-TRACK-001) and "resuming from ..." are logged, not printed
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
     result = training.train(cfg, resume=resume, strict=strict)
-    summary = result.summary()
     if as_json:
-        typer.echo(json.dumps(summary, indent=2, ensure_ascii=False, default=str))
+        typer.echo(json.dumps(result.summary(), indent=2, ensure_ascii=False, default=str))
         return
-    for key, value in summary.items():
-        out.print(f"{key:>10}: {json.dumps(value, ensure_ascii=False, default=str)}", highlight=False)
+    for line in result.lines():
+        out.print(line, highlight=False)
 
 
 @app.command()
