@@ -218,26 +218,9 @@ def load_settings(
 
 def read_config(path: str | Path) -> dict[str, Any]:
     """A serve.yaml file -> its mapping; a missing file or bad YAML is an AF-CONFIG-001 error."""
-    import yaml
+    from aiforge.io import read_yaml_mapping
 
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise AiforgeError(
-            "AF-CONFIG-001", f"cannot read serve config '{path}': {exc.strerror}", "check the path"
-        ) from None
-    except yaml.YAMLError as exc:
-        raise AiforgeError(
-            "AF-CONFIG-001", f"serve config '{path}' is not valid YAML: {exc}", "fix the YAML syntax"
-        ) from None
-    if not isinstance(data, dict):
-        raise AiforgeError(
-            "AF-CONFIG-001",
-            f"serve config '{path}' must be a mapping with a 'models' list",
-            "see `aiforge serve --help` for an example",
-        )
-    return data
+    return read_yaml_mapping(path, "a serve.yaml holds a 'models' list; see `aiforge serve --help`")
 
 
 def is_config_file(arg: str) -> bool:

@@ -175,25 +175,9 @@ def load_config(
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
-    if not path.exists():
-        raise AiforgeError(
-            "AF-CONFIG-001",
-            f"config file '{path}' does not exist",
-            "write one with `aiforge train --init text-classification > train.yaml`",
-        )
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise AiforgeError(
-            "AF-CONFIG-001", f"'{path}' is not valid YAML: {exc}", "fix the YAML syntax"
-        ) from None
-    if not isinstance(data, dict):
-        raise AiforgeError(
-            "AF-CONFIG-001",
-            f"'{path}' must hold a mapping of fields, got {type(data).__name__}",
-            "start from `aiforge train --init TASK`",
-        )
-    return data
+    from aiforge.io import read_yaml_mapping
+
+    return read_yaml_mapping(path, "write one with `aiforge train --init text-classification > train.yaml`")
 
 
 def apply_override(raw: dict[str, Any], override: str) -> None:
