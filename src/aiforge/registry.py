@@ -140,6 +140,8 @@ def download_version(source: str, target: Path) -> Path:
     """Copy a version's artifacts into the cache; a marker file makes partial downloads visible."""
     import shutil
 
+    # a local copy takes milliseconds; MLflow's progress bar would only clutter `aiforge run` output
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     import mlflow.artifacts
 
     tmp = target.with_name(target.name + ".partial")
