@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -199,19 +200,27 @@ class TextClassificationTask:
         return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
     # ---- evaluation -----------------------------------------------------------------------------------
-    @torch.inference_mode()
-    def evaluate(
+    def eval_batches(
         self, model: torch.nn.Module, encoded: Encoded, device: str, batch_size: int, autocast: Any
-    ) -> dict[str, Any]:
-        """Loss and task metrics over a split; batches sorted by length (eval order does not matter)."""
+    ) -> Iterator[tuple[list[int], Any]]:
+        """(row indices, model output) over a split in length-sorted batches: evaluation order does
+        not matter, and sorted batches pad least. Callers run it under ``torch.inference_mode``."""
         model.eval()
         order = sorted(range(len(encoded)), key=lambda i: len(encoded.input_ids[i]))
-        logits = np.zeros((len(encoded), len(self.labels)), dtype=np.float32)
-        total_loss = 0.0
         for start in range(0, len(order), batch_size):
             chunk = order[start : start + batch_size]
             with autocast():
                 out = model(**self.collate(encoded, chunk, device))
+            yield chunk, out
+
+    @torch.inference_mode()
+    def evaluate(
+        self, model: torch.nn.Module, encoded: Encoded, device: str, batch_size: int, autocast: Any
+    ) -> dict[str, Any]:
+        """Loss and task metrics over a split."""
+        logits = np.zeros((len(encoded), len(self.labels)), dtype=np.float32)
+        total_loss = 0.0
+        for chunk, out in self.eval_batches(model, encoded, device, batch_size, autocast):
             total_loss += float(out.loss) * len(chunk)
             logits[chunk] = out.logits.float().cpu().numpy()
         metrics = self.metrics(encoded, logits)

@@ -68,15 +68,10 @@ class TokenClassificationTask(TextClassificationTask):
         self, model: torch.nn.Module, encoded: Encoded, device: str, batch_size: int, autocast: Any
     ) -> dict[str, Any]:
         """Entity-level precision/recall/F1 over the words the model saw (after truncation)."""
-        model.eval()
-        order = sorted(range(len(encoded)), key=lambda i: len(encoded.input_ids[i]))
         true_tags: list[list[str]] = [[] for _ in range(len(encoded))]
         pred_tags: list[list[str]] = [[] for _ in range(len(encoded))]
         total_loss = 0.0
-        for start in range(0, len(order), batch_size):
-            chunk = order[start : start + batch_size]
-            with autocast():
-                out = model(**self.collate(encoded, chunk, device))
+        for chunk, out in self.eval_batches(model, encoded, device, batch_size, autocast):
             total_loss += float(out.loss) * len(chunk)
             predicted = out.logits.float().argmax(-1).cpu().numpy()
             for row, i in enumerate(chunk):
