@@ -40,6 +40,8 @@ NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 # the whisper engine's options), change the shared model (``speaking_rate``) or name server paths
 # (``output_dir``), so a per-request value would be silently ignored or unsafe. serve.yaml's
 # ``request_params`` replaces this list for one model.
+# The sampling controls every generate()-based task reads per call.
+GENERATION_PARAMS = ("max_new_tokens", "do_sample", "temperature", "top_p", "repetition_penalty", "seed")
 REQUEST_PARAMS: dict[str, tuple[str, ...]] = {
     "text-classification": ("top_k", "multi_label"),
     "token-classification": ("aggregation", "ignore_labels"),
@@ -47,25 +49,10 @@ REQUEST_PARAMS: dict[str, tuple[str, ...]] = {
     "zero-shot-classification": ("candidate_labels", "hypothesis_template", "multi_label"),
     "sentence-embeddings": ("kind", "normalize"),
     "question-answering": ("top_k", "max_answer_len", "max_question_len", "handle_impossible_answer"),
-    "text-generation": (
-        "max_new_tokens",
-        "do_sample",
-        "temperature",
-        "top_p",
-        "repetition_penalty",
-        "seed",
-        "return_full_text",
-    ),
-    "text2text-generation": (
-        "max_new_tokens",
-        "do_sample",
-        "temperature",
-        "top_p",
-        "repetition_penalty",
-        "seed",
-    ),
-    "summarization": ("max_new_tokens", "do_sample", "temperature", "top_p", "repetition_penalty", "seed"),
-    "translation": ("max_new_tokens", "do_sample", "temperature", "top_p", "repetition_penalty", "seed"),
+    "text-generation": (*GENERATION_PARAMS, "return_full_text"),
+    "text2text-generation": GENERATION_PARAMS,
+    "summarization": GENERATION_PARAMS,
+    "translation": GENERATION_PARAMS,
     "image-classification": ("top_k",),
     "object-detection": ("threshold",),
     "mask-generation": ("points_per_side", "multimask_output"),
