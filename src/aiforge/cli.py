@@ -71,6 +71,27 @@ def parse_params(pairs: list[str] | None) -> dict[str, Any]:
     return params
 
 
+BackendOption = Annotated[
+    str, typer.Option("--backend", help="local | ray (scale out on a Ray cluster; see README 'Scaling out')")
+]
+RayAddressOption = Annotated[
+    str | None,
+    typer.Option("--ray-address", help="Ray cluster HOST:PORT (default $RAY_ADDRESS, else a local Ray)"),
+]
+
+
+def check_backend(backend: str, **local_only: Any) -> bool:
+    """True for the Ray backend; refuses unknown backends and Ray-only options given locally."""
+    if backend not in ("local", "ray"):
+        raise AiforgeError("AF-CONFIG-001", f"unknown backend '{backend}'", "use --backend local or ray")
+    if backend == "local":
+        given = [name for name, value in local_only.items() if value not in (None, False)]
+        if given:
+            flags = ", ".join("--" + name.replace("_", "-") for name in given)
+            raise AiforgeError("AF-RAY-004", f"{flags} only apply with --backend ray", "add --backend ray")
+    return backend == "ray"
+
+
 # ---- doctor ---------------------------------------------------------------------------------------
 @app.command()
 @friendly
@@ -205,6 +226,11 @@ def run(
     batch_size: Annotated[int | None, typer.Option("--batch-size", "-b", min=1)] = None,
     device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N | mps")] = "auto",
     param: Annotated[list[str] | None, typer.Option("--param", "-p", help="task parameter KEY=VALUE")] = None,
+    backend: BackendOption = "local",
+    workers: Annotated[
+        int | None, typer.Option("--workers", min=1, help="Ray: actors running the model (default 1)")
+    ] = None,
+    ray_address: RayAddressOption = None,
 ) -> None:
     """Run a pretrained model on inputs; prints one JSON object per input, in input order."""
     from aiforge import io
@@ -215,6 +241,11 @@ def run(
         raise AiforgeError(
             "AF-INPUT-001", "no input given", f'aiforge run {spec.name} "some input" or --input-file FILE'
         )
+    if check_backend(backend, workers=workers, ray_address=ray_address):
+        _run_on_ray(
+            spec.name, input_file, output, model, column, batch_size, device, param, workers, ray_address
+        )
+        return
     cls = spec.load_class()
     records: Any = list(inputs or [])
     total = len(records)
@@ -244,6 +275,44 @@ def run(
         err.print(f"{failures} input(s) failed; their lines hold an 'error' object")
         if input_file is None:
             raise typer.Exit(2)
+
+
+def _run_on_ray(
+    task: str,
+    input_file: Path | None,
+    output: Path | None,
+    model: str | None,
+    column: str | None,
+    batch_size: int | None,
+    device: str,
+    param: list[str] | None,
+    workers: int | None,
+    ray_address: str | None,
+) -> None:
+    if input_file is None:
+        raise AiforgeError(
+            "AF-RAY-004",
+            "--backend ray runs files (--input-file), not inputs on the command line",
+            f"aiforge run {task} -i items.jsonl -o out.jsonl --backend ray",
+        )
+    from aiforge.scale.batch import run_file
+
+    report = run_file(
+        task,
+        input_file,
+        output,
+        model=model,
+        column=column,
+        batch_size=batch_size,
+        device="cpu" if device == "auto" else device,
+        params=parse_params(param),
+        workers=workers or 1,
+        address=ray_address,
+    )
+    if report.resumed_from:
+        err.print(f"resumed: kept {report.resumed_from} results already in {output}")
+    if report.failures:
+        err.print(f"{report.failures} input(s) failed; their lines hold an 'error' object")
 
 
 # ---- train, runs, promote ----------------------------------------------------------------------------

@@ -73,6 +73,11 @@ CODES: dict[str, str] = {
     "AF-RAG-005": "index store server unreachable",
     "AF-RAG-006": "answer generator failed (endpoint error or bad reply)",
     "AF-RAG-007": "index was built with other settings (embedder, chunking)",
+    # scaling out on Ray
+    "AF-RAY-001": "the Ray backend needs ray, which is not installed",
+    "AF-RAY-002": "Ray cluster unreachable or refused the connection",
+    "AF-RAY-003": "a Ray replica or worker died while handling the request (retry it)",
+    "AF-RAY-004": "option not supported with this backend",
 }
 
 

@@ -1,0 +1,98 @@
+"""``aiforge run --backend ray``: the same JSON lines as a local run, in input order, and resume."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.scale.conftest import Cluster
+from tests.tiny_models import make_tiny_bert
+
+AIFORGE = [sys.executable, "-m", "aiforge.cli"]
+WINDOW = 4 * 16  # --batch-size 4 x the text pipelines' sort_window_batches
+
+
+def aiforge(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([*AIFORGE, *args], capture_output=True, text=True, timeout=300, env=env)
+
+
+@pytest.fixture(scope="module")
+def classifier(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny_bert(tmp_path_factory.mktemp("clf"), head="seq-cls", id2label={0: "neg", 1: "pos"})
+
+
+@pytest.fixture(scope="module")
+def reviews(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """150 texts of very different lengths, with one malformed line."""
+    lines = [
+        json.dumps({"id": i, "text": f"리뷰 {i} " + "정말 재미있는 영화 " * (i % 11)}, ensure_ascii=False)
+        for i in range(150)
+    ]
+    lines.insert(7, "{broken")
+    path = tmp_path_factory.mktemp("in") / "reviews.jsonl"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def local_output(classifier: Path, reviews: Path) -> Path:
+    out = reviews.with_name("local.jsonl")
+    result = aiforge(
+        "run", "text-classification", "-m", str(classifier), "-i", str(reviews), "-o", str(out), "-b", "4"
+    )
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+def run_ray(classifier: Path, reviews: Path, out: Path, cluster: Cluster) -> subprocess.CompletedProcess:
+    args = [
+        "run",
+        "text-classification",
+        "-m",
+        str(classifier),
+        "-i",
+        str(reviews),
+        "-o",
+        str(out),
+        "-b",
+        "4",
+    ]
+    result = aiforge(*args, "--backend", "ray", "--workers", "2", env=cluster.env)
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+def test_ray_batch_inference_matches_local_in_input_order(
+    ray_cluster: Cluster, classifier: Path, reviews: Path, local_output: Path, tmp_path: Path
+):
+    out = tmp_path / "ray.jsonl"
+    result = run_ray(classifier, reviews, out, ray_cluster)
+    assert out.read_text(encoding="utf-8") == local_output.read_text(encoding="utf-8")
+    rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert len(rows) == 151 and rows[7]["error"]["code"] == "AF-INPUT-002"
+    assert "1 input(s) failed" in result.stderr
+
+
+def test_ray_batch_inference_resumes_a_partial_output(
+    ray_cluster: Cluster, classifier: Path, reviews: Path, local_output: Path, tmp_path: Path
+):
+    out = tmp_path / "ray.jsonl"
+    run_ray(classifier, reviews, out, ray_cluster)
+    expected = local_output.read_text(encoding="utf-8").splitlines(keepends=True)
+    # An interrupted run: 70 whole lines and half of the 71st. The first line is marked, to prove
+    # the kept results are not computed again.
+    kept = ['{"kept": true}\n', *expected[1:70], expected[70][:9]]
+    out.write_text("".join(kept), encoding="utf-8")
+    result = run_ray(classifier, reviews, out, ray_cluster)
+    assert f"kept {WINDOW} results" in result.stderr
+    lines = out.read_text(encoding="utf-8").splitlines(keepends=True)
+    assert lines[0] == '{"kept": true}\n' and lines[1:] == expected[1:]
+    # another input file (or model, or parameters) is not resumed from this output
+    other = reviews.with_name("other.jsonl")
+    other.write_text('{"text": "하나"}\n', encoding="utf-8")
+    run_ray(classifier, other, out, ray_cluster)
+    assert len(out.read_text(encoding="utf-8").splitlines()) == 1
