@@ -436,6 +436,16 @@ def serve(
     device: Annotated[str | None, typer.Option("--device")] = None,
     api_key_file: Annotated[Path | None, typer.Option("--api-key-file", help="one key per line")] = None,
     no_demo: Annotated[bool, typer.Option("--no-demo", help="do not mount the demo page")] = False,
+    backend: BackendOption = "local",
+    replicas: Annotated[
+        int | None, typer.Option("--replicas", min=1, help="Ray: fixed replica count")
+    ] = None,
+    min_replicas: Annotated[int | None, typer.Option("--min-replicas", min=0, help="Ray: autoscale")] = None,
+    max_replicas: Annotated[int | None, typer.Option("--max-replicas", min=1, help="Ray: autoscale")] = None,
+    ray_address: RayAddressOption = None,
+    detach: Annotated[
+        bool, typer.Option("--detach", help="Ray: deploy and return, leave it serving")
+    ] = False,
 ) -> None:
     """Serve models over HTTP: dynamic batching, OpenAI-compatible routes, /demo, /metrics, auth."""
     from aiforge.serve import is_config_file, load_settings, run_server, server_urls
@@ -459,6 +469,23 @@ def serve(
         api_key_file=api_key_file,
         demo=False if no_demo else None,
     )
+    ray_only = {
+        "replicas": replicas,
+        "min_replicas": min_replicas,
+        "max_replicas": max_replicas,
+        "ray_address": ray_address,
+        "detach": detach,
+    }
+    if check_backend(backend, **ray_only):
+        from aiforge.scale.serve import Scaling
+        from aiforge.scale.serve import run as run_on_ray
+
+        if settings.port == 0:
+            raise AiforgeError("AF-RAY-004", "--port 0 is not supported on Ray", "name a port: --port 8000")
+        for label, url in server_urls(settings).items():
+            err.print(f"{label}: {url}")
+        run_on_ray(settings, Scaling(replicas, min_replicas, max_replicas), ray_address, detach)
+        return
     for label, url in server_urls(settings).items():
         err.print(f"{label}: {url}")
     run_server(settings)

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.serve.conftest import model_dirs, speech_wav  # noqa: F401 - shared fixtures
+
 RAY = str(Path(sys.executable).parent / "ray")
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 HEAD_CPUS, WORKER_CPUS = 2, 1
@@ -90,3 +92,9 @@ def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         with contextlib.suppress(Exception):
             ray.shutdown()
         ray_stop(env)
+
+
+@pytest.fixture(scope="package")
+def serve_port() -> int:
+    """Ray Serve has one HTTP port per cluster: every serving test module deploys behind it."""
+    return free_port()

@@ -1,0 +1,388 @@
+"""``aiforge serve ... --backend ray``: the same HTTP API, on Ray Serve replicas.
+
+Two deployments per served config::
+
+    client -> Ray Serve proxy -> Gateway (raw ASGI, tiny) --handle--> AppReplica x N
+                                                                      (create_app(settings): routes,
+                                                                       auth, batchers, metrics, demo)
+
+Each :class:`AppReplica` runs exactly the app ``aiforge serve`` runs locally (``create_app``), so the
+routes, API keys, dynamic batching, 429/504 admission, ``/readyz``, ``/metrics`` and the demo page
+are the same code, not a port of it. The replica takes traffic only once its models are loaded and
+warmed (its constructor waits), and Ray Serve's health check restarts a replica whose inference
+worker is stuck (``/readyz`` would call it unhealthy).
+
+The :class:`Gateway` forwards each HTTP request (scope + body) to a replica and streams the ASGI
+messages back, so server-sent events stream as locally. Why a gateway and not ``@serve.ingress``
+on the replica: when a replica dies, Ray's proxy answers its in-flight requests with a bare 500;
+the gateway turns that into aiforge's retryable error (503, ``AF-RAY-003``, ``Retry-After: 1``),
+while Ray routes new requests to the other replicas and replaces the dead one.
+
+Per-replica state stays per replica: ``/metrics`` and ``/readyz`` describe the replica that
+answered (scrape Ray's own metrics, or run one replica per model, for the fleet view).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import socket
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from aiforge.errors import AiforgeError
+from aiforge.serve.settings import ServeSettings
+
+log = logging.getLogger("aiforge.scale")
+
+APP_NAME = "aiforge"
+# Scope keys that describe an HTTP request and travel to the replica (the rest is server-local).
+SCOPE_KEYS = (
+    "type",
+    "asgi",
+    "http_version",
+    "method",
+    "scheme",
+    "path",
+    "raw_path",
+    "root_path",
+    "query_string",
+    "headers",
+    "client",
+    "server",
+)
+
+
+@dataclass
+class Scaling:
+    """How many replicas: fixed (``replicas``) or autoscaled between ``min_replicas`` and ``max_replicas``."""
+
+    replicas: int | None = 1
+    min_replicas: int | None = None
+    max_replicas: int | None = None
+    cpus_per_replica: float = 1.0
+    target_ongoing_requests: float = 32.0
+
+    def options(self) -> dict[str, Any]:
+        if self.min_replicas is None and self.max_replicas is None:
+            return {"num_replicas": max(1, self.replicas or 1)}
+        low = self.min_replicas if self.min_replicas is not None else 1
+        high = self.max_replicas if self.max_replicas is not None else max(low, 1)
+        if high < low or high < 1:
+            raise AiforgeError(
+                "AF-CONFIG-001",
+                f"--max-replicas {high} is below --min-replicas {low}",
+                "give max >= min >= 0",
+            )
+        return {
+            "autoscaling_config": {
+                "min_replicas": low,
+                "max_replicas": high,
+                "target_ongoing_requests": self.target_ongoing_requests,
+            }
+        }
+
+
+# ---- the replica: aiforge's own app ----------------------------------------------------------------
+class AppReplica:
+    """One replica: ``create_app(settings)`` with its lifespan entered; serves forwarded requests."""
+
+    async def __init__(self, settings_json: str) -> None:  # type: ignore[misc] - Ray allows async init
+        from aiforge.serve.app import create_app
+
+        settings = ServeSettings.model_validate_json(settings_json)
+        self.app = create_app(settings)
+        self.runtime = self.app.state.runtime
+        self._lifespan = self.app.router.lifespan_context(self.app)
+        await self._lifespan.__aenter__()
+        while any(m.state not in ("ready", "failed") for m in self.runtime.models.values()):
+            await asyncio.sleep(0.05)  # take traffic only once loaded and warmed, like /readyz says
+
+    async def check_health(self) -> None:
+        """Ray Serve calls this periodically; raising makes it replace the replica."""
+        stuck = {
+            name: problem
+            for name, model in self.runtime.models.items()
+            if model.state == "ready" and (problem := model.health()) is not None
+        }
+        if stuck:
+            raise RuntimeError(f"unhealthy models: {stuck}")
+
+    async def handle(self, scope: dict[str, Any], body: bytes) -> AsyncIterator[list[dict[str, Any]]]:
+        """Run one HTTP request through the app; yields its ASGI send messages, a few at a time."""
+        messages: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        finished = asyncio.Event()
+        delivered = False
+
+        async def receive() -> dict[str, Any]:
+            nonlocal delivered
+            if not delivered:
+                delivered = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            await finished.wait()  # like a server: "disconnect" once the response is complete
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict[str, Any]) -> None:
+            await messages.put(message)
+
+        task = asyncio.ensure_future(self.app(dict(scope, state={}), receive, send))
+        try:
+            while not finished.is_set():
+                getter = asyncio.ensure_future(messages.get())
+                await asyncio.wait({getter, task}, return_when=asyncio.FIRST_COMPLETED)
+                if not getter.done():
+                    getter.cancel()
+                    if messages.empty():
+                        task.result()  # the app failed (or returned without a complete response)
+                        return
+                    continue
+                chunk = [getter.result()]
+                while not messages.empty():
+                    chunk.append(messages.get_nowait())
+                if any(m["type"] == "http.response.body" and not m.get("more_body") for m in chunk):
+                    finished.set()
+                yield chunk
+        finally:
+            # Done, or the client went away (Ray cancels this generator): either way the app's
+            # receive() now says "http.disconnect", so a waiting request drops its queued work as
+            # it does locally; then give the middleware a moment to record the request's metrics.
+            finished.set()
+            with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError, Exception):
+                await asyncio.wait_for(asyncio.shield(task), 10)
+            if not task.done():
+                task.cancel()
+
+    async def __del__(self) -> None:
+        """Graceful shutdown: drain the batchers like a local server does."""
+        with contextlib.suppress(Exception):
+            await self._lifespan.__aexit__(None, None, None)
+
+
+# ---- the gateway: HTTP in, forwarded to a replica -----------------------------------------------------
+def build_gateway(replicas: Any, max_body_bytes: int) -> Any:
+    """A raw ASGI app that forwards each request to ``replicas`` (a deployment handle)."""
+    from ray.exceptions import ActorUnavailableError, RayActorError
+
+    streaming = replicas.options(stream=True, method_name="handle")
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while (message := await receive())["type"] != "lifespan.shutdown":
+                await send({"type": message["type"] + ".complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        if scope["type"] != "http":
+            return  # websockets are not forwarded
+        body = await read_body(receive, max_body_bytes + 1)  # the app's own BodyLimit answers 413
+        forwarded = forward_scope(scope)
+        started = False
+        response = streaming.remote(forwarded, body)
+        watcher = asyncio.ensure_future(wait_disconnect(receive))
+        watcher.add_done_callback(lambda _: response.cancel())  # the client left: stop the replica's work
+        try:
+            async for chunk in response:
+                for message in chunk:
+                    if message["type"] == "http.response.start":
+                        started = True
+                        # Ray's proxy adds x-request-id itself (the id forward_scope passed on)
+                        message = {
+                            **message,
+                            "headers": [h for h in message["headers"] if h[0] != b"x-request-id"],
+                        }
+                    await send(message)
+        except (RayActorError, ActorUnavailableError) as exc:
+            if started:
+                raise  # the status is out already: cut the stream, the client sees it end early
+            log.warning("a replica died while handling %s %s: %s", scope["method"], scope["path"], exc)
+            await send_error(send, replica_died())
+        finally:
+            watcher.cancel()
+
+    return app
+
+
+def forward_scope(scope: dict[str, Any]) -> dict[str, Any]:
+    """The request's scope for the replica, carrying Ray's request id as ``x-request-id`` (Ray's
+    proxy puts that id on the response, so the app logs the id the client sees)."""
+    from ray import serve
+
+    forwarded = {k: scope[k] for k in SCOPE_KEYS if k in scope}
+    headers = [h for h in scope.get("headers", []) if h[0] != b"x-request-id"]
+    request_id = serve.context._get_serve_request_context().request_id
+    forwarded["headers"] = [*headers, (b"x-request-id", request_id.encode())]
+    return forwarded
+
+
+async def wait_disconnect(receive: Any) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+async def read_body(receive: Any, limit: int) -> bytes:
+    parts: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunk = message.get("body", b"")
+        if size < limit:
+            parts.append(chunk[: limit - size])
+        size += len(chunk)
+        if not message.get("more_body"):
+            break
+    return b"".join(parts)
+
+
+def replica_died() -> AiforgeError:
+    return AiforgeError(
+        "AF-RAY-003",
+        "the replica handling this request stopped before answering; the cluster is replacing it",
+        "retry the request (it was not completed); other replicas are serving",
+        status=503,
+    )
+
+
+async def send_error(send: Any, exc: AiforgeError) -> None:
+    """The aiforge/OpenAI error body the local server sends, with Retry-After."""
+    from aiforge.serve.responses import error_type
+
+    body = json.dumps(
+        {
+            "error": {
+                "message": exc.message,
+                "type": error_type(exc.status),
+                "param": None,
+                "code": exc.code,
+                "fix": exc.fix,
+            }
+        },
+        ensure_ascii=False,
+    ).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"retry-after", b"1"),
+    ]
+    await send({"type": "http.response.start", "status": exc.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+class Gateway:
+    """The ingress deployment: builds the forwarding app once per gateway replica."""
+
+    def __init__(self, replicas: Any, max_body_bytes: int) -> None:
+        self._asgi = build_gateway(replicas, max_body_bytes)
+
+    def __serve_build_asgi_app__(self) -> Any:
+        return self._asgi
+
+
+# ---- deploying ---------------------------------------------------------------------------------------
+def application(settings: ServeSettings, scaling: Scaling | None = None) -> Any:
+    """The Ray Serve application (gateway bound to the replicas) for ``settings``."""
+    from ray import serve
+
+    scaling = scaling or Scaling()
+    replica = serve.deployment(
+        AppReplica,
+        name="AppReplica",
+        max_ongoing_requests=max(1024, sum(m.max_queue for m in settings.models)),
+        health_check_period_s=5,
+        graceful_shutdown_timeout_s=settings.drain_timeout_s,
+        ray_actor_options={"num_cpus": scaling.cpus_per_replica},
+        **scaling.options(),
+    )
+    gateway = serve.deployment(
+        serve.ingress()(Gateway),
+        name="Gateway",
+        num_replicas=1,
+        max_ongoing_requests=100_000,
+        ray_actor_options={"num_cpus": 0},
+    )
+    return gateway.bind(replica.bind(settings.model_dump_json()), settings.max_body_bytes)
+
+
+def deploy(
+    settings: ServeSettings,
+    scaling: Scaling | None = None,
+    *,
+    address: str | None = None,
+    name: str = APP_NAME,
+    route_prefix: str = "/",
+) -> str:
+    """Deploy ``settings`` on the cluster and wait until it answers; returns its base URL."""
+    from aiforge.scale.cluster import connect
+    from aiforge.serve.server import preflight
+
+    preflight(settings)  # a typo in a model reference fails here, before any replica starts
+    connect(address)
+    from ray import serve
+
+    port = settings.port or free_port(settings.host)
+    serve.start(http_options={"host": settings.host, "port": port}, proxy_location="HeadOnly")
+    serve.run(application(settings, scaling), name=name, route_prefix=route_prefix, blocking=False)
+    wait_running(name)
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
+    return f"http://{host}:{port}{route_prefix.rstrip('/')}"
+
+
+def wait_running(name: str, timeout_s: float = 600) -> None:
+    """Until every deployment of app ``name`` runs (its replicas loaded their models)."""
+    from ray import serve
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        app = serve.status().applications.get(name)
+        status = str(app.status) if app else "NOT_STARTED"
+        if status.endswith("RUNNING"):
+            return
+        if status.endswith("DEPLOY_FAILED") or time.monotonic() > deadline:
+            message = app.message if app else "not deployed"
+            raise AiforgeError(
+                "AF-SERVE-008",
+                f"Ray Serve app '{name}' did not start ({status}): {message}",
+                "the replica logs (ray logs, or /tmp/ray/session_latest/logs/serve) have the traceback",
+            )
+        time.sleep(0.5)
+
+
+def undeploy(name: str = APP_NAME) -> None:
+    from ray import serve
+
+    serve.delete(name)
+
+
+def free_port(host: str) -> int:
+    with socket.socket() as sock:
+        sock.bind((host if host not in ("0.0.0.0", "::") else "127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def run(settings: ServeSettings, scaling: Scaling, address: str | None = None, detach: bool = False) -> str:
+    """What the CLI does: deploy, then (unless ``detach``) keep serving until Ctrl-C, then undeploy."""
+    base = deploy(settings, scaling, address=address)
+    if detach:
+        return base
+    log.info("serving on Ray at %s; Ctrl-C stops", base)
+    try:
+        while True:
+            time.sleep(3600)
+    finally:
+        undeploy()
+    return base
+
+
+def app_builder(args: dict[str, Any]) -> Any:
+    """For Ray Serve config files (KubeRay ``RayService``): ``import_path: aiforge.scale.serve:app_builder``
+    with ``args: {config: /path/serve.yaml, replicas: 2}`` (or ``min_replicas`` / ``max_replicas``)."""
+    from aiforge.serve.settings import load_settings
+
+    settings = load_settings(args["config"])
+    fields = ("replicas", "min_replicas", "max_replicas", "cpus_per_replica")
+    scaling = Scaling(**{k: args[k] for k in fields if k in args})
+    return application(settings, scaling)
