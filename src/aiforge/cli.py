@@ -331,6 +331,11 @@ def train(
     from_run: Annotated[str | None, typer.Option("--from-run", help="re-run a tracked run's config")] = None,
     strict: Annotated[bool, typer.Option("--strict", help="fail on empty or undecodable rows")] = False,
     as_json: Annotated[bool, typer.Option("--json")] = False,
+    backend: BackendOption = "local",
+    workers: Annotated[
+        int | None, typer.Option("--workers", min=1, help="Ray: data-parallel workers (default 2)")
+    ] = None,
+    ray_address: RayAddressOption = None,
 ) -> None:
     """Fine-tune a model on your data; tracked in MLflow, registered in the model registry."""
     from aiforge import train as training
@@ -360,7 +365,12 @@ def train(
 
     # tracking warnings (AF-TRACK-001) and "resuming from ..." are logged, not printed
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    result = training.train(cfg, resume=resume, strict=strict)
+    if check_backend(backend, workers=workers, ray_address=ray_address):
+        from aiforge.scale.train import train as train_on_ray
+
+        result = train_on_ray(cfg, workers=workers or 2, resume=resume, strict=strict, address=ray_address)
+    else:
+        result = training.train(cfg, resume=resume, strict=strict)
     if as_json:
         typer.echo(json.dumps(result.summary(), indent=2, ensure_ascii=False, default=str))
         return

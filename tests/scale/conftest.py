@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.serve.conftest import model_dirs, speech_wav  # noqa: F401 - shared fixtures
+from tests.train.conftest import make_config, nsmc_files, tiny_bert  # noqa: F401
 
 RAY = str(Path(sys.executable).parent / "ray")
 SRC = str(Path(__file__).resolve().parents[2] / "src")

@@ -42,7 +42,16 @@ class BatchReport:
 class WindowRunner:
     """One actor of the pool: loads the pipeline once, runs whole windows through ``pipe.predict``."""
 
-    def __init__(self, task: str, model: str | None, device: str, params: dict[str, Any], size: int) -> None:
+    def __init__(
+        self,
+        task: str,
+        model: str | None,
+        device: str,
+        params: dict[str, Any],
+        size: int,
+        env: dict[str, str],
+    ) -> None:
+        os.environ.update(env)  # caches, offline mode and the registry, as the driver sees them
         from aiforge.tasks import load_pipeline
 
         self.pipe = load_pipeline(task, model, device=device, **params)
@@ -89,7 +98,7 @@ def run_file(
 ) -> BatchReport:
     """Run ``task`` over ``input_file`` on Ray, writing JSON lines to ``output`` (stdout when None)."""
     from aiforge import io
-    from aiforge.scale.cluster import connect, quiet_data_context
+    from aiforge.scale.cluster import connect, quiet_data_context, worker_env
     from aiforge.tasks import get_task
 
     spec = get_task(task)
@@ -119,6 +128,7 @@ def run_file(
                     "device": device,
                     "params": params,
                     "size": size,
+                    "env": worker_env(),
                 },
                 batch_size=1,
                 batch_format="numpy",

@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -91,7 +92,8 @@ class Scaling:
 class AppReplica:
     """One replica: ``create_app(settings)`` with its lifespan entered; serves forwarded requests."""
 
-    async def __init__(self, settings_json: str) -> None:  # type: ignore[misc] - Ray allows async init
+    async def __init__(self, settings_json: str, env: dict[str, str]) -> None:  # type: ignore[misc]
+        os.environ.update(env)  # caches, offline mode and the registry, as the driver sees them
         from aiforge.serve.app import create_app
 
         settings = ServeSettings.model_validate_json(settings_json)
@@ -304,7 +306,9 @@ def application(settings: ServeSettings, scaling: Scaling | None = None) -> Any:
         max_ongoing_requests=100_000,
         ray_actor_options={"num_cpus": 0},
     )
-    return gateway.bind(replica.bind(settings.model_dump_json()), settings.max_body_bytes)
+    from aiforge.scale.cluster import worker_env
+
+    return gateway.bind(replica.bind(settings.model_dump_json(), worker_env()), settings.max_body_bytes)
 
 
 def deploy(

@@ -34,6 +34,7 @@ from aiforge.train.checkpoint import load_checkpoint, save_checkpoint, seed_ever
 from aiforge.train.config import TrainConfig, default_model, dump_yaml
 from aiforge.train.data import Dataset, load_dataset
 from aiforge.train.metrics import plot_confusion_matrix, plot_loss_curve, scalar_metrics
+from aiforge.train.parallel import SINGLE, DataParallel
 from aiforge.train.text import Encoded, TextClassificationTask, epoch_batches
 
 log = logging.getLogger(__name__)
@@ -255,8 +256,12 @@ def train(
     strict: bool = False,
     callbacks: list[Callback] | None = None,
     progress: bool = True,
+    parallel: DataParallel = SINGLE,
 ) -> TrainResult:
-    """Fine-tune ``config.model`` on ``config.data``; see the module docstring for the phases."""
+    """Fine-tune ``config.model`` on ``config.data``; see the module docstring for the phases.
+
+    ``parallel`` is this process's share of a data-parallel run (:mod:`aiforge.train.parallel`).
+    """
     started = time.perf_counter()
     out = Path(config.output_dir)
     ckpt_dir = out / "checkpoints"
@@ -264,7 +269,8 @@ def train(
     if saved is not None:
         config = TrainConfig.model_validate(saved["config"])  # a resumed run keeps its own config
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(dump_yaml(config), encoding="utf-8")
+    if parallel.main:
+        (out / "config.yaml").write_text(dump_yaml(config), encoding="utf-8")
 
     # -- prepare
     prep = prepare(config, strict)
@@ -272,7 +278,7 @@ def train(
     autocast, scaler = autocast_factory(cfg.mixed_precision, device)
     optimizer = build_optimizer(model, cfg)
     lengths = prep.train.lengths()
-    n_batches = math.ceil(len(prep.train) / cfg.batch_size)
+    n_batches = parallel.shard_count(math.ceil(len(prep.train) / cfg.batch_size))
     steps_per_epoch, total_steps, n_epochs = plan_steps(n_batches, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, get_lr_lambda(cfg, total_steps))
     state = TrainState(out, config.model_dump(mode="json"), total_steps)
@@ -280,6 +286,13 @@ def train(
 
     # -- resume
     if saved is not None:
+        if saved.get("world_size", 1) != parallel.world_size:
+            raise AiforgeError(
+                "AF-CONFIG-001",
+                f"this run was checkpointed with {saved.get('world_size', 1)} worker(s), "
+                f"not {parallel.world_size}: its data position would not match",
+                f"resume with the same number of workers ({saved.get('world_size', 1)})",
+            )
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
@@ -291,7 +304,13 @@ def train(
 
     # -- baseline (kept in the checkpoint, so a resumed run does not refit it)
     baseline = saved.get("baseline") if saved is not None else None
-    if baseline is None and config.baseline and task.name == "text-classification" and not task.multi_label:
+    if (
+        baseline is None
+        and parallel.main
+        and config.baseline
+        and task.name == "text-classification"
+        and not task.multi_label
+    ):
         from aiforge.train.baseline import fit_text_baseline
 
         evaluate_on = {"validation": prep.dataset.validation}
@@ -299,7 +318,8 @@ def train(
             evaluate_on["test"] = prep.dataset.test
         baseline = fit_text_baseline(prep.dataset.train, evaluate_on, prep.dataset.labels)
 
-    runner = CallbackRunner(_tracking_callbacks(config, prep, saved) + list(callbacks or []))
+    tracking = _tracking_callbacks(config, prep, saved) if parallel.main else []
+    runner = CallbackRunner(tracking + list(callbacks or []))
     runner.trigger("on_train_start", state)
 
     def checkpoint(epoch: int, batch: int) -> None:
@@ -310,10 +330,11 @@ def train(
             "best_metric": state.best_metric,
             "patience_left": patience_left,
             "run_id": state.run_id,
+            "world_size": parallel.world_size,
         }
-        save_checkpoint(
-            ckpt_dir, model, optimizer, scheduler, {"epoch": epoch, "batch": batch, "step": state.step}, extra
-        )
+        if parallel.main:
+            position = {"epoch": epoch, "batch": batch, "step": state.step}
+            save_checkpoint(ckpt_dir, model, optimizer, scheduler, position, extra)
         runner.trigger("on_checkpoint", state)
 
     def evaluate() -> bool:
@@ -340,7 +361,8 @@ def train(
         if better:
             state.best_metric = value
             patience_left = cfg.early_stopping_patience
-            save_model_dir(task, model, out / "model")
+            if parallel.main:
+                save_model_dir(task, model, out / "model")
             return False
         if patience_left is not None:
             patience_left -= 1
@@ -348,7 +370,7 @@ def train(
         return False
 
     # -- loop
-    bar = _progress_bar(total_steps, state.step, progress)
+    bar = _progress_bar(total_steps, state.step, progress and parallel.main)
     window_loss, window_batches, window_items = torch.zeros((), device=device), 0, 0
     window_start = time.perf_counter()
     stop = state.step >= total_steps
@@ -358,7 +380,9 @@ def train(
             if stop:
                 break
             state.epoch = epoch
-            batches = epoch_batches(lengths, cfg.batch_size, cfg.seed, epoch, cfg.length_grouping)
+            batches = parallel.shard(
+                epoch_batches(lengths, cfg.batch_size, cfg.seed, epoch, cfg.length_grouping)
+            )
             first = state.batch if epoch == saved_epoch(saved) else 0
             for index in range(first, len(batches)):
                 batch = task.collate(prep.train, batches[index], device)
@@ -371,6 +395,7 @@ def train(
                 state.batch = index + 1
                 if state.batch % cfg.grad_accum and state.batch != len(batches):
                     continue  # accumulate more micro-batches before stepping
+                parallel.sync_gradients(model)  # a no-op in a single process
                 _optimizer_step(model, optimizer, scaler, cfg.grad_clip)
                 scheduler.step()
                 state.step += 1
@@ -380,7 +405,7 @@ def train(
                     state.logs = {
                         "loss": float(window_loss) * cfg.grad_accum / max(1, window_batches),
                         "lr": scheduler.get_last_lr()[0],
-                        "samples_per_s": window_items / elapsed,
+                        "samples_per_s": window_items * parallel.world_size / elapsed,
                     }
                     state.history["steps"].append(state.step)
                     state.history["loss"].append(state.logs["loss"])
@@ -414,7 +439,11 @@ def train(
     finally:
         bar.close()
 
-    # -- finish: the best model on test, files, tracking
+    # -- finish: the best model on test, files, tracking (rank 0 of a data-parallel run)
+    if not parallel.main:
+        return TrainResult(
+            out, out / "model", prep.backbone, {}, baseline, time.perf_counter() - started, state.step
+        )
     return _finish(config, prep, state, runner, baseline, started, autocast)
 
 
