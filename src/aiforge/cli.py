@@ -531,11 +531,23 @@ def rag_ingest(
     index: IndexOption,
     settings_pairs: SetOption = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
+    backend: BackendOption = "local",
+    workers: Annotated[
+        int | None, typer.Option("--workers", min=1, help="Ray: embedding actors (default 2)")
+    ] = None,
+    ray_address: RayAddressOption = None,
 ) -> None:
     """Parse, chunk and embed documents; re-ingest embeds only what changed."""
     from aiforge.rag import ingest
 
-    report = ingest([str(p) for p in paths], index, _rag_settings(settings_pairs)).to_dict()
+    sources = [str(p) for p in paths]
+    if check_backend(backend, workers=workers, ray_address=ray_address):
+        from aiforge.scale.ingest import ingest as ingest_on_ray
+
+        settings = _rag_settings(settings_pairs)
+        report = ingest_on_ray(sources, index, settings, workers=workers or 2, address=ray_address).to_dict()
+    else:
+        report = ingest(sources, index, _rag_settings(settings_pairs)).to_dict()
     if as_json:
         typer.echo(json.dumps(report, indent=2, ensure_ascii=False))
     else:

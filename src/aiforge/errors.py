@@ -8,7 +8,7 @@ them to 4xx JSON bodies. Codes are listed in ``CODES`` so docs and scripts can r
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 # code -> one-line meaning. Keep codes stable: scripts and docs refer to them.
 CODES: dict[str, str] = {
@@ -98,6 +98,11 @@ class AiforgeError(Exception):
     def __str__(self) -> str:
         text = f"[{self.code}] {self.message}"
         return f"{text}\n  fix: {self.fix}" if self.fix else text
+
+    def __reduce__(self) -> tuple:
+        """Pickle by fields (Exception's default pickles ``args`` only), so errors cross processes
+        (Ray workers, subprocesses) as themselves."""
+        return (type(self), tuple(getattr(self, f.name) for f in fields(self)))
 
     def to_dict(self) -> dict[str, str]:
         return {"code": self.code, "message": self.message, "fix": self.fix}

@@ -58,6 +58,9 @@ class SourceInput:
         return cls(source_id, digest, lambda: ParsedDocument(text, kind, title=title))
 
 
+ParseAhead = Callable[[list[SourceInput]], list[SourceInput]]
+
+
 @dataclass
 class IngestReport:
     index: str
@@ -114,8 +117,13 @@ def ingest(
     index: str,
     settings: RagSettings | None = None,
     embedder: Embedder | None = None,
+    parse_ahead: ParseAhead | None = None,
 ) -> IngestReport:
-    """Ingest files and folders into ``index`` (created on first use); see the module docstring."""
+    """Ingest files and folders into ``index`` (created on first use); see the module docstring.
+
+    ``parse_ahead`` may start parsing the files to ingest elsewhere (``aiforge.scale.ingest`` parses
+    them on Ray workers); it returns the same sources, whose ``load`` then waits for that result.
+    """
     report = IngestReport(index)
     files, roots = collect_files(paths, report)
     sources: list[SourceInput] = []
@@ -133,7 +141,9 @@ def ingest(
         except AiforgeError as exc:
             _fail(report, str(path), exc)
     prune = prefixes if (settings or RagSettings()).prune else []
-    return ingest_sources(sources, index, settings, embedder, prune_under=prune, report=report)
+    return ingest_sources(
+        sources, index, settings, embedder, prune_under=prune, report=report, parse_ahead=parse_ahead
+    )
 
 
 def squad_sources(path: Path) -> list[SourceInput]:
@@ -161,6 +171,7 @@ def ingest_sources(
     embedder: Embedder | None = None,
     prune_under: Iterable[str] = (),
     report: IngestReport | None = None,
+    parse_ahead: ParseAhead | None = None,
 ) -> IngestReport:
     """Ingest prepared sources; manifest entries that start with a ``prune_under`` prefix and are
     not in ``sources`` are deleted (a folder's removed files: prefix ``"/path/to/folder/"``)."""
@@ -185,6 +196,8 @@ def ingest_sources(
                 if manifest.get(s.source_id) is None or manifest[s.source_id].content_hash != s.content_hash
             ]
             report.unchanged = len(sources) - len(todo)
+            if parse_ahead is not None:
+                todo = parse_ahead(todo)
             if deletions:
                 store.commit([], deletions)
                 report.deleted = sorted(set(deletions))
