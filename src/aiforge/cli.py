@@ -13,6 +13,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from aiforge.errors import AiforgeError
@@ -44,9 +45,10 @@ def friendly(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except AiforgeError as exc:
-            err.print(f"[bold red]error[/] [{exc.code}] {exc.message}", markup=True, highlight=False)
+            # escape: a fix such as pip install "aiforge[ray]" must not be read as rich markup
+            err.print(f"[bold red]error[/] \\[{exc.code}] {escape(exc.message)}", markup=True, highlight=False)
             if exc.fix:
-                err.print(f"  [bold]fix:[/] {exc.fix}", markup=True, highlight=False)
+                err.print(f"  [bold]fix:[/] {escape(exc.fix)}", markup=True, highlight=False)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             err.print("interrupted")
