@@ -46,7 +46,8 @@ def friendly(func: F) -> F:
             return func(*args, **kwargs)
         except AiforgeError as exc:
             # escape: a fix such as pip install "aiforge[ray]" must not be read as rich markup
-            err.print(f"[bold red]error[/] \\[{exc.code}] {escape(exc.message)}", markup=True, highlight=False)
+            line = f"[bold red]error[/] \\[{exc.code}] {escape(exc.message)}"
+            err.print(line, markup=True, highlight=False)
             if exc.fix:
                 err.print(f"  [bold]fix:[/] {escape(exc.fix)}", markup=True, highlight=False)
             raise typer.Exit(2) from None
