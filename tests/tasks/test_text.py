@@ -159,3 +159,12 @@ def test_english_minilm_embeddings_via_sentence_transformers():
         )
     )
     assert a @ b > a @ c + 0.2
+
+
+def test_a_bare_encoder_is_refused_for_classification_instead_of_a_random_head():
+    # all-MiniLM ships without a classification head: its "predictions" would be coin flips
+    with pytest.raises(AiforgeError) as exc:
+        load_pipeline("text-classification", "packaged:all-minilm-l6-v2", device="cpu").ensure_setup()
+    assert exc.value.code == "AF-MODEL-003"
+    assert "no trained text-classification head" in exc.value.message
+    assert "aiforge train" in exc.value.fix

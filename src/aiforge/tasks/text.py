@@ -43,6 +43,8 @@ class EncoderPipeline(Pipeline):
     """Tokenise per item, pad per batch, run an AutoModelFor* head, hand back per-item arrays."""
 
     auto_class: ClassVar[str]  # name of the transformers Auto class
+    # A checkpoint whose architectures lack this head (a bare encoder) would answer with a random head.
+    trained_head: ClassVar[str | None] = None
     default_batch_size = 16
 
     def setup(self) -> None:
@@ -50,6 +52,7 @@ class EncoderPipeline(Pipeline):
 
         location = self.model_ref.location
         self.tokenizer = transformers.AutoTokenizer.from_pretrained(location)
+        self.refuse_untrained_head(transformers.AutoConfig.from_pretrained(location))
         self.model = getattr(transformers, self.auto_class).from_pretrained(location)
         self.model.to(self.device).eval()
         self.max_length = int(
@@ -58,6 +61,21 @@ class EncoderPipeline(Pipeline):
                 self.tokenizer.model_max_length, getattr(self.model.config, "max_position_embeddings", 512)
             )
         )
+
+    def refuse_untrained_head(self, config: Any) -> None:
+        architectures = getattr(config, "architectures", None) or []
+        if (
+            self.trained_head
+            and architectures
+            and not any(a.endswith(self.trained_head) for a in architectures)
+        ):
+            raise AiforgeError(
+                "AF-MODEL-003",
+                f"'{self.model_ref.raw}' is a bare encoder ({', '.join(architectures)}) with no trained "
+                f"{self.task} head: its predictions would be random",
+                f"fine-tune it first (aiforge train --init {self.task} > train.yaml), or pass a model "
+                "trained for this task",
+            )
 
     # Extra tokenizer arguments (offsets for entities) and the item -> text mapping, per task.
     tokenize_kwargs: ClassVar[dict[str, Any]] = {}
@@ -155,6 +173,7 @@ class TextClassification(EncoderPipeline):
     Output = ClassificationOutput
     Params = ClassificationParams
     auto_class = "AutoModelForSequenceClassification"
+    trained_head = "ForSequenceClassification"
 
     def postprocess(self, raw: dict[str, Any], item: TextInput) -> dict[str, Any]:
         logits = raw["logits"]
@@ -194,6 +213,7 @@ class TokenClassification(EncoderPipeline):
     Output = TokenOutput
     Params = TokenParams
     auto_class = "AutoModelForTokenClassification"
+    trained_head = "ForTokenClassification"
 
     tokenize_kwargs = {"return_offsets_mapping": True}
 
