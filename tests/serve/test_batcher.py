@@ -11,7 +11,7 @@ import pytest
 from aiforge.errors import AiforgeError
 from aiforge.serve.batcher import Batcher, QueueFull
 from aiforge.serve.metrics import ServeMetrics
-from aiforge.serve.runtime import prepare
+from aiforge.serve.runtime import parse_inputs, prepare
 from aiforge.tasks import load_pipeline
 from aiforge.tasks.base import Pipeline
 
@@ -175,3 +175,61 @@ def test_close_answers_queued_work_then_refuses(pipe: Pipeline) -> None:
         assert err.value.status == 503
 
     run(scenario())
+
+
+def test_text_requests_queued_together_are_tokenised_in_one_call(pipe: Pipeline, monkeypatch) -> None:
+    calls: list[int] = []
+    preprocess_many = pipe.preprocess_many
+
+    def counting(items: list[Any]) -> list[Any]:
+        calls.append(len(items))
+        return preprocess_many(items)
+
+    monkeypatch.setattr(pipe, "preprocess_many", counting)
+    requests = [TEXTS[:2], TEXTS[2:3], TEXTS[3:]]
+
+    async def scenario() -> list[list[dict]]:
+        batcher = make_batcher(max_batch_size=8)
+        batcher.start()
+        jobs = [batcher.submit(pipe, parse_inputs(pipe, texts)) for texts in requests]
+        results = [await batcher.wait(job, 30) for job in jobs]
+        await batcher.close(5)
+        return results
+
+    results = run(scenario())
+    assert calls == [len(TEXTS)], "one tokenizer call for every request queued by the dispatch"
+    monkeypatch.undo()
+    for texts, outputs in zip(requests, results, strict=True):
+        expected = pipe.predict(texts)
+        assert [o["score"] for o in outputs] == pytest.approx([e["score"] for e in expected], abs=1e-5)
+
+
+def test_an_item_that_fails_preprocessing_fails_only_its_request_with_a_4xx(
+    pipe: Pipeline, monkeypatch
+) -> None:
+    preprocess_many = pipe.preprocess_many
+
+    def picky(item: Any) -> Any:
+        if item.text == "BAD":
+            raise AiforgeError("AF-INPUT-002", "this text cannot be tokenised", "send another text")
+        return preprocess_many([item])[0]
+
+    monkeypatch.setattr(pipe, "preprocess", picky)
+    monkeypatch.setattr(pipe, "preprocess_many", lambda items: [picky(item) for item in items])
+
+    async def scenario() -> tuple[list[Any], list[Any], BaseException | None]:
+        batcher = make_batcher()
+        batcher.start()
+        good, bad, other = (
+            batcher.submit(pipe, parse_inputs(pipe, texts)) for texts in (["좋아요"], ["fine", "BAD"], ["a"])
+        )
+        first, last = await batcher.wait(good, 30), await batcher.wait(other, 30)
+        with pytest.raises(AiforgeError) as failed:
+            await batcher.wait(bad, 30)
+        await batcher.close(5)
+        return first, last, failed.value
+
+    first, last, error = run(scenario())
+    assert len(first) == len(last) == 1
+    assert isinstance(error, AiforgeError) and error.status == 422
+    assert error.message == "inputs[1]: this text cannot be tokenised"

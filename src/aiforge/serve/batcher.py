@@ -7,6 +7,8 @@ forms batches::
     wait until max_batch_size items are queued (reason "full") or the oldest item has waited
     max_wait_ms (reason "timeout")
     take up to max_batch_size * sort_window_batches items that share the same parameters
+    preprocess the ones not yet preprocessed in ONE pipe.preprocess_many call (text: one tokenizer
+        call for all the requests that arrived meanwhile, instead of one per request)
     sort them by pipe.length(features)       # similar lengths share a batch: little padding
     cut the sorted run into batches of at most max_batch_size ITEMS (not requests), also cut where
         padding would exceed max_padding (one long input never pads a whole batch)
@@ -64,7 +66,7 @@ class Job:
 
     runner: Pipeline  # the pipeline (or its per-request parameter variant) that runs these items
     items: list[TaskInput]
-    features: list[Any]
+    features: list[Any] | None  # None until the dispatcher preprocesses the job's items
     lengths: list[int]
     future: asyncio.Future[list[dict[str, Any]]]
     enqueued_at: float
@@ -185,10 +187,14 @@ class Batcher:
                 retry_after=min(max(wait, 1), 60),
             )
 
-    def submit(self, runner: Pipeline, items: list[TaskInput], features: list[Any]) -> Job:
-        """Queue one request's preprocessed items; raises QueueFull (429) when they do not fit."""
+    def submit(self, runner: Pipeline, items: list[TaskInput], features: list[Any] | None = None) -> Job:
+        """Queue one request's validated items; raises QueueFull (429) when they do not fit.
+
+        Without ``features`` the dispatcher preprocesses the items, batched with the other requests
+        queued by then; an item that fails preprocessing fails its request with a 4xx naming it.
+        """
         self._admit(len(items))
-        lengths = [runner.length(f) for f in features]
+        lengths = [runner.length(f) for f in features] if features is not None else []
         job = Job(
             runner,
             items,
@@ -257,7 +263,7 @@ class Batcher:
             reason = await self._gather()
             if reason is None:
                 return
-            slots = self._take()
+            slots = self._preprocess(self._take())
             if not slots:
                 continue
             self.metrics.batches.labels(self.name, reason).inc()
@@ -325,13 +331,47 @@ class Batcher:
         self._set_depth()
         return taken
 
+    def _preprocess(self, slots: list[_Slot]) -> list[_Slot]:
+        """Preprocess the taken jobs that are not yet, in one ``preprocess_many`` call (they share one
+        runner); when it raises, job by job and item by item, so a bad item fails only its request.
+        Returns the slots still live."""
+        pending = list({id(s.job): s.job for s in slots if s.job.features is None}.values())
+        if pending:
+            runner = pending[0].runner
+            items = [item for job in pending for item in job.items]
+            try:
+                features: list[Any] | None = list(runner.preprocess_many(items))
+            except Exception:
+                features = None
+            start = 0
+            for job in pending:
+                if features is not None and len(features) == len(items):
+                    job.features = features[start : start + len(job.items)]
+                    start += len(job.items)
+                else:
+                    self._preprocess_one(job)
+                if not job.done:
+                    job.lengths = [runner.length(f) for f in job.features or ()]
+        return [s for s in slots if not s.job.done]
+
+    def _preprocess_one(self, job: Job) -> None:
+        features = []
+        for index, item in enumerate(job.items):
+            try:
+                features.append(job.runner.preprocess(item))
+            except Exception as exc:
+                self._finish(job, "failed")
+                job.future.set_exception(preprocess_error(exc, index, len(job.items)))
+                return
+        job.features = features
+
     async def _run_chunk(self, loop: asyncio.AbstractEventLoop, chunk: list[_Slot]) -> None:
         started = time.monotonic()
         for slot in chunk:
             self.metrics.queue_wait.labels(self.name).observe(started - slot.job.enqueued_at)
         self.metrics.batch_size.labels(self.name).observe(len(chunk))
         runner = chunk[0].job.runner
-        features = [s.job.features[s.index] for s in chunk]
+        features = [s.job.features[s.index] for s in chunk]  # type: ignore[index]
         items = [s.job.items[s.index] for s in chunk]
         self._busy_since = started
         try:
@@ -423,6 +463,20 @@ def _postprocess(runner: Pipeline, raw: Any, item: TaskInput) -> Any:
         return runner.postprocess(raw, item)
     except Exception as exc:
         return exc
+
+
+def preprocess_error(exc: Exception, index: int, total: int) -> AiforgeError:
+    """The 4xx for an input that failed validation or preprocessing, naming it in a batch request."""
+    if isinstance(exc, AiforgeError):
+        code, message, fix = exc.code, exc.message, exc.fix
+    else:  # a decoder's own exception type: still the input's fault, never a 500
+        code, message, fix = (
+            "AF-INPUT-002",
+            f"could not preprocess: {type(exc).__name__}: {exc}",
+            "check the input's format",
+        )
+    where = f"inputs[{index}]: " if total > 1 else ""
+    return AiforgeError(code, where + message, fix, status=415 if code == "AF-INPUT-005" else 422)
 
 
 def as_request_error(exc: BaseException, model: str) -> AiforgeError:

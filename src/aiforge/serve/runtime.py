@@ -28,7 +28,7 @@ from typing import Any
 
 from aiforge.errors import AiforgeError
 from aiforge.models import ModelRef, resolve
-from aiforge.serve.batcher import Batcher
+from aiforge.serve.batcher import Batcher, preprocess_error
 from aiforge.serve.metrics import ServeMetrics
 from aiforge.serve.settings import ModelSettings, ServeSettings
 from aiforge.tasks import default_model_ref, get_task, load_pipeline
@@ -39,8 +39,9 @@ log = logging.getLogger("aiforge.serve")
 MAX_VARIANTS = 64  # per-request parameter sets kept per deployment
 CPU_MAX_PADDING = 0.25  # padding tokens per real token allowed in a CPU batch (see batcher.py)
 WARMUP_TEXT = "aiforge warm-up: 서버를 준비하고 있습니다."
-# Tasks whose pipelines preprocess cheaply in Python/Rust text code run preprocessing on the event loop;
-# media decoding (images, audio) runs in a thread so it never blocks other requests.
+# Text inputs are only validated per request; the batcher preprocesses (tokenises) them on the event
+# loop, in one call for all the requests queued meanwhile. Media decoding (images, audio) is
+# heavier: it runs per request in a thread so it never blocks other requests.
 TEXT_FIELDS = ("text", None)
 
 
@@ -208,10 +209,10 @@ class ServedModel:
     ) -> list[dict[str, Any]]:
         runner = self.variant(dep, params)
         if self.cls.primary_field in TEXT_FIELDS:
-            items, features = prepare(runner, raws)
+            job = dep.batcher.submit(runner, parse_inputs(runner, raws))
         else:
             items, features = await asyncio.to_thread(prepare, runner, raws)
-        job = dep.batcher.submit(runner, items, features)
+            job = dep.batcher.submit(runner, items, features)
         return await dep.batcher.wait(job, self.settings.timeout_s, disconnected)
 
     def variant(self, dep: Deployment, params: dict[str, Any] | None) -> Pipeline:
@@ -398,32 +399,27 @@ class Runtime:
 
 
 # ---- helpers ------------------------------------------------------------------------------------------
-def prepare(runner: Pipeline, raws: list[Any]) -> tuple[list[TaskInput], list[Any]]:
-    """Validate and preprocess every input; the first bad one fails the request with a 4xx naming it."""
+def parse_inputs(runner: Pipeline, raws: list[Any]) -> list[TaskInput]:
+    """Validate every input; the first bad one fails the request with a 4xx naming it."""
     items: list[TaskInput] = []
-    features: list[Any] = []
     for i, raw in enumerate(raws):
         try:
-            item = runner.parse_input(raw)
+            items.append(runner.parse_input(raw))
+        except Exception as exc:
+            raise preprocess_error(exc, i, len(raws)) from None
+    return items
+
+
+def prepare(runner: Pipeline, raws: list[Any]) -> tuple[list[TaskInput], list[Any]]:
+    """Validate and preprocess every input; the first bad one fails the request with a 4xx naming it."""
+    items = parse_inputs(runner, raws)
+    features: list[Any] = []
+    for i, item in enumerate(items):
+        try:
             features.append(runner.preprocess(item))
-        except AiforgeError as exc:
-            raise input_error(exc.code, exc.message, exc.fix, i, len(raws)) from None
-        except Exception as exc:  # a decoder's own exception type: still the input's fault, never a 500
-            raise input_error(
-                "AF-INPUT-002",
-                f"could not preprocess: {type(exc).__name__}: {exc}",
-                "check the input's format",
-                i,
-                len(raws),
-            ) from None
-        items.append(item)
+        except Exception as exc:
+            raise preprocess_error(exc, i, len(raws)) from None
     return items, features
-
-
-def input_error(code: str, message: str, fix: str, index: int, total: int) -> AiforgeError:
-    where = f"inputs[{index}]: " if total > 1 else ""
-    status = 415 if code == "AF-INPUT-005" else 422
-    return AiforgeError(code, where + message, fix, status=status)
 
 
 def media_bytes(value: str, media: str) -> bytes:
