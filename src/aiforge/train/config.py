@@ -46,10 +46,15 @@ class Section(BaseModel):
 
 
 class DataConfig(Section):
-    train: str = Field(default="", description="training file (CSV, TSV, JSONL, Parquet)")
+    train: str = Field(
+        default="",
+        description="training file (CSV, TSV, JSONL, Parquet); images/audio: also a class-folder tree",
+    )
     validation: str | None = Field(default=None, description="validation file; default: split from train")
     test: str | None = Field(default=None, description="test file, evaluated once with the best model")
-    text_column: str = Field(default="text", description="column holding the input text")
+    text_column: str = Field(
+        default="text", description="column holding the input text (images/audio: the file path)"
+    )
     label_column: str = Field(default="label", description="column holding the label(s)")
     validation_split: float = Field(
         default=0.1, gt=0, lt=1, description="share of train held out when no validation file"
@@ -60,6 +65,9 @@ class DataConfig(Section):
     label_separator: str = Field(default="|", description="separator of labels in one cell when multi_label")
     max_rows: int | None = Field(
         default=None, gt=0, description="read at most this many rows per file (quick tries)"
+    )
+    image_size: int | None = Field(
+        default=None, gt=0, description="images: resize to this many pixels; default: the backbone's own size"
     )
 
 
@@ -304,6 +312,10 @@ def init_template(task: str) -> str:
                 default = field.get_default(call_default_factory=True)
                 value = yaml.safe_dump(default, default_flow_style=True).strip().removesuffix("...").strip()
             if name == "data" and field_name == "train":
-                value = "data/train.csv"
+                value = (
+                    "data/train/"
+                    if task in ("image-classification", "audio-classification")
+                    else "data/train.csv"
+                )
             lines.append(f"  {field_name}: {value}  # {field.description}")
     return "\n".join(lines) + "\n"

@@ -45,6 +45,7 @@ class DryRunReport:
     seconds_total: float
     peak_memory_mb: float
     warnings: list[str] = field(default_factory=list)
+    length_unit: str | None = "tokens"  # what token_lengths and max_length count; None: no lengths (images)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -52,12 +53,19 @@ class DryRunReport:
     def lines(self) -> list[str]:
         """Human-readable summary, one fact per line."""
         lengths = ", ".join(f"{k} {v:.0f}" for k, v in self.token_lengths.items())
+        length_lines = (
+            [
+                f"{self.length_unit:<14}{lengths}",
+                f"max_length    {self.max_length} (truncates {self.truncated_share:.1%} of training inputs)",
+            ]
+            if self.length_unit
+            else []
+        )
         return [
             f"backbone      {self.backbone} on {self.device}",
             "rows          " + ", ".join(f"{k} {v}" for k, v in self.rows.items()),
             "labels        " + ", ".join(f"{k}: {v}" for k, v in self.labels.items()),
-            f"tokens        {lengths}",
-            f"max_length    {self.max_length} (truncates {self.truncated_share:.1%} of training texts)",
+            *length_lines,
             f"parameters    {self.parameters['trainable']:,} trainable of {self.parameters['total']:,}",
             f"steps         {self.steps_per_epoch} per epoch, {self.total_steps} in total",
             f"time          {self.seconds_per_step:.2f} s/step -> "
@@ -86,10 +94,10 @@ def dry_run(config: TrainConfig, strict: bool = False, measure_steps: int = 6) -
     for split, reasons in prep.dataset.skipped.items():
         warnings.append(f"{split}: skipped " + ", ".join(f"{n} rows ({why})" for why, n in reasons.items()))
     lengths = np.asarray(prep.train_lengths)
-    truncated = float((lengths > task.max_length).mean()) if len(lengths) else 0.0
+    truncated = float((lengths > task.max_length).mean()) if len(lengths) and task.length_unit else 0.0
     if truncated > TRUNCATION_WARN_SHARE:
         warnings.append(
-            f"max_length {task.max_length} cuts {truncated:.0%} of the training texts; "
+            f"max_length {task.max_length} cuts {truncated:.0%} of the training inputs; "
             "raise training.max_length if their ends matter"
         )
 
@@ -132,6 +140,7 @@ def dry_run(config: TrainConfig, strict: bool = False, measure_steps: int = 6) -
         seconds_total=per_epoch * n_epochs,
         peak_memory_mb=_peak_memory_mb(prep.device),
         warnings=warnings,
+        length_unit=task.length_unit,
     )
 
 

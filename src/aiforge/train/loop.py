@@ -4,7 +4,7 @@ Phases, in the order they run (after nanoGPT's ``train.py``)::
 
     prepare   read + check the data, load the backbone, tokenise, pick max_length
     resume    restore model, optimizer, scheduler, RNG and data position from the last checkpoint
-    baseline  fit TF-IDF + logistic regression on the same split (seconds)
+    baseline  fit the task's cheap baseline on the same split (TF-IDF or a linear probe + logreg)
     loop      lr schedule -> forward/backward (+ accumulation) -> clip -> step -> log
               -> checkpoint every N steps -> evaluate each epoch, keep the best model
     finish    test the best model, write the model dir + aiforge.json + plots, track and register
@@ -29,6 +29,7 @@ from typing import Any
 import torch
 
 from aiforge.errors import AiforgeError
+from aiforge.models import ModelRef
 from aiforge.train.callbacks import Callback, CallbackRunner, TrainState
 from aiforge.train.checkpoint import load_checkpoint, save_checkpoint, seed_everything, set_rng_state
 from aiforge.train.config import TrainConfig, default_model, dump_yaml
@@ -116,27 +117,32 @@ class Prepared:
 
 
 # ---- prepare ------------------------------------------------------------------------------------------
-def resolve_backbone(config: TrainConfig) -> tuple[str, str]:
-    """(the model reference used, the location from_pretrained receives)."""
+def resolve_backbone(config: TrainConfig) -> tuple[str, ModelRef]:
+    """(the model reference used, what it resolved to: ``.location`` is what from_pretrained receives)."""
     from aiforge.models import resolve
 
     ref_text = default_model(config.task) if config.model == "auto" else config.model
-    ref = resolve(ref_text, task=config.task)
-    return ref_text, ref.location
+    return ref_text, resolve(ref_text, task=config.task)
 
 
-def make_task(config: TrainConfig, dataset: Dataset, location: str) -> TextClassificationTask:
-    if config.task == "text-classification":
-        return TextClassificationTask(config, dataset, location)
+MEDIA = {"image-classification": "image", "audio-classification": "audio"}  # tasks whose inputs are files
+
+
+def make_task(config: TrainConfig, dataset: Dataset, ref: ModelRef) -> TextClassificationTask:
+    """The task object the loop drives; every task has :class:`TextClassificationTask`'s interface."""
     if config.task == "token-classification":
         from aiforge.train.tokens import TokenClassificationTask
 
-        return TokenClassificationTask(config, dataset, location)
-    raise AiforgeError(
-        "AF-TASK-001",
-        f"training for '{config.task}' is not implemented yet",
-        "train a text-classification model, or use the Python API with your own loop",
-    )
+        return TokenClassificationTask(config, dataset, ref.location)
+    if config.task == "image-classification":
+        from aiforge.train.images import ImageClassificationTask
+
+        return ImageClassificationTask(config, dataset, ref)
+    if config.task == "audio-classification":
+        from aiforge.train.audio import AudioClassificationTask
+
+        return AudioClassificationTask(config, dataset, ref.location)
+    return TextClassificationTask(config, dataset, ref.location)
 
 
 def prepare(config: TrainConfig, strict: bool = False) -> Prepared:
@@ -150,11 +156,11 @@ def prepare(config: TrainConfig, strict: bool = False) -> Prepared:
         torch.set_num_threads(config.training.num_threads)
     seed_everything(config.training.seed)
     sequence = config.task == "token-classification"
-    dataset = load_dataset(config.data, config.training.seed, strict, sequence=sequence)
-    backbone, location = resolve_backbone(config)
-    task = make_task(config, dataset, location)
+    dataset = load_dataset(config.data, config.training.seed, strict, sequence, MEDIA.get(config.task))
+    backbone, ref = resolve_backbone(config)
+    task = make_task(config, dataset, ref)
     model = task.load()
-    task.model_config = model.config
+    task.model_config = getattr(model, "config", None)  # timm models have none
     train_lengths = task.token_lengths(dataset.train)
     task.resolve_max_length(train_lengths)
     frozen = freeze(model, config.training.freeze)
@@ -304,19 +310,8 @@ def train(
 
     # -- baseline (kept in the checkpoint, so a resumed run does not refit it)
     baseline = saved.get("baseline") if saved is not None else None
-    if (
-        baseline is None
-        and parallel.main
-        and config.baseline
-        and task.name == "text-classification"
-        and not task.multi_label
-    ):
-        from aiforge.train.baseline import fit_text_baseline
-
-        evaluate_on = {"validation": prep.dataset.validation}
-        if prep.dataset.test is not None:
-            evaluate_on["test"] = prep.dataset.test
-        baseline = fit_text_baseline(prep.dataset.train, evaluate_on, prep.dataset.labels)
+    if baseline is None and parallel.main and config.baseline:
+        baseline = task.fit_baseline(prep)  # before step 1: probes see the pretrained backbone
 
     tracking = _tracking_callbacks(config, prep, saved) if parallel.main else []
     runner = CallbackRunner(tracking + list(callbacks or []))
@@ -539,7 +534,7 @@ def _finish(
     out = Path(config.output_dir)
     model_dir = out / "model"
     task = prep.task
-    best = _reload(task, model_dir, prep.device)
+    best = task.reload(model_dir, prep.device)
     batch = config.training.batch_size * 2
     metrics = {"validation": task.evaluate(best, prep.validation, prep.device, batch, autocast)}
     if prep.test is not None:
@@ -580,13 +575,6 @@ def _finish(
         state.registered_version,
         config.tracking.alias if state.registered_version else None,
     )
-
-
-def _reload(task: TextClassificationTask, model_dir: Path, device: str) -> torch.nn.Module:
-    import transformers
-
-    model = getattr(transformers, task.auto_class).from_pretrained(model_dir)
-    return model.to(device).eval()
 
 
 def _write_reports(

@@ -114,12 +114,23 @@ class TextClassificationTask:
 
     # ---- model ------------------------------------------------------------------------------------
     def load(self) -> torch.nn.Module:
-        """Tokenizer and backbone with a fresh head of ``len(labels)`` outputs."""
+        """The input processor (here the tokenizer) and the backbone with a fresh head of
+        ``len(labels)`` outputs."""
+        self.load_processor()
+        return self.load_model()
+
+    def load_processor(self) -> None:
         import transformers
 
         self.tokenizer = transformers.AutoTokenizer.from_pretrained(self.location)
         if self.config.training.hangul_fallback and _has_hangul(self.dataset.train.inputs):
             self.tokenizer, self.jamo_rewrites = hangul_fallback(self.tokenizer)
+
+    backbone_hint = "use an encoder backbone (BERT, RoBERTa, ELECTRA, MiniLM...) with a classification head"
+
+    def load_model(self) -> torch.nn.Module:
+        import transformers
+
         try:
             return getattr(transformers, self.auto_class).from_pretrained(
                 self.location,
@@ -133,14 +144,35 @@ class TextClassificationTask:
             raise AiforgeError(
                 "AF-MODEL-003",
                 f"'{self.config.model}' cannot be loaded for {self.name}: {exc}",
-                "use an encoder backbone (BERT, RoBERTa, ELECTRA, MiniLM...) with a classification head",
+                self.backbone_hint,
             ) from None
+
+    def reload(self, directory: Any, device: str) -> torch.nn.Module:
+        """The model a finished run saved (``save``), for the final evaluation."""
+        import transformers
+
+        model = getattr(transformers, self.auto_class).from_pretrained(directory)
+        return model.to(device).eval()
+
+    def fit_baseline(self, prep: Any) -> dict[str, Any] | None:
+        """The cheap baseline reported next to the fine-tuned model (None: this task has none)."""
+        if self.multi_label:
+            return None
+        from aiforge.train.baseline import fit_text_baseline
+
+        data = prep.dataset
+        evaluate_on = {
+            "validation": data.validation,
+            **({"test": data.test} if data.test is not None else {}),
+        }
+        return fit_text_baseline(data.train, evaluate_on, data.labels)
 
     def head_kwargs(self) -> dict[str, Any]:
         kind = "multi_label_classification" if self.multi_label else "single_label_classification"
         return {"problem_type": kind}
 
     default_metric = "accuracy"
+    length_unit: str | None = "tokens"  # what token_lengths counts (the dry run reports it)
 
     def metric_name(self) -> str:
         """The validation metric that picks the best checkpoint (``training.metric``, or the task's)."""
@@ -206,7 +238,8 @@ class TextClassificationTask:
         """(row indices, model output) over a split in length-sorted batches: evaluation order does
         not matter, and sorted batches pad least. Callers run it under ``torch.inference_mode``."""
         model.eval()
-        order = sorted(range(len(encoded)), key=lambda i: len(encoded.input_ids[i]))
+        lengths = encoded.lengths()
+        order = sorted(range(len(encoded)), key=lengths.__getitem__)
         for start in range(0, len(order), batch_size):
             chunk = order[start : start + batch_size]
             with autocast():

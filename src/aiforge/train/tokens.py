@@ -33,6 +33,9 @@ class TokenClassificationTask(TextClassificationTask):
     def head_kwargs(self) -> dict[str, Any]:
         return {}
 
+    def fit_baseline(self, prep: Any) -> None:
+        return None  # no cheap baseline for entity spans
+
     def token_lengths(self, split: Split) -> list[int]:
         encoded = self.tokenizer(split.inputs, is_split_into_words=True, truncation=False)["input_ids"]
         return [len(ids) for ids in encoded]
