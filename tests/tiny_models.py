@@ -168,3 +168,60 @@ def make_tiny_t5(directory: str | Path, max_input_tokens: int = 128, seed: int =
     torch.manual_seed(seed)
     directory = _save(T5ForConditionalGeneration(config), Path(directory))
     return save_bert_tokenizer(directory, model_max_length=max_input_tokens)
+
+
+def _label_maps(labels: list[str]) -> dict[str, dict]:
+    return {"id2label": dict(enumerate(labels)), "label2id": {name: i for i, name in enumerate(labels)}}
+
+
+def make_tiny_vit_classifier(
+    directory: str | Path, labels: list[str], image_size: int = 32, seed: int = 0
+) -> Path:
+    """A 1-layer, 16-wide ViT image classifier (8-px patches) with its image processor."""
+    from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
+
+    config = ViTConfig(
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        image_size=image_size,
+        patch_size=8,
+        **_label_maps(labels),
+    )
+    torch.manual_seed(seed)
+    directory = _save(ViTForImageClassification(config), Path(directory))
+    ViTImageProcessor(size={"height": image_size, "width": image_size}).save_pretrained(directory)
+    return directory
+
+
+def make_tiny_ast(directory: str | Path, labels: list[str], max_frames: int = 100, seed: int = 0) -> Path:
+    """A 1-layer, 32-wide Audio Spectrogram Transformer with 32 mel bins; ``max_frames`` of 10 ms
+    (100 = the first second of a clip) with its feature extractor."""
+    from transformers import ASTConfig, ASTFeatureExtractor, ASTForAudioClassification
+
+    config = ASTConfig(
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=37,
+        max_length=max_frames,
+        num_mel_bins=32,
+        **_label_maps(labels),
+    )
+    torch.manual_seed(seed)
+    directory = _save(ASTForAudioClassification(config), Path(directory))
+    ASTFeatureExtractor(num_mel_bins=32, max_length=max_frames).save_pretrained(directory)
+    return directory
+
+
+def make_tiny_timm(directory: str | Path, labels: list[str] | None = None, seed: int = 0) -> Path:
+    """timm's ``test_efficientnet`` (0.36M parameters, random weights) in timm's Hugging Face export
+    layout: ``config.json`` (architecture, num_classes, label_names, pretrained_cfg) + safetensors."""
+    import timm
+
+    torch.manual_seed(seed)
+    model = timm.create_model("test_efficientnet", pretrained=False, num_classes=len(labels or []) or 1000)
+    config = {"label_names": list(labels)} if labels else None
+    timm.models.save_for_hf(model.eval(), Path(directory), model_config=config, safe_serialization=True)
+    return Path(directory)

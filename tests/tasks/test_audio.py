@@ -408,25 +408,9 @@ def test_transformers_whisper_forced_language_and_errors(tiny_whisper: Path, tmp
 # ---- audio classification (tiny AST) ---------------------------------------------------------------
 @pytest.fixture(scope="module")
 def tiny_ast(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    import torch
-    from transformers import ASTConfig, ASTFeatureExtractor, ASTForAudioClassification
+    from tests.tiny_models import make_tiny_ast
 
-    directory = tmp_path_factory.mktemp("tiny-ast")
-    labels = ["speech", "music", "silence"]
-    config = ASTConfig(
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=37,
-        max_length=100,
-        num_mel_bins=32,
-        id2label=dict(enumerate(labels)),
-        label2id={name: i for i, name in enumerate(labels)},
-    )
-    torch.manual_seed(0)
-    ASTForAudioClassification(config).save_pretrained(directory)
-    ASTFeatureExtractor(num_mel_bins=32, max_length=100).save_pretrained(directory)  # 100 frames = 1 s
-    return directory
+    return make_tiny_ast(tmp_path_factory.mktemp("tiny-ast"), ["speech", "music", "silence"])  # 1 s window
 
 
 def test_audio_classification_labels_scores_and_truncation(tiny_ast: Path) -> None:
