@@ -11,7 +11,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import yaml
 
@@ -22,39 +21,17 @@ from aiforge.train import dry_run, load_config, train
 from aiforge.train.callbacks import Callback
 from aiforge.train.config import dump_yaml
 
-DIGITS = {0: "zero", 1: "one", 2: "two"}
+DIGITS = {0: "zero", 1: "one", 2: "two"}  # the names examples/make_digits.py gives
 PER_CLASS = 30
-
-
-def _digit_png(pixels: np.ndarray, path: Path) -> None:
-    from PIL import Image
-
-    gray = (pixels * 255 / 16).astype("uint8")
-    Image.fromarray(gray).resize((32, 32), Image.Resampling.BILINEAR).convert("RGB").save(path)
 
 
 @pytest.fixture(scope="session")
 def digits(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """``train/{zero,one,two}/`` with 30 PNGs each and ``test/`` with 8 each, plus ``train.csv``
-    listing the training images by relative path."""
-    from sklearn.datasets import load_digits
+    listing the training images by relative path (the example's own generator)."""
+    from examples.make_digits import write_digits
 
-    root = tmp_path_factory.mktemp("digits")
-    data = load_digits()
-    rows = []
-    for digit, name in DIGITS.items():
-        indices = np.flatnonzero(data.target == digit)
-        for split, chosen in (("train", indices[:PER_CLASS]), ("test", indices[PER_CLASS : PER_CLASS + 8])):
-            folder = root / split / name
-            folder.mkdir(parents=True)
-            for k, i in enumerate(chosen):
-                _digit_png(data.images[i], folder / f"{k:03d}.png")
-                if split == "train":
-                    rows.append({"image": f"train/{name}/{k:03d}.png", "label": name})
-    import pandas as pd
-
-    pd.DataFrame(rows).to_csv(root / "train.csv", index=False)
-    return root
+    return write_digits(tmp_path_factory.mktemp("digits"), tuple(DIGITS), PER_CLASS, test_per_class=8)
 
 
 @pytest.fixture(scope="session")

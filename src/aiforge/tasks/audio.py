@@ -888,7 +888,7 @@ class AudioClassification(AudioPipeline):
             transformers.AutoModelForAudioClassification.from_pretrained(location).to(self.device).eval()
         )
         self.sampling_rate = int(self.extractor.sampling_rate)
-        self.max_samples = _max_input_samples(self.extractor)
+        self.max_samples = max_input_samples(self.extractor)
 
     def preprocess(self, item: AudioInput) -> dict[str, Any]:
         samples = load_audio(item.audio, self.sampling_rate)
@@ -940,7 +940,7 @@ def _softmax(x: np.ndarray) -> np.ndarray:
     return e / e.sum()
 
 
-def _max_input_samples(extractor: Any) -> int | None:
+def max_input_samples(extractor: Any) -> int | None:
     """How many samples the model reads at most: AST takes ``max_length`` frames of 10 ms, Whisper-style
     extractors ``n_samples``; Wav2Vec2 / HuBERT encoders take any length (None)."""
     if getattr(extractor, "n_samples", None):
