@@ -174,6 +174,16 @@ def _label_maps(labels: list[str]) -> dict[str, dict]:
     return {"id2label": dict(enumerate(labels)), "label2id": {name: i for i, name in enumerate(labels)}}
 
 
+def _save_seeded(
+    model_class: type[PreTrainedModel], config, directory: str | Path, processor, seed: int
+) -> Path:
+    """Build ``model_class(config)`` from ``seed``, save it and its processor into ``directory``."""
+    torch.manual_seed(seed)
+    directory = _save(model_class(config), Path(directory))
+    processor.save_pretrained(directory)
+    return directory
+
+
 def make_tiny_vit_classifier(
     directory: str | Path, labels: list[str], image_size: int = 32, seed: int = 0
 ) -> Path:
@@ -189,10 +199,8 @@ def make_tiny_vit_classifier(
         patch_size=8,
         **_label_maps(labels),
     )
-    torch.manual_seed(seed)
-    directory = _save(ViTForImageClassification(config), Path(directory))
-    ViTImageProcessor(size={"height": image_size, "width": image_size}).save_pretrained(directory)
-    return directory
+    processor = ViTImageProcessor(size={"height": image_size, "width": image_size})
+    return _save_seeded(ViTForImageClassification, config, directory, processor, seed)
 
 
 def make_tiny_ast(directory: str | Path, labels: list[str], max_frames: int = 100, seed: int = 0) -> Path:
@@ -209,10 +217,8 @@ def make_tiny_ast(directory: str | Path, labels: list[str], max_frames: int = 10
         num_mel_bins=32,
         **_label_maps(labels),
     )
-    torch.manual_seed(seed)
-    directory = _save(ASTForAudioClassification(config), Path(directory))
-    ASTFeatureExtractor(num_mel_bins=32, max_length=max_frames).save_pretrained(directory)
-    return directory
+    extractor = ASTFeatureExtractor(num_mel_bins=32, max_length=max_frames)
+    return _save_seeded(ASTForAudioClassification, config, directory, extractor, seed)
 
 
 def make_tiny_timm(directory: str | Path, labels: list[str] | None = None, seed: int = 0) -> Path:

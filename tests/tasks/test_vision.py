@@ -18,13 +18,8 @@ from aiforge.errors import AiforgeError
 from aiforge.tasks import get_task, load_pipeline
 from aiforge.tasks.vision import decode_mask, load_image
 
-VISION_TASKS = [
-    "image-classification",
-    "object-detection",
-    "image-segmentation",
-    "mask-generation",
-    "image-to-text",
-]
+VISION_TASKS = ["image-classification", "object-detection", "image-segmentation", "mask-generation",
+                "image-to-text"]
 
 
 # ---- images -----------------------------------------------------------------------------------------
@@ -124,9 +119,8 @@ def _labels(result: dict) -> list[str]:
 def _assert_same_labels(result: dict, expected: dict) -> None:
     """Same labels in the same order; scores equal up to batch-size-dependent float rounding."""
     assert _labels(result) == _labels(expected)
-    assert [e["score"] for e in result["labels"]] == pytest.approx(
-        [e["score"] for e in expected["labels"]], abs=1e-5
-    )
+    assert [e["score"] for e in result["labels"]] == pytest.approx([e["score"] for e in expected["labels"]],
+                                                                    abs=1e-5)
 
 
 def test_lite0_recognises_the_flower_photo(lite0, photos: dict[str, Path]) -> None:
@@ -208,10 +202,8 @@ def _timm_layout(folder: Path, layout: str) -> Path:
         return folder / "model.pth"
     if layout == "timm-train-checkpoint":  # what timm's train.py writes: arch, args, epoch, state_dict
         args = argparse.Namespace(model="test_efficientnet", lr=0.1)
-        torch.save(
-            {"epoch": 3, "arch": "test_efficientnet", "args": args, "state_dict": model.state_dict()},
-            folder / "checkpoint.pth",
-        )
+        torch.save({"epoch": 3, "arch": "test_efficientnet", "args": args, "state_dict": model.state_dict()},
+                   folder / "checkpoint.pth")
         (folder / "class_map.txt").write_text("\n".join(FRUITS))
         return folder
     timm.models.save_for_hf(model, folder, model_config={"label_names": FRUITS}, safe_serialization=True)
@@ -219,9 +211,8 @@ def _timm_layout(folder: Path, layout: str) -> Path:
 
 
 @pytest.mark.parametrize("layout", ["state-dict+aiforge_timm.json", "timm-train-checkpoint", "timm-export"])
-def test_local_timm_checkpoints_load_with_their_labels(
-    layout: str, tmp_path: Path, photos: dict[str, Path]
-) -> None:
+def test_local_timm_checkpoints_load_with_their_labels(layout: str, tmp_path: Path,
+                                                       photos: dict[str, Path]) -> None:
     import timm
 
     model_path = _timm_layout(tmp_path, layout)
@@ -256,21 +247,11 @@ def tiny_detr(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from transformers import DetrConfig, DetrForObjectDetection, DetrImageProcessor, ResNetConfig
 
     folder = tmp_path_factory.mktemp("tiny-detr")
-    backbone = ResNetConfig(
-        embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], layer_type="basic", out_features=["stage2"]
-    )
-    config = DetrConfig(
-        backbone_config=backbone,
-        d_model=16,
-        encoder_layers=1,
-        decoder_layers=1,
-        encoder_attention_heads=2,
-        decoder_attention_heads=2,
-        encoder_ffn_dim=32,
-        decoder_ffn_dim=32,
-        num_queries=12,
-        id2label={0: "cat", 1: "dog", 2: "car"},
-    )
+    backbone = ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], layer_type="basic",
+                            out_features=["stage2"])
+    config = DetrConfig(backbone_config=backbone, d_model=16, encoder_layers=1, decoder_layers=1,
+                        encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=32,
+                        decoder_ffn_dim=32, num_queries=12, id2label={0: "cat", 1: "dog", 2: "car"})
     torch.manual_seed(0)
     DetrForObjectDetection(config).save_pretrained(folder)
     DetrImageProcessor(size={"shortest_edge": 64, "longest_edge": 96}).save_pretrained(folder)
@@ -309,18 +290,9 @@ def tiny_segformer(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from transformers import SegformerConfig, SegformerForSemanticSegmentation, SegformerImageProcessor
 
     folder = tmp_path_factory.mktemp("tiny-segformer")
-    config = SegformerConfig(
-        num_encoder_blocks=2,
-        depths=[1, 1],
-        sr_ratios=[2, 1],
-        hidden_sizes=[8, 16],
-        num_attention_heads=[1, 2],
-        mlp_ratios=[2, 2],
-        decoder_hidden_size=16,
-        patch_sizes=[7, 3],
-        strides=[4, 2],
-        id2label={0: "sky", 1: "tree", 2: "road"},
-    )
+    config = SegformerConfig(num_encoder_blocks=2, depths=[1, 1], sr_ratios=[2, 1], hidden_sizes=[8, 16],
+                             num_attention_heads=[1, 2], mlp_ratios=[2, 2], decoder_hidden_size=16,
+                             patch_sizes=[7, 3], strides=[4, 2], id2label={0: "sky", 1: "tree", 2: "road"})
     torch.manual_seed(0)
     SegformerForSemanticSegmentation(config).save_pretrained(folder)
     SegformerImageProcessor(size={"height": 64, "width": 64}).save_pretrained(folder)
@@ -352,9 +324,8 @@ def test_segmentation_masks_tile_the_original_image(tiny_segformer: Path, photos
         assert areas == sorted(areas, reverse=True)
 
 
-def test_segmentation_of_a_large_image_stays_full_size(
-    tiny_segformer: Path, photos: dict[str, Path], monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_segmentation_of_a_large_image_stays_full_size(tiny_segformer: Path, photos: dict[str, Path],
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """Above the memory budget the label map is computed smaller, then enlarged: masks keep the input size."""
     import aiforge.tasks.vision as vision
 
@@ -379,29 +350,15 @@ def tiny_sam(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
 
     folder = tmp_path_factory.mktemp("tiny-sam")
-    vision = SamVisionConfig(
-        hidden_size=32,
-        output_channels=16,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        image_size=64,
-        patch_size=16,
-        mlp_dim=64,
-        window_size=2,
-        global_attn_indexes=[1],
-        num_pos_feats=8,
-    )
-    prompt = SamPromptEncoderConfig(
-        hidden_size=16, image_size=64, patch_size=16, image_embedding_size=4, mask_input_channels=4
-    )
-    decoder = SamMaskDecoderConfig(
-        hidden_size=16, mlp_dim=32, num_hidden_layers=2, num_attention_heads=2, iou_head_hidden_dim=16
-    )
-    config = SamConfig(
-        vision_config=vision.to_dict(),
-        prompt_encoder_config=prompt.to_dict(),
-        mask_decoder_config=decoder.to_dict(),
-    )
+    vision = SamVisionConfig(hidden_size=32, output_channels=16, num_hidden_layers=2, num_attention_heads=2,
+                             image_size=64, patch_size=16, mlp_dim=64, window_size=2, global_attn_indexes=[1],
+                             num_pos_feats=8)
+    prompt = SamPromptEncoderConfig(hidden_size=16, image_size=64, patch_size=16, image_embedding_size=4,
+                                    mask_input_channels=4)
+    decoder = SamMaskDecoderConfig(hidden_size=16, mlp_dim=32, num_hidden_layers=2, num_attention_heads=2,
+                                   iou_head_hidden_dim=16)
+    config = SamConfig(vision_config=vision.to_dict(), prompt_encoder_config=prompt.to_dict(),
+                       mask_decoder_config=decoder.to_dict())
     torch.manual_seed(0)
     SamModel(config).save_pretrained(folder)
     processor = SamImageProcessor(size={"longest_edge": 64}, pad_size={"height": 64, "width": 64})
@@ -421,20 +378,14 @@ def test_sam_gives_one_full_size_mask_per_point_in_order(tiny_sam: Path, photos:
         assert mask["area"] == int(decoded.sum())
 
 
-def test_sam_without_points_uses_a_grid_and_multimask_returns_three(
-    tiny_sam: Path, photos: dict[str, Path]
-) -> None:
-    pipe = load_pipeline(
-        "mask-generation", model=str(tiny_sam), device="cpu", points_per_side=2, multimask_output=True
-    )
+def test_sam_without_points_uses_a_grid_and_multimask_returns_three(tiny_sam: Path,
+                                                                    photos: dict[str, Path]) -> None:
+    pipe = load_pipeline("mask-generation", model=str(tiny_sam), device="cpu", points_per_side=2,
+                         multimask_output=True)
     result = pipe(str(photos["small"]))
     assert len(result["masks"]) == 2 * 2 * 3
-    assert {tuple(m["point"]) for m in result["masks"]} == {
-        (20.75, 12.5),
-        (62.25, 12.5),
-        (20.75, 37.5),
-        (62.25, 37.5),
-    }
+    assert {tuple(m["point"]) for m in result["masks"]} == {(20.75, 12.5), (62.25, 12.5), (20.75, 37.5),
+                                                            (62.25, 37.5)}
     for start in range(0, 12, 3):
         scores = [m["score"] for m in result["masks"][start : start + 3]]
         assert scores == sorted(scores, reverse=True)
@@ -466,29 +417,14 @@ def tiny_blip(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
     tokenizer = _minilm_tokenizer()
     tokenizer.add_special_tokens({"bos_token": "[DEC]"})
-    text = dict(
-        vocab_size=len(tokenizer),
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        max_position_embeddings=64,
-        bos_token_id=tokenizer.bos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        sep_token_id=tokenizer.sep_token_id,
-        eos_token_id=tokenizer.sep_token_id,
-    )
-    vision = dict(
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        image_size=32,
-        patch_size=8,
-    )
-    processor = BlipProcessor(
-        image_processor=BlipImageProcessor(size={"height": 32, "width": 32}), tokenizer=tokenizer
-    )
+    text = dict(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                num_attention_heads=2, max_position_embeddings=64, bos_token_id=tokenizer.bos_token_id,
+                pad_token_id=tokenizer.pad_token_id, sep_token_id=tokenizer.sep_token_id,
+                eos_token_id=tokenizer.sep_token_id)
+    vision = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                  image_size=32, patch_size=8)
+    processor = BlipProcessor(image_processor=BlipImageProcessor(size={"height": 32, "width": 32}),
+                              tokenizer=tokenizer)
     folders = {}
     for name, winner in (("cat", tokenizer.convert_tokens_to_ids("cat")), ("eos", tokenizer.sep_token_id)):
         torch.manual_seed(0)
@@ -504,21 +440,17 @@ def tiny_blip(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return folders
 
 
-def test_caption_stopped_by_max_new_tokens_says_truncated(
-    tiny_blip: dict[str, Path], photos: dict[str, Path]
-) -> None:
+def test_caption_stopped_by_max_new_tokens_says_truncated(tiny_blip: dict[str, Path],
+                                                          photos: dict[str, Path]) -> None:
     pipe = load_pipeline("image-to-text", model=str(tiny_blip["cat"]), device="cpu", max_new_tokens=3)
     results = pipe.predict([str(photos["small"]), {"image": str(photos["flower"]), "prompt": "a picture of"}])
-    assert results == [
-        {"text": "cat cat cat", "truncated": True},
-        {"text": "a picture of cat cat cat", "truncated": True},
-    ]
+    assert results == [{"text": "cat cat cat", "truncated": True},
+                       {"text": "a picture of cat cat cat", "truncated": True}]
     pipe.Output.model_validate(results[0])
 
 
-def test_caption_that_ends_by_itself_is_not_truncated(
-    tiny_blip: dict[str, Path], photos: dict[str, Path]
-) -> None:
+def test_caption_that_ends_by_itself_is_not_truncated(tiny_blip: dict[str, Path],
+                                                      photos: dict[str, Path]) -> None:
     pipe = load_pipeline("image-to-text", model=str(tiny_blip["eos"]), device="cpu", max_new_tokens=3)
     assert pipe(str(photos["small"])) == {"text": "", "truncated": False}
 
@@ -535,24 +467,11 @@ def tiny_vit_gpt2(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
 
     tokenizer = _minilm_tokenizer()
-    encoder = ViTConfig(
-        hidden_size=16,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=32,
-        image_size=32,
-        patch_size=8,
-    )
-    decoder = GPT2Config(
-        vocab_size=len(tokenizer),
-        n_embd=16,
-        n_layer=1,
-        n_head=2,
-        n_positions=64,
-        bos_token_id=tokenizer.cls_token_id,
-        eos_token_id=tokenizer.sep_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
+    encoder = ViTConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+                        image_size=32, patch_size=8)
+    decoder = GPT2Config(vocab_size=len(tokenizer), n_embd=16, n_layer=1, n_head=2, n_positions=64,
+                         bos_token_id=tokenizer.cls_token_id, eos_token_id=tokenizer.sep_token_id,
+                         pad_token_id=tokenizer.pad_token_id)
     config = VisionEncoderDecoderConfig.from_encoder_decoder_configs(encoder, decoder)
     config.decoder_start_token_id = tokenizer.cls_token_id
     config.pad_token_id, config.eos_token_id = tokenizer.pad_token_id, tokenizer.sep_token_id
@@ -564,9 +483,8 @@ def tiny_vit_gpt2(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-def test_vision_encoder_decoder_captions_and_refuses_a_prompt(
-    tiny_vit_gpt2: Path, photos: dict[str, Path]
-) -> None:
+def test_vision_encoder_decoder_captions_and_refuses_a_prompt(tiny_vit_gpt2: Path,
+                                                              photos: dict[str, Path]) -> None:
     pipe = load_pipeline("image-to-text", model=str(tiny_vit_gpt2), device="cpu", max_new_tokens=4)
     items = [str(photos["small"]), str(photos["flower"])]
     batched = pipe.predict(items)

@@ -33,6 +33,17 @@ def nsmc_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {"train": root / "train.csv", "test": root / "test.jsonl"}
 
 
+def config_builder(*base: str):
+    """``build(*overrides) -> TrainConfig``: ``base`` plus what keeps every test run small, single-
+    threaded and untracked; later overrides win."""
+    quiet = ["training.epochs=2", "training.num_threads=1", "tracking.enabled=false"]
+
+    def build(*overrides: str) -> TrainConfig:
+        return load_config(None, [*quiet, *base, *overrides])
+
+    return build
+
+
 @pytest.fixture
 def make_config(tiny_bert: Path, nsmc_files: dict[str, Path], tmp_path: Path):
     """A fast config on the tiny model; extra ``key=value`` overrides win."""

@@ -12,7 +12,8 @@ import pytest
 
 from aiforge.errors import AiforgeError
 from aiforge.tasks import load_pipeline
-from aiforge.train import dry_run, load_config, train
+from aiforge.train import dry_run, train
+from tests.train.conftest import config_builder
 
 pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs Debian package espeak-ng")
 WORDS = ("yes", "no")
@@ -42,22 +43,15 @@ def tiny_ast_backbone(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def audio_config(tiny_ast_backbone: Path, spoken_words: Path, tmp_path: Path):
-    def build(*overrides: str):
-        base = [
-            "task=audio-classification",
-            f"model={tiny_ast_backbone}",
-            f"output_dir={tmp_path / 'run'}",
-            f"data.train={spoken_words}",
-            "data.validation_split=0.3",
-            "training.epochs=2",
-            "training.batch_size=4",
-            "training.lr=1e-3",
-            "training.num_threads=1",
-            "tracking.enabled=false",
-        ]
-        return load_config(None, base + list(overrides))
-
-    return build
+    return config_builder(
+        "task=audio-classification",
+        f"model={tiny_ast_backbone}",
+        f"output_dir={tmp_path / 'run'}",
+        f"data.train={spoken_words}",
+        "data.validation_split=0.3",
+        "training.batch_size=4",
+        "training.lr=1e-3",
+    )
 
 
 def test_audio_training_saves_a_model_the_pipeline_loads_with_the_word_labels(

@@ -17,9 +17,10 @@ import yaml
 from aiforge import registry
 from aiforge.errors import AiforgeError
 from aiforge.tasks import load_pipeline
-from aiforge.train import dry_run, load_config, train
+from aiforge.train import dry_run, train
 from aiforge.train.callbacks import Callback
 from aiforge.train.config import dump_yaml
+from tests.train.conftest import config_builder
 
 DIGITS = {0: "zero", 1: "one", 2: "two"}  # the names examples/make_digits.py gives
 PER_CLASS = 30
@@ -50,24 +51,17 @@ def tiny_vit_backbone(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def image_config(tiny_timm: Path, digits: Path, tmp_path: Path):
-    def build(*overrides: str):
-        base = [
-            "task=image-classification",
-            f"model={tiny_timm}",
-            f"output_dir={tmp_path / 'run'}",
-            f"data.train={digits / 'train'}",
-            f"data.test={digits / 'test'}",
-            "data.validation_split=0.2",
-            "data.image_size=32",
-            "training.epochs=2",
-            "training.batch_size=16",
-            "training.lr=1e-3",
-            "training.num_threads=1",
-            "tracking.enabled=false",
-        ]
-        return load_config(None, base + list(overrides))
-
-    return build
+    return config_builder(
+        "task=image-classification",
+        f"model={tiny_timm}",
+        f"output_dir={tmp_path / 'run'}",
+        f"data.train={digits / 'train'}",
+        f"data.test={digits / 'test'}",
+        "data.validation_split=0.2",
+        "data.image_size=32",
+        "training.batch_size=16",
+        "training.lr=1e-3",
+    )
 
 
 def test_timm_training_saves_a_timm_export_that_loads_by_path_and_registry(

@@ -92,9 +92,8 @@ def _run_grouped(features: list[_Features], fn: BatchFn, device: str) -> list[An
     with torch.inference_mode():
         for indices in groups.values():
             members = [features[i] for i in indices]
-            batch = {
-                name: torch.cat([m.tensors[name] for m in members]).to(device) for name in members[0].tensors
-            }
+            batch = {name: torch.cat([m.tensors[name] for m in members]).to(device)
+                     for name in members[0].tensors}
             outputs = fn(batch, members)
             for i, out in zip(indices, outputs, strict=True):
                 results[i] = out
@@ -197,12 +196,8 @@ class ImageClassification(_VisionPipeline):
 
     def postprocess(self, raw: torch.Tensor, item: ImageInput) -> dict[str, Any]:
         values, indices = raw.topk(min(self.params.top_k, raw.numel()))
-        return {
-            "labels": [
-                {"label": self._clf.labels[int(i)], "score": float(v)}
-                for v, i in zip(values, indices, strict=True)
-            ]
-        }
+        return {"labels": [{"label": self._clf.labels[int(i)], "score": float(v)}
+                           for v, i in zip(values, indices, strict=True)]}
 
 
 # ---- timm backend -----------------------------------------------------------------------------------
@@ -210,14 +205,8 @@ class ImageClassification(_VisionPipeline):
 # Preprocessing of packaged weights whose checkpoint carries no pretrained_cfg: these weights were
 # trained with inputs scaled to [-1, 1], not with timm's ImageNet mean/std for the same architecture.
 _PACKAGED_TIMM_CFG: dict[str, dict[str, Any]] = {
-    "efficientnet-lite0": {
-        "mean": (0.5, 0.5, 0.5),
-        "std": (0.5, 0.5, 0.5),
-        "input_size": (3, 224, 224),
-        "interpolation": "bicubic",
-        "crop_pct": 0.875,
-        "crop_mode": "center",
-    },
+    "efficientnet-lite0": {"mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5), "input_size": (3, 224, 224),
+                           "interpolation": "bicubic", "crop_pct": 0.875, "crop_mode": "center"},
 }
 _DATA_KEYS = ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode")
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.pth", "checkpoint.pth")
@@ -280,13 +269,10 @@ def _timm_from_checkpoint(ref: ModelRef) -> tuple[torch.nn.Module, dict[str, Any
     import timm
 
     if ref.packaged is not None:
-        weights, meta = (
-            Path(ref.location),
-            {
-                "architecture": ref.packaged.upstream.removeprefix("timm:"),
-                "pretrained_cfg": _PACKAGED_TIMM_CFG.get(ref.packaged.name, {}),
-            },
-        )
+        weights, meta = Path(ref.location), {
+            "architecture": ref.packaged.upstream.removeprefix("timm:"),
+            "pretrained_cfg": _PACKAGED_TIMM_CFG.get(ref.packaged.name, {}),
+        }
     else:
         weights, meta = _local_timm_files(Path(ref.location))
     checkpoint = _read_weights(weights)
@@ -311,11 +297,8 @@ def _local_timm_files(path: Path) -> tuple[Path, dict[str, Any]]:
     candidates = [path] if path.is_file() else [folder / name for name in _WEIGHT_FILES]
     weights = next((c for c in candidates if c.is_file()), None)
     if weights is None:
-        raise AiforgeError(
-            "AF-MODEL-003",
-            f"no timm weights found in '{path}'",
-            f"save them as one of: {', '.join(_WEIGHT_FILES)}",
-        )
+        raise AiforgeError("AF-MODEL-003", f"no timm weights found in '{path}'",
+                           f"save them as one of: {', '.join(_WEIGHT_FILES)}")
     meta_file = next((folder / n for n in _META_FILES if (folder / n).is_file()), None)
     return weights, json.loads(meta_file.read_text()) if meta_file else {}
 
@@ -373,10 +356,8 @@ def _load_state(model: torch.nn.Module, state: dict[str, torch.Tensor], source: 
         model.load_state_dict(dict(zip(own, state.values(), strict=True)))
         return
     missing = sorted(set(own) - set(state))[:3]
-    raise ValueError(
-        f"weights in '{source}' do not fit {type(model).__name__}: {len(state)} tensors for "
-        f"{len(own)}, e.g. missing {missing}"
-    )
+    raise ValueError(f"weights in '{source}' do not fit {type(model).__name__}: {len(state)} tensors for "
+                     f"{len(own)}, e.g. missing {missing}")
 
 
 def _pretrained_cfg(meta: dict[str, Any]) -> dict[str, Any]:
@@ -467,11 +448,8 @@ class ObjectDetection(_VisionPipeline):
     def postprocess(self, raw: dict[str, torch.Tensor], item: ImageInput) -> dict[str, Any]:
         id2label = self._model.config.id2label
         objects = [
-            {
-                "label": id2label.get(int(label), f"LABEL_{int(label)}"),
-                "score": float(score),
-                "box": dict(zip(("xmin", "ymin", "xmax", "ymax"), box.tolist(), strict=True)),
-            }
+            {"label": id2label.get(int(label), f"LABEL_{int(label)}"), "score": float(score),
+             "box": dict(zip(("xmin", "ymin", "xmax", "ymax"), box.tolist(), strict=True))}
             for score, label, box in zip(raw["scores"], raw["labels"], raw["boxes"], strict=True)
         ]
         objects.sort(key=lambda o: o["score"], reverse=True)
@@ -538,14 +516,8 @@ class ImageSegmentation(_VisionPipeline):
         for label in labels.unique().tolist():
             mask = labels == label
             name = id2label.get(label, f"LABEL_{label}")
-            segments.append(
-                {
-                    "label": name,
-                    "score": float(probs[mask].mean()),
-                    "area": int(mask.sum()),
-                    "mask": encode_mask(mask),
-                }
-            )
+            segments.append({"label": name, "score": float(probs[mask].mean()), "area": int(mask.sum()),
+                             "mask": encode_mask(mask)})
         segments.sort(key=lambda s: s["area"], reverse=True)
         return {"width": width, "height": height, "segments": segments}
 
@@ -620,22 +592,16 @@ class MaskGeneration(_VisionPipeline):
         prompts = [[[list(p)] for p in points]]  # one image, one single-point prompt per point
         encoded = self._processor(images=image, input_points=prompts, return_tensors="pt")
         extra = {k: encoded[k] for k in ("input_points", "original_sizes", "reshaped_input_sizes")}
-        return _Features(
-            {"pixel_values": encoded["pixel_values"]},
-            (image.height, image.width),
-            {**extra, "points": points},
-        )
+        return _Features({"pixel_values": encoded["pixel_values"]}, (image.height, image.width),
+                         {**extra, "points": points})
 
     def forward(self, batch: list[_Features]) -> list[dict[str, Any]]:
         def predict(tensors: dict[str, torch.Tensor], members: list[_Features]) -> list[dict[str, Any]]:
             embeddings = self._model.get_image_embeddings(tensors["pixel_values"])
             results = []
             for j, m in enumerate(members):
-                out = self._model(
-                    image_embeddings=embeddings[j : j + 1],
-                    multimask_output=True,
-                    input_points=m.extra["input_points"].to(self.device),
-                )
+                out = self._model(image_embeddings=embeddings[j : j + 1], multimask_output=True,
+                                  input_points=m.extra["input_points"].to(self.device))
                 iou = out.iou_scores[0].float().cpu()
                 results.append({"low_res": out.pred_masks.cpu(), "iou": iou, **m.extra})
             return results
@@ -653,42 +619,27 @@ class MaskGeneration(_VisionPipeline):
                 raw["low_res"][:, p : p + 1, order], raw["original_sizes"], raw["reshaped_input_sizes"]
             )[0][0]
             for k, candidate in enumerate(order.tolist()):
-                masks.append(
-                    {
-                        "point": tuple(point),
-                        "score": float(raw["iou"][p, candidate]),
-                        "area": int(full[k].sum()),
-                        "mask": encode_mask(full[k]),
-                    }
-                )
+                masks.append({"point": tuple(point), "score": float(raw["iou"][p, candidate]),
+                              "area": int(full[k].sum()), "mask": encode_mask(full[k])})
         return {"width": width, "height": height, "masks": masks}
 
 
 def _grid(size: tuple[int, int], per_side: int) -> list[tuple[float, float]]:
     """Cell centres of a per_side x per_side grid over a (width, height) image."""
     width, height = size
-    return [
-        ((i + 0.5) * width / per_side, (j + 0.5) * height / per_side)
-        for j in range(per_side)
-        for i in range(per_side)
-    ]
+    return [((i + 0.5) * width / per_side, (j + 0.5) * height / per_side)
+            for j in range(per_side) for i in range(per_side)]
 
 
 def _check_points(points: list[tuple[float, float]], size: tuple[int, int]) -> None:
     width, height = size
     if not points:
-        raise AiforgeError(
-            "AF-INPUT-002",
-            "field 'points' is an empty list",
-            "give at least one [x, y] point, or omit 'points' for a grid",
-        )
+        raise AiforgeError("AF-INPUT-002", "field 'points' is an empty list",
+                           "give at least one [x, y] point, or omit 'points' for a grid")
     for x, y in points:
         if not (0 <= x <= width and 0 <= y <= height):
-            raise AiforgeError(
-                "AF-INPUT-002",
-                f"point [{x}, {y}] is outside the {width}x{height} image",
-                "give pixels of the original image: 0 <= x <= width, 0 <= y <= height",
-            )
+            raise AiforgeError("AF-INPUT-002", f"point [{x}, {y}] is outside the {width}x{height} image",
+                               "give pixels of the original image: 0 <= x <= width, 0 <= y <= height")
 
 
 # ---- image to text ----------------------------------------------------------------------------------
@@ -739,11 +690,8 @@ class ImageToText(_VisionPipeline):
         if item.prompt is None:
             return _hf_features(self._images, image)
         if not self._joint:
-            raise AiforgeError(
-                "AF-INPUT-002",
-                f"model '{self.model_ref.raw}' does not take a 'prompt'",
-                "omit 'prompt', or use a captioner with a joint processor (BLIP, GIT)",
-            )
+            raise AiforgeError("AF-INPUT-002", f"model '{self.model_ref.raw}' does not take a 'prompt'",
+                               "omit 'prompt', or use a captioner with a joint processor (BLIP, GIT)")
         return _hf_features(self._images, image, text=item.prompt)
 
     def forward(self, batch: list[_Features]) -> list[tuple[str, bool]]:

@@ -16,7 +16,6 @@ Baseline: logistic regression on the mean and standard deviation of each log-mel
 from __future__ import annotations
 
 import math
-import time
 from typing import Any
 
 import numpy as np
@@ -101,21 +100,13 @@ class AudioClassificationTask(TextClassificationTask):
     # ---- baseline ---------------------------------------------------------------------------------
     def fit_baseline(self, prep: Any) -> dict[str, Any]:
         """Logistic regression on per-band log-mel mean and standard deviation."""
-        from aiforge.train.baseline import fit_logreg
+        from aiforge.train.baseline import fit_feature_baseline
 
-        started = time.perf_counter()
-        splits = {"validation": prep.validation, **({"test": prep.test} if prep.test is not None else {})}
-        features = lambda encoded: (  # noqa: E731
-            np.stack([log_mel_statistics(clip, self.sampling_rate) for clip in encoded.items]),
-            encoded.labels,
-        )
-        return fit_logreg(
+        return fit_feature_baseline(
             "log-mel-statistics+logreg",
-            features(prep.train),
-            {name: features(encoded) for name, encoded in splits.items()},
+            lambda encoded: np.stack([log_mel_statistics(c, self.sampling_rate) for c in encoded.items]),
+            prep,
             self.labels,
-            scale=True,
-            started=started,
         )
 
 

@@ -13,7 +13,10 @@ All of them end in :func:`fit_logreg`, so they report the same numbers the same 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
+
+import numpy as np
 
 from aiforge.train.data import Split
 from aiforge.train.metrics import classification_metrics
@@ -46,6 +49,24 @@ def fit_logreg(
         out[split] = {k: metrics[k] for k in ("accuracy", "macro_f1")}
     out["fit_seconds"] = time.perf_counter() - start
     return out
+
+
+def fit_feature_baseline(
+    name: str, featurize: Callable[[Any], np.ndarray], prep: Any, labels: list[str]
+) -> dict[str, Any]:
+    """Standardised features -> logistic regression: ``featurize(encoded split)`` gives one row per
+    item of ``prep.train`` (fit) and of ``prep.validation`` / ``prep.test`` (scored)."""
+    started = time.perf_counter()
+    splits = {"validation": prep.validation, **({"test": prep.test} if prep.test is not None else {})}
+    features = lambda encoded: (featurize(encoded), encoded.labels)  # noqa: E731
+    return fit_logreg(
+        name,
+        features(prep.train),
+        {split: features(encoded) for split, encoded in splits.items()},
+        labels,
+        scale=True,
+        started=started,
+    )
 
 
 def fit_text_baseline(train: Split, evaluate: dict[str, Split], labels: list[str]) -> dict[str, Any]:

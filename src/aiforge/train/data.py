@@ -196,13 +196,7 @@ def read_split(
         text, label = _plain(text), _plain(label)
         reason = _sequence_problem(text, label) if sequence else _row_problem(text, label)
         if reason:
-            if strict:
-                raise AiforgeError(
-                    "AF-DATA-003",
-                    f"'{path}' row {row + 1}: {reason}",
-                    "fix or remove the row, or run without --strict to skip such rows",
-                )
-            skipped[reason] += 1
+            skip_or_raise(strict, f"'{path}' row {row + 1}", reason, skipped, "row")
             continue
         inputs.append(list(text) if isinstance(text, list | tuple) else str(text))
         labels.append(_parse_labels(label, cfg, sequence))
@@ -213,6 +207,17 @@ def read_split(
             f"check data.text_column ('{cfg.text_column}') and the file's encoding (UTF-8)",
         )
     return Split(name, inputs, labels), dict(skipped)
+
+
+def skip_or_raise(strict: bool, where: str, reason: str, skipped: Counter[str], what: str) -> None:
+    """Count a bad row or file under ``reason`` (up to its first colon), or fail with ``--strict``."""
+    if strict:
+        raise AiforgeError(
+            "AF-DATA-003",
+            f"{where}: {reason}",
+            f"fix or remove the {what}, or run without --strict to skip such {what}s",
+        )
+    skipped[reason.split(":")[0]] += 1
 
 
 def _plain(value: Any) -> Any:

@@ -22,7 +22,6 @@ Both load with ``aiforge run image-classification --model DIR``.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -174,19 +173,14 @@ class ImageClassificationTask(TextClassificationTask):
     # ---- baseline ---------------------------------------------------------------------------------
     def fit_baseline(self, prep: Any) -> dict[str, Any]:
         """Linear probe: logistic regression on the frozen pretrained backbone's pooled features."""
-        from aiforge.train.baseline import fit_logreg
+        from aiforge.train.baseline import fit_feature_baseline
 
-        started = time.perf_counter()
         batch = prep.config.training.batch_size * 2
-        splits = {"validation": prep.validation, **({"test": prep.test} if prep.test is not None else {})}
-        features = lambda encoded: (self._features(prep.model, encoded, prep.device, batch), encoded.labels)  # noqa: E731
-        return fit_logreg(
+        return fit_feature_baseline(
             "linear-probe(frozen backbone)+logreg",
-            features(prep.train),
-            {name: features(encoded) for name, encoded in splits.items()},
+            lambda encoded: self._features(prep.model, encoded, prep.device, batch),
+            prep,
             self.labels,
-            scale=True,
-            started=started,
         )
 
     @torch.inference_mode()

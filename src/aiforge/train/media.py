@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 from aiforge.errors import AiforgeError
 from aiforge.train.config import DataConfig
-from aiforge.train.data import Split, read_split, resolve_data_path
+from aiforge.train.data import Split, read_split, resolve_data_path, skip_or_raise
 
 MediaKind = Literal["image", "audio"]
 SUFFIXES: dict[str, tuple[str, ...]] = {
@@ -84,13 +84,7 @@ def read_media_split(
             inputs.append(file)
             labels.append(label)
             continue
-        if strict:
-            raise AiforgeError(
-                "AF-DATA-003",
-                f"{name} data: '{file}': {reason}",
-                "fix or remove the file, or run without --strict to skip such files",
-            )
-        problems[reason.split(":")[0]] += 1
+        skip_or_raise(strict, f"{name} data: '{file}'", reason, problems, "file")
     if not inputs:
         raise AiforgeError(
             "AF-DATA-003",
