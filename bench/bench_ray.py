@@ -1,15 +1,23 @@
-"""Ray backend vs local backend, side by side in one run (ratios; never a timed test assertion).
+"""Ray backend vs local backend on one node, side by side in one run (ratios; never a timed test).
 
-On one node (a Ray head started here with ``--num-cpus`` = the cores), the MiniLM classifier of
-``bench_serve.py``:
+A Ray head is started here with ``--num-cpus`` = the cores (what a user's cluster would be; its
+start is not timed), and the MiniLM classifier of ``bench_serve.py`` is measured three ways:
 
-* serving: requests/s of ``aiforge serve`` (local, one process) vs the Ray deployment (gateway +
-  ``--replicas`` AppReplicas), same clients and payloads;
-* batch inference: items/s of ``aiforge run -i -o`` vs ``--backend ray --workers N`` (wall time of
-  the whole command, model loading included);
-* training: optimizer steps/s (and samples/s) of Ray Train with 2 workers vs 1, tiny max_steps run.
+* **batch inference**: ``aiforge run -i ITEMS.jsonl -o out.jsonl`` locally vs ``--backend ray``
+  (default actors: one per cluster CPU), both as the real command in a subprocess. Two figures each:
+  *steady-state* items/s (from the first output line to the last: model loaded, pool running) and
+  *end-to-end* items/s (the whole command: Python start, Ray connect, actors loading the model).
+  The outputs must be byte-identical.
+* **serving**: requests/s of ``aiforge serve`` (one process) vs the Ray deployment with one replica
+  holding every CPU (like for like), then with ``--replicas`` replicas sharing them; same clients,
+  payloads and warm-up.
+* **training**: optimizer steps/s of the training loop alone (timed by a callback from step 3 on,
+  so model loading, evaluation and saving are left out) for a local run using every core, Ray Train
+  with 1 worker holding every CPU, and 2 workers with 1 CPU each; samples/s = steps/s x workers x
+  batch size.
 
-Usage: python bench/bench_ray.py [--requests 512] [--items 2000] [--replicas 2] [--workers 2]
+Usage: python bench/bench_ray.py [--items 10000] [--requests 1024] [--replicas 2] [--only batch,serving]
+Run it on an otherwise idle machine (on the shared box: under ``flock /tmp/aiforge-cpu.lock``).
 """
 
 from __future__ import annotations
@@ -23,16 +31,76 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from aiforge.train.callbacks import Callback  # noqa: E402
 from bench.bench_serve import build_model, drive, free_port, load_sentences, payloads, start, stop  # noqa: E402
 
 RAY = str(Path(sys.executable).parent / "ray")
 AIFORGE = [sys.executable, "-m", "aiforge.cli"]
+WARMUP_STEPS = 3
 
 
+# ---- batch inference ----------------------------------------------------------------------------------
+def timed_command(command: list[str], out: Path, items: int, env: dict, log: Path) -> dict:
+    """Run ``command`` (which writes ``items`` lines to ``out``), watching the output grow."""
+    started = time.perf_counter()
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=log.open("w"))
+    lines, offset, first, done = 0, 0, None, None
+    while True:
+        exited = process.poll() is not None
+        if out.exists():
+            with out.open("rb") as fh:
+                fh.seek(offset)
+                data = fh.read()
+            offset, lines = offset + len(data), lines + data.count(b"\n")
+        now = time.perf_counter() - started
+        if lines and first is None:
+            first = (now, lines)
+        if lines >= items and done is None:
+            done = now
+        if exited:
+            break
+        time.sleep(0.1)
+    wall = time.perf_counter() - started
+    if process.returncode != 0 or first is None or done is None:
+        raise RuntimeError(f"{command} failed ({process.returncode}); see {log}")
+    steady = (items - first[1]) / max(1e-9, done - first[0])
+    return {"end_to_end_items_s": items / wall, "steady_items_s": steady, "first_output_s": first[0]}
+
+
+def bench_batch(
+    model_dir: Path, sentences: list[str], args: argparse.Namespace, root: Path, env: dict
+) -> dict:
+    src = root / "items.jsonl"
+    src.write_text(
+        "".join(json.dumps({"text": s}, ensure_ascii=False) + "\n" for s in sentences[: args.items]),
+        encoding="utf-8",
+    )
+    common = [*AIFORGE, "run", "text-classification", "-m", str(model_dir), "-i", str(src), "-b", "16"]
+    ray_flags = ["--backend", "ray"] + (["--workers", str(args.workers)] if args.workers else [])
+    runs = {}
+    for name, extra in (("local", []), ("ray", ray_flags)):
+        out = root / f"{name}.jsonl"
+        runs[name] = timed_command(
+            [*common, "-o", str(out), *extra], out, args.items, env, root / f"{name}.log"
+        )
+        print(f"batch {name}: {runs[name]}", flush=True)
+    local, ray = runs["local"], runs["ray"]
+    return {
+        "items": args.items,
+        "local": local,
+        "ray": ray,
+        "ratio_steady": ray["steady_items_s"] / local["steady_items_s"],
+        "ratio_end_to_end": ray["end_to_end_items_s"] / local["end_to_end_items_s"],
+        "identical_output": (root / "local.jsonl").read_bytes() == (root / "ray.jsonl").read_bytes(),
+    }
+
+
+# ---- serving ----------------------------------------------------------------------------------------------
 def serve_config(model_dir: Path, port: int, root: Path) -> Path:
     path = root / f"serve-{port}.yaml"
     model = {
@@ -53,6 +121,17 @@ def serve_config(model_dir: Path, port: int, root: Path) -> Path:
     return path
 
 
+def load_run(port: int, bodies: list[bytes], clients: int) -> dict:
+    asyncio.run(drive(port, "/v1/models/clf/predict", bodies[:128], clients))  # warm-up
+    load = asyncio.run(drive(port, "/v1/models/clf/predict", bodies, clients))
+    return {
+        "rps": load.throughput,
+        "p50_ms": load.percentile(0.5),
+        "p99_ms": load.percentile(0.99),
+        "statuses": load.statuses,
+    }
+
+
 def bench_serving(model_dir: Path, sentences: list[str], args: argparse.Namespace, root: Path) -> dict:
     from aiforge.scale.serve import Scaling, deploy, undeploy
     from aiforge.serve import load_settings
@@ -63,95 +142,111 @@ def bench_serving(model_dir: Path, sentences: list[str], args: argparse.Namespac
         [*AIFORGE, "serve", str(serve_config(model_dir, port, root))], port, "/readyz", root / "l.log"
     )
     try:
-        asyncio.run(drive(port, "/v1/models/clf/predict", bodies[:64], args.clients))  # warm-up
-        local_load = asyncio.run(drive(port, "/v1/models/clf/predict", bodies, args.clients))
+        results = {"local": load_run(port, bodies, args.clients)}
     finally:
         stop(local)
+    print(f"serving local: {results['local']}", flush=True)
     ray_port = free_port()
     settings = load_settings(serve_config(model_dir, ray_port, root))
-    scaling = Scaling(replicas=args.replicas, cpus_per_replica=max(1, args.cpus // args.replicas))
-    deploy(settings, scaling, address=args.address)
-    try:
-        asyncio.run(drive(ray_port, "/v1/models/clf/predict", bodies[:64], args.clients))
-        ray_load = asyncio.run(drive(ray_port, "/v1/models/clf/predict", bodies, args.clients))
-    finally:
-        undeploy()
-    return {
-        "local_rps": local_load.throughput,
-        "ray_rps": ray_load.throughput,
-        "ratio": ray_load.throughput / local_load.throughput,
-        "local_p99_ms": local_load.percentile(0.99),
-        "ray_p99_ms": ray_load.percentile(0.99),
-        "ray_statuses": ray_load.statuses,
-    }
+    for replicas in sorted({1, args.replicas}):
+        scaling = Scaling(replicas=replicas, cpus_per_replica=max(1, args.cpus // replicas))
+        deploy(settings, scaling, address=args.address)
+        try:
+            results[f"ray_{replicas}"] = load_run(ray_port, bodies, args.clients)
+        finally:
+            undeploy()
+        print(f"serving ray {replicas} replica(s): {results[f'ray_{replicas}']}", flush=True)
+    for key in list(results):
+        if key.startswith("ray_"):
+            results[f"ratio_{key}"] = results[key]["rps"] / results["local"]["rps"]
+    return results
 
 
-def bench_batch(
-    model_dir: Path, sentences: list[str], args: argparse.Namespace, root: Path, env: dict
-) -> dict:
-    src = root / "items.jsonl"
-    src.write_text(
-        "".join(json.dumps({"text": s}, ensure_ascii=False) + "\n" for s in sentences[: args.items])
-    )
-    common = ["run", "text-classification", "-m", str(model_dir), "-i", str(src), "-b", "16"]
-    timings = {}
-    for name, extra in (("local", []), ("ray", ["--backend", "ray", "--workers", str(args.workers)])):
-        out = root / f"{name}.jsonl"
-        started = time.perf_counter()
-        subprocess.run([*AIFORGE, *common, "-o", str(out), *extra], check=True, env=env, capture_output=True)
-        timings[name] = args.items / (time.perf_counter() - started)
-    same = (root / "local.jsonl").read_bytes() == (root / "ray.jsonl").read_bytes()
-    return {
-        "local_items_s": timings["local"],
-        "ray_items_s": timings["ray"],
-        "ratio": timings["ray"] / timings["local"],
-        "identical_output": same,
-    }
+# ---- training ---------------------------------------------------------------------------------------------
+class StepClock(Callback):
+    """Appends the wall time of each optimizer step to ``path.<pid>`` (pickled by value to workers)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def on_step_end(self, state: Any) -> None:
+        with open(f"{self.path}.{os.getpid()}", "a") as fh:
+            fh.write(f"{time.time()}\n")
+
+
+def loop_steps_per_s(stamp: Path) -> float:
+    rates = []
+    for file in stamp.parent.glob(stamp.name + ".*"):
+        times = [float(t) for t in file.read_text().split()]
+        rates.append((len(times) - WARMUP_STEPS) / (times[-1] - times[WARMUP_STEPS - 1]))
+    return min(rates)  # workers step in lockstep; the slowest decides
 
 
 def bench_training(model_dir: Path, args: argparse.Namespace, root: Path) -> dict:
-    from aiforge.scale.train import train
+    from aiforge.scale.train import train as train_on_ray
     from aiforge.train import load_config
+    from aiforge.train.loop import train as train_locally
 
-    rates = {}
-    for workers in (1, 2):
-        config = load_config(
+    batch = 16
+
+    def config(name: str, threads: int):
+        return load_config(
             None,
             [
                 f"model={model_dir}",
-                f"output_dir={root / f'train-{workers}'}",
+                f"output_dir={root / f'train-{name}'}",
                 "data.train=packaged:nsmc_sample/train.tsv",
                 "data.validation_split=0.1",
-                "training.batch_size=16",
+                f"training.batch_size={batch}",
                 "training.max_length=64",
                 f"training.max_steps={args.steps}",
-                "training.num_threads=1",
+                f"training.num_threads={threads}",
                 "tracking.enabled=false",
                 "baseline=false",
             ],
         )
-        result = train(config, workers=workers, address=args.address)
-        rates[workers] = result.steps / result.seconds
-    return {
-        "steps_s_1": rates[1],
-        "steps_s_2": rates[2],
-        "ratio_steps": rates[2] / rates[1],
-        "ratio_samples": 2 * rates[2] / rates[1],
-    }
+
+    results = {}
+    for name, workers, cpus in (
+        ("local", 0, args.cpus),
+        ("ray_1", 1, args.cpus),
+        ("ray_2", 2, args.cpus // 2),
+    ):
+        stamp = root / f"steps-{name}"
+        clock = StepClock(str(stamp))
+        if workers == 0:
+            train_locally(config(name, cpus), callbacks=[clock], progress=False)
+        else:
+            train_on_ray(
+                config(name, cpus),
+                workers=workers,
+                cpus_per_worker=cpus,
+                address=args.address,
+                callbacks=[clock],
+            )
+        steps = loop_steps_per_s(stamp)
+        results[name] = {"steps_s": steps, "samples_s": steps * max(1, workers) * batch}
+        print(f"training {name}: {results[name]}", flush=True)
+    for name in ("ray_1", "ray_2"):
+        results[f"ratio_{name}_samples_vs_local"] = results[name]["samples_s"] / results["local"]["samples_s"]
+    results["ratio_2_vs_1_steps"] = results["ray_2"]["steps_s"] / results["ray_1"]["steps_s"]
+    return results
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--requests", type=int, default=512)
+    parser.add_argument("--requests", type=int, default=1024)
     parser.add_argument("--clients", type=int, default=32)
-    parser.add_argument("--items", type=int, default=2000)
+    parser.add_argument("--items", type=int, default=10_000)
     parser.add_argument("--replicas", type=int, default=2)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--workers", type=int, default=None, help="batch actors (default: aiforge's)")
+    parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--cpus", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--only", default="batch,serving,training")
     args = parser.parse_args()
+    parts = set(args.only.split(","))
     env = {
         **os.environ,
         "HF_HUB_OFFLINE": "1",
@@ -164,40 +259,46 @@ def main() -> int:
     sentences = load_sentences(max(args.items, args.requests))
     port = free_port()
     args.address = f"127.0.0.1:{port}"
-    subprocess.run(
-        [
-            RAY,
-            "start",
-            "--head",
-            f"--port={port}",
-            "--node-ip-address=127.0.0.1",
-            f"--num-cpus={args.cpus}",
-            "--include-dashboard=false",
-            "--disable-usage-stats",
-            "--include-log-monitor=false",
-        ],
-        check=True,
-        env=env,
-        capture_output=True,
-    )
+    head = [
+        RAY, "start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1", f"--num-cpus={args.cpus}",
+        "--include-dashboard=false", "--disable-usage-stats", "--include-log-monitor=false",
+    ]  # fmt: skip
+    subprocess.run(head, check=True, env=env, capture_output=True)
+    results: dict = {}
     try:
         import ray
 
         ray.init(address=args.address, logging_level="WARNING")
-        results = {
-            "batch": bench_batch(model_dir, sentences, args, root, {**env, "RAY_ADDRESS": args.address}),
-            "serving": bench_serving(model_dir, sentences, args, root),
-            "training": bench_training(model_dir, args, root),
-        }
+        if "batch" in parts:
+            results["batch"] = bench_batch(
+                model_dir, sentences, args, root, {**env, "RAY_ADDRESS": args.address}
+            )
+        if "serving" in parts:
+            results["serving"] = bench_serving(model_dir, sentences, args, root)
+        if "training" in parts:
+            results["training"] = bench_training(model_dir, args, root)
     finally:
         subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True)
     print(json.dumps(results, indent=2))
-    print(
-        f"serving ray/local {results['serving']['ratio']:.2f}x; "
-        f"batch ray/local {results['batch']['ratio']:.2f}x; "
-        f"training 2 vs 1 workers {results['training']['ratio_steps']:.2f}x steps/s "
-        f"({results['training']['ratio_samples']:.2f}x samples/s)"
-    )
+    if "batch" in results:
+        b = results["batch"]
+        print(
+            f"batch {b['items']} items ray/local: steady {b['ratio_steady']:.2f}x, "
+            f"end-to-end {b['ratio_end_to_end']:.2f}x, identical output {b['identical_output']}"
+        )
+    if "serving" in results:
+        s = results["serving"]
+        print(
+            "serving ray/local: "
+            + ", ".join(f"{k[6:]} {v:.2f}x" for k, v in s.items() if k.startswith("ratio_"))
+        )
+    if "training" in results:
+        t = results["training"]
+        print(
+            f"training samples/s vs local: 1 worker {t['ratio_ray_1_samples_vs_local']:.2f}x, "
+            f"2 workers {t['ratio_ray_2_samples_vs_local']:.2f}x; 2 vs 1 workers "
+            f"{t['ratio_2_vs_1_steps']:.2f}x steps/s"
+        )
     return 0
 
 

@@ -231,7 +231,7 @@ def run(
     param: Annotated[list[str] | None, typer.Option("--param", "-p", help="task parameter KEY=VALUE")] = None,
     backend: BackendOption = "local",
     workers: Annotated[
-        int | None, typer.Option("--workers", min=1, help="Ray: actors running the model (default 1)")
+        int | None, typer.Option("--workers", min=1, help="Ray: model actors (default: one per cluster CPU)")
     ] = None,
     ray_address: RayAddressOption = None,
 ) -> None:
@@ -309,7 +309,7 @@ def _run_on_ray(
         batch_size=batch_size,
         device="cpu" if device == "auto" else device,
         params=parse_params(param),
-        workers=workers or 1,
+        workers=workers,
         address=ray_address,
     )
     if report.resumed_from:

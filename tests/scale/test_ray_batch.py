@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from aiforge.scale.batch import progress_file, resume_point, run_signature
 from tests.scale.conftest import Cluster
 from tests.tiny_models import make_tiny_bert
 
@@ -66,33 +68,58 @@ def run_ray(classifier: Path, reviews: Path, out: Path, cluster: Cluster) -> sub
     return result
 
 
-def test_ray_batch_inference_matches_local_in_input_order(
-    ray_cluster: Cluster, classifier: Path, reviews: Path, local_output: Path, tmp_path: Path
-):
-    out = tmp_path / "ray.jsonl"
-    result = run_ray(classifier, reviews, out, ray_cluster)
+@pytest.fixture(scope="module")
+def ray_output(ray_cluster: Cluster, classifier: Path, reviews: Path, tmp_path_factory) -> tuple[Path, str]:
+    """One complete Ray run (two actors), reused by the tests below; returns (output, stderr)."""
+    out = tmp_path_factory.mktemp("ray-out") / "ray.jsonl"
+    return out, run_ray(classifier, reviews, out, ray_cluster).stderr
+
+
+def test_ray_batch_inference_matches_local_in_input_order(ray_output: tuple[Path, str], local_output: Path):
+    out, stderr = ray_output
     assert out.read_text(encoding="utf-8") == local_output.read_text(encoding="utf-8")
     rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
     assert len(rows) == 151 and rows[7]["error"]["code"] == "AF-INPUT-002"
-    assert "1 input(s) failed" in result.stderr
+    assert "1 input(s) failed" in stderr
+    assert json.loads(progress_file(out).read_text(encoding="utf-8"))["complete"] is True
 
 
 def test_ray_batch_inference_resumes_a_partial_output(
-    ray_cluster: Cluster, classifier: Path, reviews: Path, local_output: Path, tmp_path: Path
+    ray_cluster: Cluster,
+    classifier: Path,
+    reviews: Path,
+    local_output: Path,
+    ray_output: tuple[Path, str],
+    tmp_path: Path,
 ):
+    # An interrupted run: the complete run's progress file, 70 whole lines and half of the 71st.
+    # The first line is marked, to prove the kept results are not computed again.
     out = tmp_path / "ray.jsonl"
-    run_ray(classifier, reviews, out, ray_cluster)
+    shutil.copy(progress_file(ray_output[0]), progress_file(out))
     expected = local_output.read_text(encoding="utf-8").splitlines(keepends=True)
-    # An interrupted run: 70 whole lines and half of the 71st. The first line is marked, to prove
-    # the kept results are not computed again.
     kept = ['{"kept": true}\n', *expected[1:70], expected[70][:9]]
     out.write_text("".join(kept), encoding="utf-8")
     result = run_ray(classifier, reviews, out, ray_cluster)
     assert f"kept {WINDOW} results" in result.stderr
     lines = out.read_text(encoding="utf-8").splitlines(keepends=True)
     assert lines[0] == '{"kept": true}\n' and lines[1:] == expected[1:]
-    # another input file (or model, or parameters) is not resumed from this output
+
+
+def test_output_of_another_input_is_started_over(reviews: Path, local_output: Path, tmp_path: Path):
+    """What a Ray run keeps is decided here, in the driver, before any Ray work: another input file
+    (or model, or parameters) than the one recorded in the progress file keeps nothing."""
+    out = tmp_path / "out.jsonl"
+    shutil.copy(local_output, out)
+    signature = run_signature("text-classification", "m", {}, 4, reviews)
+    progress_file(out).write_text(json.dumps({**signature, "complete": True}), encoding="utf-8")
+    assert resume_point(out, signature, WINDOW) == 128  # the same run: whole windows are kept
     other = reviews.with_name("other.jsonl")
     other.write_text('{"text": "하나"}\n', encoding="utf-8")
-    run_ray(classifier, other, out, ray_cluster)
-    assert len(out.read_text(encoding="utf-8").splitlines()) == 1
+    for changed in (
+        run_signature("text-classification", "m", {}, 4, other),
+        run_signature("text-classification", "other-model", {}, 4, reviews),
+        run_signature("text-classification", "m", {"top_k": 2}, 4, reviews),
+    ):
+        shutil.copy(local_output, out)
+        progress_file(out).write_text(json.dumps({**signature, "complete": True}), encoding="utf-8")
+        assert resume_point(out, changed, WINDOW) == 0 and out.read_bytes() == b""

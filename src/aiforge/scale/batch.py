@@ -1,10 +1,16 @@
-"""``aiforge run TASK -i BIG.jsonl -o out.jsonl --backend ray``: batch inference on Ray Data.
+"""``aiforge run TASK -i BIG.jsonl -o out.jsonl --backend ray``: batch inference on a Ray actor pool.
 
 The input is cut into the same windows ``Pipeline.stream`` uses locally (``batch_size *
-sort_window_batches`` items, length-sorted inside), one Ray Data row per window. A pool of actors
-(``map_batches`` with a class: each loads the pipeline once) runs ``pipe.predict(window)``, so every
-item meets the same batches, padding and postprocess as in a local run, and Ray Data hands the
-windows back in input order (``preserve_order``); each is appended to the output and flushed.
+sort_window_batches`` items, length-sorted inside). A pool of actors (each loads the pipeline once,
+and runs torch with one thread per CPU it holds) runs ``pipe.predict(window)``, so every item meets
+the same batches, padding and postprocess as in a local run.
+
+The driver streams: it reads the input as the pool consumes it, keeps at most ``IN_FLIGHT`` windows
+per actor in flight (so an actor never waits for its next window, and memory stays bounded however
+big the input), and appends each window's lines to the output, flushed, in input order.
+(Ray Data's ``from_items`` would need the whole input in the driver first, and its file readers
+need the file on every node, so the pool is driven directly.) An actor that dies is restarted by
+Ray and its windows are run again.
 
 Resume: a sidecar ``OUT.progress.json`` records what the output is (task, model, parameters, input
 file size and mtime). When it matches, a new run keeps the complete windows already written (a
@@ -14,6 +20,7 @@ continues where it stopped and the final file is the one an uninterrupted run wr
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -28,6 +35,7 @@ from aiforge.errors import AiforgeError
 log = logging.getLogger("aiforge.scale")
 
 ERROR_KEY = "__aiforge_error__"  # how a record that failed to read travels to a worker
+IN_FLIGHT = 2  # windows queued per actor: one running, one waiting
 
 
 @dataclass
@@ -50,23 +58,26 @@ class WindowRunner:
         params: dict[str, Any],
         size: int,
         env: dict[str, str],
+        threads: int = 1,
     ) -> None:
         os.environ.update(env)  # caches, offline mode and the registry, as the driver sees them
+        from aiforge.scale.cluster import calm_threads
+
+        calm_threads()
+        import torch
+
+        # one intra-op thread per CPU this actor holds: more would fight the other actors for cores
+        torch.set_num_threads(threads)
         from aiforge.tasks import load_pipeline
 
         self.pipe = load_pipeline(task, model, device=device, **params)
         self.pipe.ensure_setup()
         self.size = size
 
-    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
-        import numpy as np
-
-        lines = []
-        for window in batch["records"]:
-            raws = [decode_record(r) for r in json.loads(window)]
-            results = self.pipe.predict(raws, batch_size=self.size)
-            lines.append("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in results))
-        return {"start": batch["start"], "lines": np.array(lines, dtype=object)}
+    def run(self, records: list[Any]) -> str:
+        """One window's results as JSON lines."""
+        results = self.pipe.predict([decode_record(r) for r in records], batch_size=self.size)
+        return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in results)
 
 
 def encode_record(record: Any) -> Any:
@@ -91,18 +102,25 @@ def run_file(
     batch_size: int | None = None,
     device: str = "cpu",
     params: dict[str, Any] | None = None,
-    workers: int = 1,
+    workers: int | None = None,
     cpus_per_worker: float = 1,
     address: str | None = None,
     progress: bool = True,
 ) -> BatchReport:
-    """Run ``task`` over ``input_file`` on Ray, writing JSON lines to ``output`` (stdout when None)."""
-    from aiforge import io
-    from aiforge.scale.cluster import connect, quiet_data_context, worker_env
-    from aiforge.tasks import get_task
+    """Run ``task`` over ``input_file`` on Ray, writing JSON lines to ``output`` (stdout when None).
 
+    ``workers`` actors of ``cpus_per_worker`` CPUs each (default: as many as the cluster's CPUs hold,
+    never more than there are windows); each runs torch with one thread per CPU it holds.
+    """
+    from aiforge import io
+    from aiforge.models import resolve
+    from aiforge.scale.cluster import connect, require_ray, worker_env
+    from aiforge.tasks import default_model_ref, get_task
+
+    require_ray()  # a missing install is the first thing to fix
     spec = get_task(task)
     cls = spec.load_class()
+    resolve(model or default_model_ref(spec), spec.name)  # a typo fails now, before any actor starts
     params = params or {}
     size = max(1, batch_size or cls.default_batch_size)
     window = size * cls.sort_window_batches
@@ -112,32 +130,27 @@ def run_file(
         report.resumed_from = resume_point(output, signature, window)
     fields = cls.Input.model_fields
     records = (io.project_record(r, fields, cls.primary_field, column) for r in io.read_records(input_file))
-    rows = list(windows(records, window, skip=report.resumed_from))
+    chunks = windows(records, window, skip=report.resumed_from)
     total = io.count_records(input_file)
+    left = None if total is None else max(0, total - report.resumed_from)
 
     sink: TextIO = output.open("a", encoding="utf-8") if output is not None else sys.stdout
     try:
-        if rows:
+        first = next(chunks, None)
+        if first is not None:
             ray = connect(address)
-            quiet_data_context(preserve_order=True)
-            ds = ray.data.from_items(rows, override_num_blocks=len(rows)).map_batches(
-                WindowRunner,
-                fn_constructor_kwargs={
-                    "task": spec.name,
-                    "model": model,
-                    "device": device,
-                    "params": params,
-                    "size": size,
-                    "env": worker_env(),
-                },
-                batch_size=1,
-                batch_format="numpy",
-                concurrency=max(1, workers),
-                num_cpus=cpus_per_worker,
+            n_windows = -(-left // window) if left is not None else None
+            runner = ray.remote(WindowRunner).options(
+                num_cpus=cpus_per_worker, max_restarts=3, max_task_retries=3
             )
+            pool = [
+                runner.remote(
+                    spec.name, model, device, params, size, worker_env(), max(1, int(cpus_per_worker))
+                )
+                for _ in range(pool_size(ray, workers, cpus_per_worker, n_windows))
+            ]
             bar = _progress(total, report.resumed_from, progress)
-            for row in ds.iter_rows():
-                text = row["lines"]
+            for text in run_ordered(ray, pool, itertools.chain([first], chunks)):
                 sink.write(text)
                 sink.flush()
                 n = text.count("\n")
@@ -145,6 +158,8 @@ def run_file(
                 report.failures += sum(1 for line in text.splitlines() if _is_error(line))
                 bar.update(n)
             bar.close()
+            for actor in pool:
+                ray.kill(actor)
     finally:
         if output is not None:
             sink.close()
@@ -155,19 +170,76 @@ def run_file(
     return report
 
 
-def windows(records: Iterator[Any], window: int, skip: int = 0) -> Iterator[dict[str, Any]]:
-    """``{"start": index, "records": JSON list}`` per ``window`` records, after the first ``skip``."""
+def pool_size(ray: Any, workers: int | None, cpus_per_worker: float, n_windows: int | None) -> int:
+    """``workers``, else one actor per ``cpus_per_worker`` of the cluster's CPUs; at most one per window."""
+    if workers is None:
+        workers = int(ray.cluster_resources().get("CPU", 1) // cpus_per_worker)
+    return max(1, min(workers, n_windows or workers))
+
+
+def run_ordered(ray: Any, pool: list[Any], chunks: Iterator[list[Any]]) -> Iterator[str]:
+    """Each window's result, in input order, keeping ``IN_FLIGHT`` windows queued on every actor.
+
+    The next window goes to the actor with the fewest in flight; ``chunks`` is read only as fast as
+    the pool works through it.
+    """
+    load = dict.fromkeys(range(len(pool)), 0)
+    pending: dict[Any, tuple[int, int]] = {}  # result ref -> (window index, actor)
+    done: dict[int, Any] = {}
+    submitted = emitted = 0
+    exhausted = False
+    while True:
+        while not exhausted and len(pending) < IN_FLIGHT * len(pool):
+            chunk = next(chunks, None)
+            if chunk is None:
+                exhausted = True
+                break
+            actor = min(load, key=load.__getitem__)
+            pending[pool[actor].run.remote(chunk)] = (submitted, actor)
+            load[actor] += 1
+            submitted += 1
+        if not pending:
+            return
+        ready, _ = ray.wait(list(pending), num_returns=1)
+        for ref in ready:
+            index, actor = pending.pop(ref)
+            load[actor] -= 1
+            done[index] = ref
+        while emitted in done:
+            yield fetch(ray, done.pop(emitted))
+            emitted += 1
+
+
+def fetch(ray: Any, ref: Any) -> str:
+    """``ray.get``, with a pool that could not start (the model failed to load) as AF-RAY-003."""
+    from ray.exceptions import RayActorError, RayTaskError
+
+    try:
+        return ray.get(ref)
+    except RayTaskError as exc:
+        if isinstance(exc.cause, AiforgeError):
+            raise exc.cause from None
+        raise
+    except RayActorError as exc:
+        raise AiforgeError(
+            "AF-RAY-003",
+            f"a batch actor stopped: {exc}",
+            "the actor logs above have the traceback; rerun the same command to continue from the output",
+        ) from None
+
+
+def windows(records: Iterator[Any], window: int, skip: int = 0) -> Iterator[list[Any]]:
+    """Lists of ``window`` records (failed reads encoded for the trip), after the first ``skip``."""
     chunk: list[Any] = []
-    start = skip
     for index, record in enumerate(records):
         if index < skip:
             continue
         chunk.append(encode_record(record))
         if len(chunk) == window:
-            yield {"start": start, "records": json.dumps(chunk, ensure_ascii=False)}
-            start, chunk = start + window, []
+            yield chunk
+            chunk = []
     if chunk:
-        yield {"start": start, "records": json.dumps(chunk, ensure_ascii=False)}
+        yield chunk
 
 
 # ---- resume -------------------------------------------------------------------------------------------

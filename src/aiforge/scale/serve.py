@@ -94,6 +94,9 @@ class AppReplica:
 
     async def __init__(self, settings_json: str, env: dict[str, str]) -> None:  # type: ignore[misc]
         os.environ.update(env)  # caches, offline mode and the registry, as the driver sees them
+        from aiforge.scale.cluster import calm_threads
+
+        calm_threads()
         from aiforge.serve.app import create_app
 
         settings = ServeSettings.model_validate_json(settings_json)
