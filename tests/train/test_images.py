@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -207,3 +208,22 @@ def test_cli_reports_a_folder_without_classes_without_traceback(image_config, tm
     assert done.returncode == 2, done.stderr
     message = " ".join(done.stderr.split())  # the CLI wraps long lines
     assert "AF-DATA-003" in message and "has no class folders" in message and "Traceback" not in message
+
+
+def test_augmentation_presets_keep_digits_upright(image_config) -> None:
+    from torchvision import transforms as T
+
+    from aiforge.train.loop import prepare
+
+    def steps(augment: str) -> tuple[list[Any], Any]:
+        task = prepare(image_config(f"data.augment={augment}")).task
+        return list(getattr(task.train_transform, "transforms", [])), task
+
+    timm_steps, _ = steps("timm")
+    assert any(isinstance(t, T.RandomHorizontalFlip) for t in timm_steps)  # ImageNet's recipe mirrors
+    light_steps, _ = steps("light")
+    assert not any(isinstance(t, T.RandomHorizontalFlip) for t in light_steps)  # a mirrored 2 is no 2
+    crop = next(t for t in light_steps if "RandomResizedCrop" in type(t).__name__)  # timm's own subclass
+    assert tuple(crop.scale) == (0.5, 1.0)
+    _, plain = steps("none")
+    assert plain.train_transform is plain.eval_transform

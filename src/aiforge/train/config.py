@@ -69,6 +69,11 @@ class DataConfig(Section):
     image_size: int | None = Field(
         default=None, gt=0, description="images: resize to this many pixels; default: the backbone's own size"
     )
+    augment: Literal["timm", "light", "none"] = Field(
+        default="timm",
+        description="images: timm's ImageNet recipe (crops down to 8 %, flips, jitter); light (crops "
+        "down to 50 %, no flips: digits, text, small data); none",
+    )
 
 
 class TrainingConfig(Section):

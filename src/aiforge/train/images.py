@@ -125,8 +125,14 @@ class ImageClassificationTask(TextClassificationTask):
         from timm.data import create_transform
 
         self.data_config = data_config
-        self.train_transform = create_transform(**data_config, is_training=True)
         self.eval_transform = eval_transform or create_transform(**data_config, is_training=False)
+        augment = self.config.data.augment
+        if augment == "none":
+            self.train_transform = self.eval_transform
+        else:
+            # ImageNet's crop-to-8 % and mirror flips destroy small or orientation-bound images
+            light = {"scale": (0.5, 1.0), "hflip": 0.0, "color_jitter": None} if augment == "light" else {}
+            self.train_transform = create_transform(**data_config, is_training=True, **light)
 
     def save(self, model: torch.nn.Module, directory: Any) -> None:
         if not self.uses_timm:
