@@ -399,27 +399,26 @@ class Runtime:
 
 
 # ---- helpers ------------------------------------------------------------------------------------------
+def _each_or_4xx(step: Callable[[Any], Any], values: list[Any]) -> list[Any]:
+    """``step`` over every value; the first that fails fails the request with a 4xx naming it."""
+    out: list[Any] = []
+    for i, value in enumerate(values):
+        try:
+            out.append(step(value))
+        except Exception as exc:
+            raise preprocess_error(exc, i, len(values)) from None
+    return out
+
+
 def parse_inputs(runner: Pipeline, raws: list[Any]) -> list[TaskInput]:
     """Validate every input; the first bad one fails the request with a 4xx naming it."""
-    items: list[TaskInput] = []
-    for i, raw in enumerate(raws):
-        try:
-            items.append(runner.parse_input(raw))
-        except Exception as exc:
-            raise preprocess_error(exc, i, len(raws)) from None
-    return items
+    return _each_or_4xx(runner.parse_input, raws)
 
 
 def prepare(runner: Pipeline, raws: list[Any]) -> tuple[list[TaskInput], list[Any]]:
     """Validate and preprocess every input; the first bad one fails the request with a 4xx naming it."""
     items = parse_inputs(runner, raws)
-    features: list[Any] = []
-    for i, item in enumerate(items):
-        try:
-            features.append(runner.preprocess(item))
-        except Exception as exc:
-            raise preprocess_error(exc, i, len(raws)) from None
-    return items, features
+    return items, _each_or_4xx(runner.preprocess, items)
 
 
 def media_bytes(value: str, media: str) -> bytes:
