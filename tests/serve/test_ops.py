@@ -84,7 +84,10 @@ def registry_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[
 
     root = tmp_path_factory.mktemp("registry-models")
     client = registry.client()
-    experiment = client.create_experiment("serve-swap")
+    # artifacts beside the test's database, as aiforge's own runs do, never ./mlruns in the checkout
+    experiment = client.create_experiment(
+        "serve-swap", artifact_location=registry.artifact_root(registry.default_tracking_uri())
+    )
     run_ids = []
     client.create_registered_model("swap")
     for version, labels in enumerate(({0: "neg", 1: "pos"}, {0: "NEG-v2", 1: "POS-v2"}), start=1):
