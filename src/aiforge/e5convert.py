@@ -97,7 +97,7 @@ def read_packed(path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     shapes = _shapes(header)
     tensors: dict[str, np.ndarray] = {}
     for name, _dtype, count, offset, nbytes in entries:
-        rows, cols = shapes.get(name, (count, 1)) if "." in name else (count, 1)
+        rows, cols = shapes.get(name, (count, 1))
         chunk = data[offset : offset + nbytes]
         if nbytes == rows * cols * 4:
             tensors[name] = np.frombuffer(chunk, dtype=np.float32).reshape(rows, cols).copy()

@@ -355,15 +355,11 @@ class Batcher:
         return [s for s in slots if not s.job.done]
 
     def _preprocess_one(self, job: Job) -> None:
-        features = []
-        for index, item in enumerate(job.items):
-            try:
-                features.append(job.runner.preprocess(item))
-            except Exception as exc:
-                self._finish(job, "failed")
-                job.future.set_exception(preprocess_error(exc, index, len(job.items)))
-                return
-        job.features = features
+        try:
+            job.features = each_or_4xx(job.runner.preprocess, job.items)
+        except AiforgeError as exc:
+            self._finish(job, "failed")
+            job.future.set_exception(exc)
 
     async def _run_chunk(self, loop: asyncio.AbstractEventLoop, chunk: list[_Slot]) -> None:
         started = time.monotonic()
@@ -463,6 +459,17 @@ def _postprocess(runner: Pipeline, raw: Any, item: TaskInput) -> Any:
         return runner.postprocess(raw, item)
     except Exception as exc:
         return exc
+
+
+def each_or_4xx(step: Callable[[Any], Any], values: list[Any]) -> list[Any]:
+    """``step`` over every value; the first that fails fails the request with a 4xx naming it."""
+    out: list[Any] = []
+    for i, value in enumerate(values):
+        try:
+            out.append(step(value))
+        except Exception as exc:
+            raise preprocess_error(exc, i, len(values)) from None
+    return out
 
 
 def preprocess_error(exc: Exception, index: int, total: int) -> AiforgeError:

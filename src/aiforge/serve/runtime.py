@@ -28,7 +28,7 @@ from typing import Any
 
 from aiforge.errors import AiforgeError
 from aiforge.models import ModelRef, resolve
-from aiforge.serve.batcher import Batcher, preprocess_error
+from aiforge.serve.batcher import Batcher, each_or_4xx
 from aiforge.serve.metrics import ServeMetrics
 from aiforge.serve.settings import ModelSettings, ServeSettings
 from aiforge.tasks import default_model_ref, get_task, load_pipeline
@@ -399,26 +399,15 @@ class Runtime:
 
 
 # ---- helpers ------------------------------------------------------------------------------------------
-def _each_or_4xx(step: Callable[[Any], Any], values: list[Any]) -> list[Any]:
-    """``step`` over every value; the first that fails fails the request with a 4xx naming it."""
-    out: list[Any] = []
-    for i, value in enumerate(values):
-        try:
-            out.append(step(value))
-        except Exception as exc:
-            raise preprocess_error(exc, i, len(values)) from None
-    return out
-
-
 def parse_inputs(runner: Pipeline, raws: list[Any]) -> list[TaskInput]:
     """Validate every input; the first bad one fails the request with a 4xx naming it."""
-    return _each_or_4xx(runner.parse_input, raws)
+    return each_or_4xx(runner.parse_input, raws)
 
 
 def prepare(runner: Pipeline, raws: list[Any]) -> tuple[list[TaskInput], list[Any]]:
     """Validate and preprocess every input; the first bad one fails the request with a 4xx naming it."""
     items = parse_inputs(runner, raws)
-    return items, _each_or_4xx(runner.preprocess, items)
+    return items, each_or_4xx(runner.preprocess, items)
 
 
 def media_bytes(value: str, media: str) -> bytes:

@@ -52,8 +52,9 @@ class EncoderPipeline(Pipeline):
 
         location = self.model_ref.location
         self.tokenizer = transformers.AutoTokenizer.from_pretrained(location)
-        self.refuse_untrained_head(transformers.AutoConfig.from_pretrained(location))
-        self.model = getattr(transformers, self.auto_class).from_pretrained(location)
+        config = transformers.AutoConfig.from_pretrained(location)
+        self.refuse_untrained_head(config)
+        self.model = getattr(transformers, self.auto_class).from_pretrained(location, config=config)
         self.model.to(self.device).eval()
         self.max_length = int(
             getattr(self.params, "max_length", None)
