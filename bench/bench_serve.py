@@ -9,6 +9,8 @@ head is untrained, which does not change the cost of a forward pass) and the sam
   process, driven by CLIENTS concurrent keep-alive clients, one sentence per request.
 * **naive server**: FastAPI + ``transformers.pipeline`` called once per request (a sync endpoint,
   so FastAPI's thread pool runs requests concurrently), driven the same way.
+* **aiforge serve, fixed padding rule**: the same server with ``max_padding: 0.25`` (the rule before
+  the batcher's cost model), to show what cutting batches by measured cost buys.
 * **overload**: a burst of 10x the measured capacity at once: the excess must get 429 (never 5xx),
   memory stays bounded, and a normal load right after is served normally.
 
@@ -303,36 +305,8 @@ def main() -> int:
         flush=True,
     )
 
-    config = work / "serve.yaml"
-    port = free_port()
-    config.write_text(
-        json.dumps(
-            {
-                "port": port,
-                "demo": False,
-                "log_level": "warning",
-                "models": [
-                    {
-                        "name": "clf",
-                        "task": "text-classification",
-                        "model": str(model_dir),
-                        "device": args.device,
-                        "max_batch_size": args.max_batch_size,
-                        "max_wait_ms": args.max_wait_ms,
-                        "max_queue": args.max_queue,
-                        "timeout_s": 60,
-                    }
-                ],
-            }
-        )
-    )
-    server = start(aiforge_command(config), port, "/readyz", work / "aiforge.log")
-    try:
-        asyncio.run(drive(port, "/v1/models/clf/predict", bodies[:128], args.clients))  # warm-up
-        served = asyncio.run(drive(port, "/v1/models/clf/predict", bodies, args.clients))
-        overload = burst(server.pid, port, bodies, served.throughput, args.clients)
-    finally:
-        stop(server)
+    served, stats, overload = measure_server(work, model_dir, args, bodies, "auto", with_burst=True)
+    padded, padded_stats, _ = measure_server(work, model_dir, args, bodies, 0.25, with_burst=False)
 
     naive_port = free_port()
     naive = start(
@@ -358,8 +332,69 @@ def main() -> int:
     limit = max(offline[best_batch], offline_again)
 
     report(args, served, baseline, limit, best_batch, offline_again, overload)
+    print(
+        f"\nbatches: cost model {stats['batch']:.1f} items/batch ({stats['cost']}); "
+        f"fixed 25% padding rule {padded_stats['batch']:.1f} items/batch, {padded.throughput:.1f} req/s "
+        f"-> cost model / padding rule = {served.throughput / padded.throughput:.2f}x"
+    )
     shutil.rmtree(work, ignore_errors=True)
     return 0
+
+
+def measure_server(
+    work: Path,
+    model_dir: Path,
+    args: argparse.Namespace,
+    bodies: list[bytes],
+    max_padding: float | str,
+    with_burst: bool,
+) -> tuple[Load, dict[str, Any], dict[str, Any]]:
+    """One `aiforge serve` process: warm-up, the measured load, its batch statistics, and the burst."""
+    config = work / f"serve-{max_padding}.yaml"
+    port = free_port()
+    model = {
+        "name": "clf",
+        "task": "text-classification",
+        "model": str(model_dir),
+        "device": args.device,
+        "max_batch_size": args.max_batch_size,
+        "max_wait_ms": args.max_wait_ms,
+        "max_queue": args.max_queue,
+        "max_padding": max_padding,
+        "timeout_s": 60,
+    }
+    config.write_text(json.dumps({"port": port, "demo": False, "log_level": "warning", "models": [model]}))
+    server = start(aiforge_command(config), port, "/readyz", work / f"aiforge-{max_padding}.log")
+    try:
+        asyncio.run(drive(port, "/v1/models/clf/predict", bodies[:128], args.clients))  # warm-up
+        before = batch_stats(port)
+        served = asyncio.run(drive(port, "/v1/models/clf/predict", bodies, args.clients))
+        after = batch_stats(port)
+        overload = burst(server.pid, port, bodies, served.throughput, args.clients) if with_burst else {}
+    finally:
+        stop(server)
+    items, batches = after["items"] - before["items"], after["batches"] - before["batches"]
+    return served, {"batch": items / max(batches, 1), "cost": after["cost"]}, overload
+
+
+def batch_stats(port: int) -> dict[str, Any]:
+    """Items and forward passes so far, and the fitted batch cost, from the server's /metrics."""
+    _, body = asyncio.run(request_once(port, "GET", "/metrics"))
+    values: dict[str, float] = {}
+    for line in body.decode().splitlines():
+        if line.startswith(("aiforge_batch_size_sum", "aiforge_batch_size_count", "aiforge_batch_cost")):
+            name, _, value = line.rpartition(" ")
+            values[name] = float(value)
+    cost = {k.split('term="')[1].rstrip('"}'): v for k, v in values.items() if "batch_cost" in k}
+    return {
+        "items": sum(v for k, v in values.items() if k.startswith("aiforge_batch_size_sum")),
+        "batches": sum(v for k, v in values.items() if k.startswith("aiforge_batch_size_count")),
+        "cost": (
+            f"fitted {cost['fixed'] * 1000:.1f} ms + {cost['per_unit'] * 1000:.3f} ms/padded token"
+            if {"fixed", "per_unit"} <= cost.keys()
+            else "not fitted"
+        ),
+    }
 
 
 def burst(pid: int, port: int, bodies: list[bytes], capacity: float, clients: int) -> dict[str, Any]:

@@ -10,15 +10,17 @@ forms batches::
     preprocess the ones not yet preprocessed in ONE pipe.preprocess_many call (text: one tokenizer
         call for all the requests that arrived meanwhile, instead of one per request)
     sort them by pipe.length(features)       # similar lengths share a batch: little padding
-    cut the sorted run into batches of at most max_batch_size ITEMS (not requests), also cut where
-        padding would exceed max_padding (one long input never pads a whole batch)
+    cut the sorted run into batches of at most max_batch_size ITEMS (not requests), where this
+        model's measured cost says the run finishes soonest (batchplan.py), or where padding would
+        exceed max_padding when that is set (one long input never pads a whole batch)
     for each batch:
         raws = pipe.forward(features)         # in the model's one inference thread, off the loop
         answer each item; a request is answered when all its items are
 
-Why the padding bound: on a CPU, padded tokens cost as much as real ones, and a server only sees
-the requests in flight (64 clients: 64 items), not the 256-item sort windows of ``pipe.predict``.
-Cut at 25% padding, NSMC-length batches carry about as much padding as the offline loop's.
+Why cut at all: on a CPU, padded tokens cost as much as real ones, and a server only sees the
+requests in flight (64 clients: 64 items), not the 256-item sort windows of ``pipe.predict``.
+Why by cost: every forward pass also pays a fixed price, so fewer, slightly more padded batches
+often win; the batcher fits both prices from its own batches and cuts where the sum is least.
 
 The model always receives a list and returns a list, whatever the batch size. A request that
 times out or whose client disconnects is marked done: its queued items are skipped (a forward pass
@@ -40,6 +42,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiforge.errors import AiforgeError
+from aiforge.serve.batchplan import CostModel, cut_by_cost, cut_by_padding
 from aiforge.serve.metrics import ServeMetrics
 from aiforge.tasks.base import Pipeline, TaskInput
 
@@ -93,6 +96,7 @@ class Batcher:
         sort_window_batches: int,
         max_padding: float | None,
         max_wait_s: float,
+        cost_model: bool = False,
         max_queue: int,
         stall_after_s: float,
         metrics: ServeMetrics,
@@ -101,6 +105,8 @@ class Batcher:
         self.max_batch_size = max_batch_size
         self.window = max_batch_size * sort_window_batches
         self.max_padding = max_padding
+        # cost_model: cut batches by the fitted cost (max_padding is the rule until the fit is ready)
+        self.cost = CostModel() if cost_model else None
         self.max_wait_s = max_wait_s
         self.max_queue = max_queue
         self.stall_after_s = stall_after_s
@@ -274,21 +280,18 @@ class Batcher:
                     await self._run_chunk(loop, live)
 
     def _batches(self, slots: list[_Slot]) -> Iterator[list[_Slot]]:
-        """Consecutive runs of the length-sorted slots: at most ``max_batch_size`` items, and cut where
-        adding the next (longest so far) item would pad the batch beyond ``max_padding``."""
-        batch: list[_Slot] = []
-        real = 0  # tokens (or whatever length() counts) of the items in the batch
-        for slot in slots:
-            length = slot.job.lengths[slot.index]
-            padded = (len(batch) + 1) * length  # sorted: the new item sets the padded width
-            too_padded = self.max_padding is not None and padded > (1 + self.max_padding) * (real + length)
-            if batch and (len(batch) >= self.max_batch_size or too_padded):
-                yield batch
-                batch, real = [], 0
-            batch.append(slot)
-            real += length
-        if batch:
-            yield batch
+        """Consecutive runs of the length-sorted slots, cut by the fitted cost model when it is ready,
+        else by ``max_padding`` (both: at most ``max_batch_size`` items)."""
+        lengths = [s.job.lengths[s.index] for s in slots]
+        fit = self.cost.fit() if self.cost is not None else None
+        if fit is not None:
+            ends = cut_by_cost(lengths, self.max_batch_size, *fit)
+        else:
+            ends = cut_by_padding(lengths, self.max_batch_size, self.max_padding)
+        start = 0
+        for end in ends:
+            yield slots[start:end]
+            start = end
 
     async def _gather(self) -> str | None:
         """Wait for a due batch; returns why ("full", "timeout", "drain"); None once closed and empty."""
@@ -379,8 +382,17 @@ class Batcher:
         rate = len(chunk) / max(elapsed, 1e-6)
         self._items_per_s = rate if self._items_per_s == 0 else 0.8 * self._items_per_s + 0.2 * rate
         self._track_failures(outcomes)
+        if self.cost is not None and not any(isinstance(o, BaseException) for o in outcomes):
+            self._observe_cost(self.cost, chunk, elapsed)  # a re-run-one-by-one batch is no sample
         for slot, outcome in zip(chunk, outcomes, strict=True):
             self._deliver(slot, outcome)
+
+    def _observe_cost(self, cost: CostModel, chunk: list[_Slot], elapsed: float) -> None:
+        cost.observe(len(chunk) * max(s.job.lengths[s.index] for s in chunk), elapsed)
+        fit = cost.fit()
+        if fit is not None:
+            self.metrics.batch_cost.labels(self.name, "fixed").set(fit[0])
+            self.metrics.batch_cost.labels(self.name, "per_unit").set(fit[1])
 
     def _deliver(self, slot: _Slot, outcome: Any) -> None:
         job = slot.job

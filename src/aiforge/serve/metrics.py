@@ -9,6 +9,8 @@ What an operator asks, and the metric that answers it:
 * is it overloaded?                    ``aiforge_queue_depth{model}`` (items waiting),
   ``aiforge_queue_wait_seconds{model}``, ``aiforge_dropped_items_total{model,reason}``
 * is the model the bottleneck?         ``aiforge_inference_seconds{model}`` (one forward + postprocess)
+* why are batches cut where they are?  ``aiforge_batch_cost_seconds{model,term}``: the fitted cost of
+  one forward pass, term=fixed (seconds per batch) and term=per_unit (seconds per padded token)
 * what is deployed?                    ``aiforge_model_info{model,task,version}`` = 1
 """
 
@@ -66,6 +68,12 @@ class ServeMetrics:
             "forward pass + postprocess time per batch",
             ["model"],
             buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.batch_cost = Gauge(
+            "aiforge_batch_cost_seconds",
+            "fitted forward-pass cost the batcher cuts by: fixed + per_unit x batch size x longest item",
+            ["model", "term"],
             registry=r,
         )
         self.dropped = Counter(

@@ -118,6 +118,7 @@ class ServedModel:
             max_batch_size=s.max_batch_size or pipe.default_batch_size,
             sort_window_batches=s.sort_window_batches,
             max_padding=padding_limit(s.max_padding, pipe.device),
+            cost_model=s.max_padding == "auto" and pipe.device == "cpu",
             max_wait_s=s.max_wait_ms / 1000,
             max_queue=s.max_queue,
             stall_after_s=max(60.0, 4 * s.timeout_s),
@@ -457,7 +458,8 @@ def registry_run_id(ref: ModelRef) -> str | None:
 
 
 def padding_limit(setting: float | str | None, device: str) -> float | None:
-    """``max_padding`` for a device: "auto" is 0.25 on CPU and unlimited on accelerators."""
+    """``max_padding`` for a device: "auto" is 0.25 on CPU (the rule until the batcher's cost model
+    is fitted) and unlimited on accelerators."""
     if setting == "auto":
         return CPU_MAX_PADDING if device == "cpu" else None
     return None if setting is None else float(setting)

@@ -91,8 +91,8 @@ class ModelSettings(BaseModel):
     max_padding: float | Literal["auto"] | None = Field(
         "auto",
         description="cut a batch where padding tokens would exceed this fraction of its real tokens; "
-        "auto: 0.25 on CPU (padding costs compute there), no limit on GPUs (batch size matters more); "
-        "null: no limit",
+        "auto: on CPU, where the model's measured cost (fixed per batch + per padded token) says the "
+        "queued items finish soonest (0.25 until it is measured); no limit on GPUs; null: no limit",
     )
     max_wait_ms: float = Field(5.0, ge=0, le=60_000, description="longest an item waits for a batch to fill")
     max_queue: int = Field(1024, ge=1, description="most items waiting; beyond it requests get 429")
