@@ -10,7 +10,9 @@ start is not timed), and the MiniLM classifier of ``bench_serve.py`` is measured
   The outputs must be byte-identical.
 * **serving**: requests/s of ``aiforge serve`` (one process) vs the Ray deployment with one replica
   holding every CPU (like for like), then with ``--replicas`` replicas sharing them; same clients,
-  payloads and warm-up.
+  payloads and warm-up. Then the *Ray Serve floor*: a trivial deployment (constant JSON, no model)
+  behind the same proxy, the most any Ray Serve app could do here. Each row also gives the server
+  side's CPU-ms per request (the machine's busy CPU during the run, less the load generator's).
 * **training**: optimizer steps/s of the training loop alone (timed by a callback from step 3 on,
   so model loading, evaluation and saving are left out) for a local run using every core, Ray Train
   with 1 worker holding every CPU, and 2 workers with 1 CPU each; samples/s = steps/s x workers x
@@ -121,19 +123,64 @@ def serve_config(model_dir: Path, port: int, root: Path) -> Path:
     return path
 
 
+def busy_cpu_s() -> float:
+    """CPU seconds the whole machine has spent busy (every process, every core)."""
+    import psutil
+
+    times = psutil.cpu_times()
+    return sum(times) - times.idle - getattr(times, "iowait", 0.0)
+
+
 def load_run(port: int, bodies: list[bytes], clients: int) -> dict:
     asyncio.run(drive(port, "/v1/models/clf/predict", bodies[:128], clients))  # warm-up
+    busy, own = busy_cpu_s(), time.process_time()
     load = asyncio.run(drive(port, "/v1/models/clf/predict", bodies, clients))
+    # the server side's CPU: the machine's, less this process's (the load generator)
+    server_cpu_s = (busy_cpu_s() - busy) - (time.process_time() - own)
     return {
         "rps": load.throughput,
         "p50_ms": load.percentile(0.5),
         "p99_ms": load.percentile(0.99),
+        "cpu_ms_per_req": 1000 * server_cpu_s / max(1, load.ok),
         "statuses": load.statuses,
     }
 
 
+def floor_app() -> Any:
+    """The Ray Serve floor: one trivial raw-ASGI deployment (reads the body, answers a constant
+    JSON, no model) behind the same proxy, so the report shows what Ray's proxy and one hop cost
+    alone. Shaped like aiforge's gateway."""
+    from ray import serve
+
+    import aiforge.scale.serve as ray_serve
+
+    answer = b'{"outputs":[{"label":"positive","score":1.0}]}'
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(answer)).encode())]
+
+    async def constant(scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while (message := await receive())["type"] != "lifespan.shutdown":
+                await send({"type": message["type"] + ".complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        await ray_serve.read_body(receive, 1 << 20)
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": answer})
+
+    class Floor:
+        def __serve_build_asgi_app__(self) -> Any:
+            return constant
+
+    deployment = serve.deployment(
+        serve.ingress()(Floor), name="Floor", max_ongoing_requests=100_000, ray_actor_options={"num_cpus": 0}
+    )
+    return deployment.bind()
+
+
 def bench_serving(model_dir: Path, sentences: list[str], args: argparse.Namespace, root: Path) -> dict:
-    from aiforge.scale.serve import Scaling, deploy, undeploy
+    from ray import serve
+
+    from aiforge.scale.serve import Scaling, deploy, undeploy, wait_running
     from aiforge.serve import load_settings
 
     bodies = payloads(sentences[: args.requests])
@@ -156,6 +203,13 @@ def bench_serving(model_dir: Path, sentences: list[str], args: argparse.Namespac
         finally:
             undeploy()
         print(f"serving ray {replicas} replica(s): {results[f'ray_{replicas}']}", flush=True)
+    serve.run(floor_app(), name="floor", route_prefix="/", blocking=False)
+    try:
+        wait_running("floor")
+        results["ray_floor"] = load_run(ray_port, bodies, args.clients)
+    finally:
+        serve.delete("floor")
+    print(f"serving ray floor (trivial deployment): {results['ray_floor']}", flush=True)
     for key in list(results):
         if key.startswith("ray_"):
             results[f"ratio_{key}"] = results[key]["rps"] / results["local"]["rps"]
@@ -291,6 +345,14 @@ def main() -> int:
         print(
             "serving ray/local: "
             + ", ".join(f"{k[6:]} {v:.2f}x" for k, v in s.items() if k.startswith("ratio_"))
+        )
+        print(
+            "serving req/s (server CPU-ms per request): "
+            + ", ".join(
+                f"{k} {v['rps']:.1f} ({v['cpu_ms_per_req']:.2f})"
+                for k, v in s.items()
+                if not k.startswith("ratio_")
+            )
         )
     if "training" in results:
         t = results["training"]

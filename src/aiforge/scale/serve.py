@@ -12,8 +12,10 @@ are the same code, not a port of it. The replica takes traffic only once its mod
 warmed (its constructor waits), and Ray Serve's health check restarts a replica whose inference
 worker is stuck (``/readyz`` would call it unhealthy).
 
-The :class:`Gateway` forwards each HTTP request (scope + body) to a replica and streams the ASGI
-messages back, so server-sent events stream as locally. Why a gateway and not ``@serve.ingress``
+The :class:`Gateway` forwards each HTTP request (scope + body) to a replica and sends the ASGI
+messages back: a request that asks for a stream (``"stream": true``) takes a streaming call, so
+server-sent events stream as locally; every other request one plain call that returns the whole
+response (no per-chunk queue and yields on either side). Why a gateway and not ``@serve.ingress``
 on the replica: when a replica dies, Ray's proxy answers its in-flight requests with a bare 500;
 the gateway turns that into aiforge's retryable error (503, ``AF-RAY-003``, ``Retry-After: 1``),
 while Ray routes new requests to the other replicas and replaces the dead one.
@@ -31,7 +33,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,6 +91,49 @@ class Scaling:
 
 
 # ---- the replica: aiforge's own app ----------------------------------------------------------------
+class Exchange:
+    """One forwarded request inside a replica: the ``receive``/``send`` pair a server gives the app.
+
+    ``receive()`` hands over the body, then blocks until the response is complete or the caller has
+    gone (:meth:`close`) and says "http.disconnect", as uvicorn does; ``send`` passes each message
+    to ``deliver``. The app runs as :attr:`task`.
+    """
+
+    def __init__(
+        self, app: Any, scope: dict[str, Any], body: bytes, deliver: Callable[[dict[str, Any]], None]
+    ) -> None:
+        self._body: bytes | None = body
+        self._deliver = deliver
+        self._over = asyncio.Event()
+        self.complete = False  # the response's last body message has been sent
+        self.task = asyncio.ensure_future(app(dict(scope, state={}), self._receive, self._send))
+
+    async def _receive(self) -> dict[str, Any]:
+        if self._body is not None:
+            body, self._body = self._body, None
+            return {"type": "http.request", "body": body, "more_body": False}
+        await self._over.wait()
+        return {"type": "http.disconnect"}
+
+    async def _send(self, message: dict[str, Any]) -> None:
+        self._deliver(message)
+        if message["type"] == "http.response.body" and not message.get("more_body"):
+            self.complete = True
+            self._over.set()
+
+    async def close(self) -> None:
+        """Done, or the caller went away: ``receive()`` now says "http.disconnect", so a waiting
+        request drops its queued work as it does locally; then give the middleware a moment to
+        record the request's metrics."""
+        self._over.set()
+        if not self.task.done():
+            with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError, Exception):
+                await asyncio.wait_for(asyncio.shield(self.task), 10)
+            self.task.cancel()  # a no-op once it is done
+        elif not self.task.cancelled():
+            self.task.exception()  # seen (it was answered or raised already), so asyncio does not log it
+
+
 class AppReplica:
     """One replica: ``create_app(settings)`` with its lifespan entered; serves forwarded requests."""
 
@@ -118,48 +163,47 @@ class AppReplica:
             raise RuntimeError(f"unhealthy models: {stuck}")
 
     async def handle(self, scope: dict[str, Any], body: bytes) -> AsyncIterator[list[dict[str, Any]]]:
-        """Run one HTTP request through the app; yields its ASGI send messages, a few at a time."""
+        """Run one HTTP request through the app; yields its ASGI send messages as the app sends them
+        (a few at a time), so a streamed response (server-sent events) streams."""
         messages: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        finished = asyncio.Event()
-        delivered = False
-
-        async def receive() -> dict[str, Any]:
-            nonlocal delivered
-            if not delivered:
-                delivered = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            await finished.wait()  # like a server: "disconnect" once the response is complete
-            return {"type": "http.disconnect"}
-
-        async def send(message: dict[str, Any]) -> None:
-            await messages.put(message)
-
-        task = asyncio.ensure_future(self.app(dict(scope, state={}), receive, send))
+        exchange = Exchange(self.app, scope, body, messages.put_nowait)
         try:
-            while not finished.is_set():
+            while not (exchange.complete and messages.empty()):
                 getter = asyncio.ensure_future(messages.get())
-                await asyncio.wait({getter, task}, return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait({getter, exchange.task}, return_when=asyncio.FIRST_COMPLETED)
                 if not getter.done():
                     getter.cancel()
                     if messages.empty():
-                        task.result()  # the app failed (or returned without a complete response)
+                        exchange.task.result()  # the app failed (or returned without a complete response)
                         return
                     continue
                 chunk = [getter.result()]
                 while not messages.empty():
                     chunk.append(messages.get_nowait())
-                if any(m["type"] == "http.response.body" and not m.get("more_body") for m in chunk):
-                    finished.set()
                 yield chunk
         finally:
-            # Done, or the client went away (Ray cancels this generator): either way the app's
-            # receive() now says "http.disconnect", so a waiting request drops its queued work as
-            # it does locally; then give the middleware a moment to record the request's metrics.
-            finished.set()
-            with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError, Exception):
-                await asyncio.wait_for(asyncio.shield(task), 10)
-            if not task.done():
-                task.cancel()
+            await exchange.close()  # done, or the client went away (Ray cancels this generator)
+
+    async def handle_unary(self, scope: dict[str, Any], body: bytes) -> list[dict[str, Any]]:
+        """Run one HTTP request through the app; returns all its ASGI send messages at once.
+
+        For responses that do not stream: one plain call, without the streaming path's queue and
+        per-chunk yields (Ray Serve still sends every handle call as a generator internally, so on
+        the wire the two differ little; see bench/bench_ray.py for what a request costs).
+        """
+        messages: list[dict[str, Any]] = []
+        exchange = Exchange(self.app, scope, body, messages.append)
+        try:
+            # shielded: when Ray cancels this call (the client went away), close() first tells the
+            # app "http.disconnect", so a queued request drops its work as it does locally
+            await asyncio.shield(exchange.task)
+        except Exception:
+            if not exchange.complete:
+                raise
+            # the app failed after answering (Starlette re-raises after its 500 page): that answer stands
+        finally:
+            await exchange.close()
+        return messages
 
     async def __del__(self) -> None:
         """Graceful shutdown: drain the batchers like a local server does."""
@@ -172,6 +216,7 @@ def build_gateway(replicas: Any, max_body_bytes: int) -> Any:
     """A raw ASGI app that forwards each request to ``replicas`` (a deployment handle)."""
     from ray.exceptions import ActorUnavailableError, RayActorError
 
+    unary = replicas.options(method_name="handle_unary")
     streaming = replicas.options(stream=True, method_name="handle")
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -185,27 +230,37 @@ def build_gateway(replicas: Any, max_body_bytes: int) -> Any:
         body = await read_body(receive, max_body_bytes + 1)  # the app's own BodyLimit answers 413
         forwarded = forward_scope(scope)
         started = False
-        response = streaming.remote(forwarded, body)
-        watcher = asyncio.ensure_future(wait_disconnect(receive))
-        watcher.add_done_callback(lambda _: response.cancel())  # the client left: stop the replica's work
+
+        async def relay(messages: list[dict[str, Any]]) -> None:
+            nonlocal started
+            for message in messages:
+                if message["type"] == "http.response.start":
+                    started = True
+                    # Ray's proxy adds x-request-id itself (the id forward_scope passed on)
+                    message = {
+                        **message,
+                        "headers": [h for h in message["headers"] if h[0] != b"x-request-id"],
+                    }
+                await send(message)
+
+        stream = wants_stream(body)
+        response = (streaming if stream else unary).remote(forwarded, body)
         try:
-            async for chunk in response:
-                for message in chunk:
-                    if message["type"] == "http.response.start":
-                        started = True
-                        # Ray's proxy adds x-request-id itself (the id forward_scope passed on)
-                        message = {
-                            **message,
-                            "headers": [h for h in message["headers"] if h[0] != b"x-request-id"],
-                        }
-                    await send(message)
+            if stream:
+                async for chunk in response:
+                    await relay(chunk)
+            else:
+                await relay(await response)
+        except asyncio.CancelledError:
+            # the client left: Ray's proxy saw the disconnect and cancelled this request; stop the
+            # replica's work too (Ray's own recursive cancel does not reliably reach a handle call)
+            response.cancel()
+            raise
         except (RayActorError, ActorUnavailableError) as exc:
             if started:
                 raise  # the status is out already: cut the stream, the client sees it end early
             log.warning("a replica died while handling %s %s: %s", scope["method"], scope["path"], exc)
             await send_error(send, replica_died())
-        finally:
-            watcher.cancel()
 
     return app
 
@@ -222,9 +277,17 @@ def forward_scope(scope: dict[str, Any]) -> dict[str, Any]:
     return forwarded
 
 
-async def wait_disconnect(receive: Any) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass
+def wants_stream(body: bytes) -> bool:
+    """Whether the request asks for a streamed response (``"stream": true``, server-sent events):
+    only those take the streaming call. A false positive costs only that; a miss (the key spelled
+    with JSON escapes) still gets its whole answer, at once instead of streamed."""
+    if b'"stream"' not in body:
+        return False  # nearly every request, decided without parsing the body
+    try:
+        value = json.loads(body).get("stream")
+    except (ValueError, AttributeError):
+        return False  # not a JSON object: the app answers 4xx, whole
+    return value not in (None, False)
 
 
 async def read_body(receive: Any, limit: int) -> bytes:
