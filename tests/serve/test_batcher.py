@@ -10,6 +10,7 @@ import pytest
 
 from aiforge.errors import AiforgeError
 from aiforge.serve.batcher import Batcher, QueueFull
+from aiforge.serve.batchplan import CostModel
 from aiforge.serve.metrics import ServeMetrics
 from aiforge.serve.runtime import parse_inputs, prepare
 from aiforge.tasks import load_pipeline
@@ -117,24 +118,24 @@ def test_the_cost_model_samples_real_batches_and_merges_when_a_pass_is_dear(
     long_text = " ".join(["a much longer review that goes on"] * 8)
     words = ["good", "bad", "fine", "ok", "meh", "wow", "nice", "dull"]
 
-    async def scenario() -> tuple[Batcher, bool]:
+    async def scenario() -> tuple[Batcher, int, int]:
         batcher = make_batcher(max_batch_size=8, max_padding=0.25, cost_model=True)
         batcher.start()
         for n in range(1, 9):  # real batches of 1..8 short items feed the fit
             await batcher.wait(submit(batcher, pipe, words[:n]), 30)
         await batcher.wait(submit(batcher, pipe, [long_text, long_text]), 30)
         assert batcher.cost is not None
-        observed = batcher.cost.batches == len(recorder.calls) > 8
+        sampled, forward_calls = batcher.cost.batches, len(recorder.calls)
         recorder.calls.clear()
-        batcher.cost.__init__(min_batches=1)  # now a machine where each pass costs 1 s fixed:
+        batcher.cost = CostModel(min_batches=1)  # now a machine where each pass costs 1 s fixed:
         for padded in range(10, 510, 10):
             batcher.cost.observe(padded, 1.0 + 1e-3 * padded)
         await batcher.wait(submit(batcher, pipe, ["good", "bad", "fine", long_text]), 30)
         await batcher.close(5)
-        return batcher, observed
+        return batcher, sampled, forward_calls
 
-    batcher, observed = run(scenario())
-    assert observed, "every real forward pass is a sample for the fit"
+    batcher, sampled, forward_calls = run(scenario())
+    assert sampled == forward_calls > 8, "every real forward pass is a sample for the fit"
     assert recorder.calls == [[3, 3, 3, recorder.calls[0][-1]]], "padding is cheaper than a 2nd pass"
     gauge = batcher.metrics.batch_cost.labels("m", "fixed")._value.get()
     assert batcher.cost is not None and (fit := batcher.cost.fit()) is not None

@@ -117,8 +117,7 @@ class ServedModel:
             self.name,
             max_batch_size=s.max_batch_size or pipe.default_batch_size,
             sort_window_batches=s.sort_window_batches,
-            max_padding=padding_limit(s.max_padding, pipe.device),
-            cost_model=s.max_padding == "auto" and pipe.device == "cpu",
+            **batch_cutting(s.max_padding, pipe.device),
             max_wait_s=s.max_wait_ms / 1000,
             max_queue=s.max_queue,
             stall_after_s=max(60.0, 4 * s.timeout_s),
@@ -457,12 +456,13 @@ def registry_run_id(ref: ModelRef) -> str | None:
         return None
 
 
-def padding_limit(setting: float | str | None, device: str) -> float | None:
-    """``max_padding`` for a device: "auto" is 0.25 on CPU (the rule until the batcher's cost model
-    is fitted) and unlimited on accelerators."""
+def batch_cutting(setting: float | str | None, device: str) -> dict[str, Any]:
+    """The batcher's ``max_padding`` and ``cost_model`` for a ``max_padding`` setting: "auto" is the
+    fitted cost model on CPU (0.25 padding until it is fitted) and no limit on accelerators."""
     if setting == "auto":
-        return CPU_MAX_PADDING if device == "cpu" else None
-    return None if setting is None else float(setting)
+        on_cpu = device == "cpu"
+        return {"max_padding": CPU_MAX_PADDING if on_cpu else None, "cost_model": on_cpu}
+    return {"max_padding": None if setting is None else float(setting), "cost_model": False}
 
 
 async def warm_up(deployment: Deployment, sample: Any) -> None:
