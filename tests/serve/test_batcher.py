@@ -27,8 +27,20 @@ TEXTS = [
 
 
 @pytest.fixture(scope="module")
+def packed(model_dirs: dict[str, Path]) -> Pipeline:
+    """The classifier as it runs on a CPU: texts packed into rows, no padding."""
+    pipe = load_pipeline("text-classification", str(model_dirs["clf"]), device="cpu")
+    assert pipe.packs, "a BERT classifier on CPU runs packed"
+    return pipe
+
+
+@pytest.fixture(scope="module")
 def pipe(model_dirs: dict[str, Path]) -> Pipeline:
-    return load_pipeline("text-classification", str(model_dirs["clf"]), device="cpu")
+    """The same classifier on the padded path (what models that cannot pack, and GPUs, run)."""
+    pipe = load_pipeline("text-classification", str(model_dirs["clf"]), device="cpu")
+    pipe.packer = None
+    assert not pipe.packs
+    return pipe
 
 
 class Recorder:
@@ -91,6 +103,28 @@ def test_batches_count_items_sort_by_length_and_answer_in_order(pipe: Pipeline, 
         expected = pipe.predict(texts)
         assert [o["label"] for o in outputs] == [e["label"] for e in expected]
         assert [o["score"] for o in outputs] == pytest.approx([e["score"] for e in expected], abs=1e-5)
+
+
+def test_packed_batches_keep_arrival_order_cut_evenly_and_answer_as_padded(
+    packed: Pipeline, pipe: Pipeline, monkeypatch
+) -> None:
+    recorder = Recorder(packed)
+    monkeypatch.setattr(packed, "forward", recorder)
+    texts = TEXTS * 3  # 18 items, at most 8 per pass: 6 + 6 + 6, not 8 + 8 + 2
+
+    async def scenario() -> list[dict]:
+        batcher = make_batcher(max_batch_size=8, max_padding=0.25, cost_model=True)
+        batcher.start()
+        outputs = await batcher.wait(submit(batcher, packed, texts), 30)
+        await batcher.close(5)
+        return outputs
+
+    outputs = run(scenario())
+    lengths = [len(f["input_ids"]) for f in prepare(packed, texts)[1]]
+    assert recorder.calls == [lengths[:6], lengths[6:12], lengths[12:]], "arrival order, equal cuts"
+    expected = pipe.predict(texts)  # one at a time through the padded path
+    assert [o["label"] for o in outputs] == [e["label"] for e in expected]
+    assert [o["score"] for o in outputs] == pytest.approx([e["score"] for e in expected], abs=1e-5)
 
 
 def test_one_long_input_does_not_pad_the_whole_batch(pipe: Pipeline, monkeypatch) -> None:

@@ -13,6 +13,8 @@ forms batches::
     cut the sorted run into batches of at most max_batch_size ITEMS (not requests), where this
         model's measured cost says the run finishes soonest (batchplan.py), or where padding would
         exceed max_padding when that is set (one long input never pads a whole batch)
+    (a pipeline that packs texts without padding, ``pipe.packs``, skips both: its items keep
+        arrival order and are cut into the fewest, equal batches)
     for each batch:
         raws = pipe.forward(features)         # in the model's one inference thread, off the loop
         answer each item; a request is answered when all its items are
@@ -42,7 +44,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiforge.errors import AiforgeError
-from aiforge.serve.batchplan import CostModel, cut_by_cost, cut_by_padding
+from aiforge.serve.batchplan import CostModel, cut_by_cost, cut_by_padding, cut_evenly
 from aiforge.serve.metrics import ServeMetrics
 from aiforge.tasks.base import Pipeline, TaskInput
 
@@ -273,18 +275,22 @@ class Batcher:
             if not slots:
                 continue
             self.metrics.batches.labels(self.name, reason).inc()
-            slots.sort(key=lambda s: s.job.lengths[s.index])
-            for batch in self._batches(slots):
+            packs = slots[0].job.runner.packs
+            if not packs:
+                slots.sort(key=lambda s: s.job.lengths[s.index])
+            for batch in self._batches(slots, packs):
                 live = [s for s in batch if not s.job.done]  # requests may have timed out meanwhile
                 if live:
                     await self._run_chunk(loop, live)
 
-    def _batches(self, slots: list[_Slot]) -> Iterator[list[_Slot]]:
+    def _batches(self, slots: list[_Slot], packs: bool) -> Iterator[list[_Slot]]:
         """Consecutive runs of the length-sorted slots, cut by the fitted cost model when it is ready,
-        else by ``max_padding`` (both: at most ``max_batch_size`` items)."""
+        else by ``max_padding`` (both: at most ``max_batch_size`` items); packed: equal cuts."""
         lengths = [s.job.lengths[s.index] for s in slots]
         fit = self.cost.fit() if self.cost is not None else None
-        if fit is not None:
+        if packs:
+            ends = cut_evenly(len(slots), self.max_batch_size)
+        elif fit is not None:
             ends = cut_by_cost(lengths, self.max_batch_size, *fit)
         else:
             ends = cut_by_padding(lengths, self.max_batch_size, self.max_padding)
@@ -388,7 +394,7 @@ class Batcher:
             self._deliver(slot, outcome)
 
     def _observe_cost(self, cost: CostModel, chunk: list[_Slot], elapsed: float) -> None:
-        cost.observe(len(chunk) * max(s.job.lengths[s.index] for s in chunk), elapsed)
+        cost.observe(chunk[0].job.runner.batch_units([s.job.lengths[s.index] for s in chunk]), elapsed)
         fit = cost.fit()
         if fit is not None:
             self.metrics.batch_cost.labels(self.name, "fixed").set(fit[0])

@@ -114,6 +114,15 @@ class Pipeline(ABC):
         """Cost proxy used to bucket similar-length items into one batch (tokens, samples...)."""
         return 1
 
+    # Whether forward packs items of different lengths without padding (then batches need no sorting
+    # or cutting by length; see tasks/packing.py).
+    packs: bool = False
+
+    def batch_units(self, lengths: list[int]) -> int:
+        """The size of one forward pass over items of these lengths, in the units whose cost the
+        server's batcher fits: the padded size (items x longest) unless the pipeline packs."""
+        return len(lengths) * max(lengths, default=0)
+
     # ---- helpers subclasses may use ---------------------------------------------------------------
     @classmethod
     def parse_params(cls, params: dict[str, Any]) -> TaskParams:
@@ -177,8 +186,9 @@ class Pipeline(ABC):
         """Run any number of inputs lazily, in input order.
 
         Items are read in windows of ``batch_size * sort_window_batches``; inside a window they are
-        sorted by length so each batch pads little (on CPU, unsorted batching is slower than none),
-        then results are put back in input order. A bad item yields an error record, not an abort.
+        sorted by length so each batch pads little (on CPU, unsorted batching is slower than none;
+        a pipeline that packs keeps arrival order, see ``packs``), then results are put back in
+        input order. A bad item yields an error record, not an abort.
         """
         self.ensure_setup()
         size = max(1, batch_size or self.default_batch_size)
@@ -224,7 +234,8 @@ class Pipeline(ABC):
                 results[i] = {"error": feats.to_dict()}
             else:
                 parsed.append((i, item, feats))
-        parsed.sort(key=lambda entry: self.length(entry[2]))
+        if not self.packs:  # packed batches fill their rows best with mixed lengths
+            parsed.sort(key=lambda entry: self.length(entry[2]))
         for start in range(0, len(parsed), size):
             chunk = parsed[start : start + size]
             raw_outputs = self.forward([features for _, _, features in chunk])

@@ -2,7 +2,9 @@
 
 All four share :class:`EncoderPipeline`: tokenise one text in ``preprocess`` (so truncation is
 known per item and reported), pad a batch dynamically in ``forward`` (never to a fixed length:
-on CPU that padding costs more than the batching gains), return per-item numpy logits.
+on CPU that padding costs more than the batching gains), return per-item numpy logits. On a CPU,
+classification and entity models run packed instead (several texts per row, no padding at all:
+see ``packing.py``) once a probe batch shows the packed logits equal the padded ones.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pydantic import BaseModel, Field
 
 from aiforge.errors import AiforgeError
 from aiforge.tasks.base import Pipeline, TaskInput, TaskParams
+from aiforge.tasks.packing import Head, Packer, verified_packer
 
 
 def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -37,6 +40,11 @@ class LabelScore(BaseModel):
 
 class EncoderParams(TaskParams):
     max_length: int | None = Field(default=None, gt=1, description="token limit; default: the model's")
+    packing: bool = Field(
+        default=True,
+        description="on CPU, run several texts per row instead of padding (classification and entity "
+        "models; used only when the packed output matches the padded one on a probe at load)",
+    )
 
 
 class EncoderPipeline(Pipeline):
@@ -45,6 +53,15 @@ class EncoderPipeline(Pipeline):
     auto_class: ClassVar[str]  # name of the transformers Auto class
     # A checkpoint whose architectures lack this head (a bare encoder) would answer with a random head.
     trained_head: ClassVar[str | None] = None
+    # How the head reads the encoder when texts are packed (None: this task always pads).
+    packed_head: ClassVar[Head | None] = None
+    # Texts of different lengths to check packed against padded logits when a model loads.
+    PACKING_PROBE: ClassVar[tuple[str, ...]] = (
+        "짧다",
+        "배우들 연기가 정말 훌륭했고 음악도 좋았다. 다시 보고 싶은 영화.",
+        "A longer English sentence, so that the probe mixes lengths, scripts and word pieces in one row.",
+        "ok",
+    )
     default_batch_size = 16
 
     def setup(self) -> None:
@@ -62,6 +79,26 @@ class EncoderPipeline(Pipeline):
                 self.tokenizer.model_max_length, getattr(self.model.config, "max_position_embeddings", 512)
             )
         )
+        self.packer: Packer | None = None
+        if self.packed_head is not None and self.device == "cpu" and self.params.packing:
+            # (on accelerators padding is cheap and a dense mask would cost fused attention kernels)
+            self.packer = self._verified_packer(self.packed_head)
+
+    def _verified_packer(self, head: Head) -> Packer | None:
+        try:
+            probe = self.preprocess_many([self.parse_input(text) for text in self.PACKING_PROBE])
+            padded = self.padded_logits(probe)
+        except Exception:  # e.g. a slow tokenizer without offsets: the task's own check reports it
+            return None
+        return verified_packer(self.model, head, self.tokenizer.pad_token_id or 0, probe, padded)
+
+    @property
+    def packs(self) -> bool:
+        """Whether batches run packed (their cost follows their real tokens, not batch x longest)."""
+        return getattr(self, "packer", None) is not None
+
+    def batch_units(self, lengths: list[int]) -> int:
+        return sum(lengths) if self.packs else super().batch_units(lengths)
 
     def refuse_untrained_head(self, config: Any) -> None:
         architectures = getattr(config, "architectures", None) or []
@@ -138,14 +175,18 @@ class EncoderPipeline(Pipeline):
         with torch.inference_mode():
             return self.model(**{k: v.to(self.device) for k, v in self.pad(batch).items()})
 
-    def forward(self, batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Per item: its logits (token logits cut to its own length) plus its features, so
-        postprocess needs no second tokenisation."""
+    def padded_logits(self, batch: list[dict[str, Any]]) -> list[np.ndarray]:
+        """Per item: its logits (token logits cut to its own length), from one padded batch."""
         logits = self.run_model(batch).logits.float().cpu().numpy()
         return [
-            {**f, "logits": logits[i, : len(f["input_ids"])] if logits.ndim == 3 else logits[i]}
-            for i, f in enumerate(batch)
+            logits[i, : len(f["input_ids"])] if logits.ndim == 3 else logits[i] for i, f in enumerate(batch)
         ]
+
+    def forward(self, batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Per item: its logits plus its features, so postprocess needs no second tokenisation."""
+        packer = getattr(self, "packer", None)
+        logits = packer.logits(batch) if packer is not None and len(batch) > 1 else self.padded_logits(batch)
+        return [{**f, "logits": item_logits} for f, item_logits in zip(batch, logits, strict=True)]
 
     def id2label(self, i: int) -> str:
         return str(self.model.config.id2label.get(i, f"LABEL_{i}"))
@@ -175,6 +216,7 @@ class TextClassification(EncoderPipeline):
     Params = ClassificationParams
     auto_class = "AutoModelForSequenceClassification"
     trained_head = "ForSequenceClassification"
+    packed_head = "sequence"
 
     def postprocess(self, raw: dict[str, Any], item: TextInput) -> dict[str, Any]:
         logits = raw["logits"]
@@ -215,6 +257,7 @@ class TokenClassification(EncoderPipeline):
     Params = TokenParams
     auto_class = "AutoModelForTokenClassification"
     trained_head = "ForTokenClassification"
+    packed_head = "token"
 
     tokenize_kwargs = {"return_offsets_mapping": True}
 
