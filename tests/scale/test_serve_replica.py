@@ -17,7 +17,7 @@ class Replica(AppReplica):
     """The replica's request handling around a given app (no models to load, none to drain)."""
 
     def __init__(self, app: FastAPI) -> None:  # type: ignore[override]
-        self.app = app
+        self.web_app = app
 
     def __del__(self) -> None:  # type: ignore[override]
         pass

@@ -159,9 +159,10 @@ class AppReplica:
         from aiforge.serve.app import create_app
 
         settings = ServeSettings.model_validate_json(settings_json)
-        self.app = create_app(settings)
-        self.runtime = self.app.state.runtime
-        self._lifespan = self.app.router.lifespan_context(self.app)
+        # not ``self.app``: Ray's ingress wrapper (DirectReplica) has a property of that name
+        self.web_app = create_app(settings)
+        self.runtime = self.web_app.state.runtime
+        self._lifespan = self.web_app.router.lifespan_context(self.web_app)
         await self._lifespan.__aenter__()
         while any(m.state not in ("ready", "failed") for m in self.runtime.models.values()):
             await asyncio.sleep(0.05)  # take traffic only once loaded and warmed, like /readyz says
@@ -180,7 +181,7 @@ class AppReplica:
         """Run one HTTP request through the app; yields its ASGI send messages as the app sends them
         (a few at a time), so a streamed response (server-sent events) streams."""
         messages: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        exchange = Exchange(self.app, scope, body, messages.put_nowait)
+        exchange = Exchange(self.web_app, scope, body, messages.put_nowait)
         try:
             while not (exchange.complete and messages.empty()):
                 getter = asyncio.ensure_future(messages.get())
@@ -206,7 +207,7 @@ class AppReplica:
         the wire the two differ little; see bench/bench_ray.py for what a request costs).
         """
         messages: list[dict[str, Any]] = []
-        exchange = Exchange(self.app, scope, body, messages.append)
+        exchange = Exchange(self.web_app, scope, body, messages.append)
         try:
             # shielded: when Ray cancels this call (the client went away), close() first tells the
             # app "http.disconnect", so a queued request drops its work as it does locally
@@ -235,7 +236,7 @@ class DirectReplica(AppReplica):
     """
 
     def __serve_build_asgi_app__(self) -> Any:
-        app = self.app
+        app = self.web_app
 
         async def asgi(scope: dict[str, Any], receive: Any, send: Any) -> None:
             if scope["type"] == "lifespan":
@@ -427,9 +428,14 @@ def haproxy_available() -> bool:
 
 def haproxy_env(host: str) -> dict[str, str]:
     """The controller environment for a Serve instance aiforge starts with HAProxy; its fixed
-    ports (stats 8404, metrics 9101) become free ones so two clusters on one machine do not clash."""
+    ports (HAProxy's stats 8404 and metrics 9101, the fallback proxy's 8500) become free ones, so
+    two clusters on one machine do not clash."""
     env = {k: os.environ.get(k, v) for k, v in HAPROXY_ENV.items()}
-    for key in ("RAY_SERVE_HAPROXY_STATS_PORT", "RAY_SERVE_HAPROXY_METRICS_PORT"):
+    for key in (
+        "RAY_SERVE_HAPROXY_STATS_PORT",
+        "RAY_SERVE_HAPROXY_METRICS_PORT",
+        "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT",
+    ):
         env[key] = os.environ.get(key) or str(free_port(host))
     return env
 
@@ -446,7 +452,10 @@ def serve_uses_haproxy(timeout_s: float = 60) -> bool:
         if time.monotonic() > deadline:
             return False
         time.sleep(0.2)
-    return all(hasattr(proxy, "update_fallback_targets") for proxy in proxies.values())
+    # in HAProxy mode the head also runs a Python proxy ("fallback-NODE"), HAProxy's backup server
+    # for when no replica is up
+    ingress = [proxy for node, proxy in proxies.items() if not str(node).startswith("fallback-")]
+    return bool(ingress) and all(hasattr(proxy, "update_fallback_targets") for proxy in ingress)
 
 
 def serve_running() -> bool:
