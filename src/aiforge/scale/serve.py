@@ -159,6 +159,7 @@ class AppReplica:
         from aiforge.serve.app import create_app
 
         settings = ServeSettings.model_validate_json(settings_json)
+        self.max_body_bytes = settings.max_body_bytes
         # not ``self.app``: Ray's ingress wrapper (DirectReplica) has a property of that name
         self.web_app = create_app(settings)
         self.runtime = self.web_app.state.runtime
@@ -237,14 +238,46 @@ class DirectReplica(AppReplica):
 
     def __serve_build_asgi_app__(self) -> Any:
         app = self.web_app
+        # an answer given before the body was read (413, 401) first reads the rest of the body, as
+        # the gateway does: a server that closes with unread data resets the connection, and HAProxy
+        # then loses the answer (the client saw "disconnected without a response")
+        drain_limit = 2 * self.max_body_bytes
 
         async def asgi(scope: dict[str, Any], receive: Any, send: Any) -> None:
             if scope["type"] == "lifespan":
                 await acknowledge_lifespan(receive, send)  # ours ran in __init__; __del__ ends it
                 return
-            await app(scope, receive, send)
+
+            body_done = False
+
+            async def receive_tracked() -> dict[str, Any]:
+                nonlocal body_done
+                message = await receive()
+                body_done = body_done or message["type"] != "http.request" or not message.get("more_body")
+                return message
+
+            async def send_direct(message: dict[str, Any]) -> None:
+                if message["type"] == "http.response.start":
+                    # Ray's server puts the request's x-request-id (the id the app saw) on the
+                    # response itself: the app's copy would make it "id, id"
+                    message["headers"] = [h for h in message["headers"] if h[0].lower() != b"x-request-id"]
+                    if not body_done:
+                        await drain(receive_tracked, drain_limit)
+                await send(message)
+
+            await app(scope, receive_tracked, send_direct)
 
         return asgi
+
+
+async def drain(receive: Any, limit: int) -> None:
+    """Read and drop the rest of a request body (at most ``limit`` bytes more)."""
+    size = 0
+    while size <= limit:
+        message = await receive()
+        if message["type"] != "http.request" or not message.get("more_body"):
+            return
+        size += len(message.get("body", b""))
 
 
 async def acknowledge_lifespan(receive: Any, send: Any) -> None:
