@@ -19,8 +19,9 @@ its constructor returned, and HAProxy on the head node balances connections over
 connections). No Python hop between client and app: measured in bench/bench_ray.py, this is what
 takes Ray serving close to a local server. A replica that dies: the requests HAProxy had sent it
 and got no answer for are sent again to a live replica (``retry-on empty-response``, which aiforge
-sets: its endpoints only compute, so a replay is safe), new ones go to live replicas (connection
-refused is retried the same way) until the controller's new server list drops it. Not replayed: a
+sets: a replica's effects die with it, inference and /admin alike, so a replay is safe), new ones
+go to live replicas (connection refused is retried the same way) until the controller's new server
+list drops it. Not replayed: a
 request body larger than HAProxy's buffer (16 KiB), or a response already streaming; those end as
 HAProxy's error (Ray renders 502/503/504 as a plain ``500``) or a cut stream.
 
@@ -265,7 +266,16 @@ class DirectReplica(AppReplica):
                         await drain(receive_tracked, drain_limit)
                 await send(message)
 
-            await app(scope, receive_tracked, send_direct)
+            task = asyncio.ensure_future(app(scope, receive_tracked, send_direct))
+            try:
+                await asyncio.shield(task)
+            except asyncio.CancelledError:
+                # the client went away and Ray cancels the request: let the app see the disconnect
+                # (its receive() says "http.disconnect"), so queued work is dropped as it is locally
+                with contextlib.suppress(Exception, asyncio.CancelledError):
+                    await asyncio.wait_for(asyncio.shield(task), 10)
+                task.cancel()  # a no-op once it is done
+                raise
 
         return asgi
 
@@ -436,7 +446,8 @@ INGRESS_MODES = ("auto", "direct", "gateway")
 HAPROXY_ENV = {
     "RAY_SERVE_ENABLE_HA_PROXY": "1",
     # a request whose replica died before answering (connection refused, closed with no response)
-    # is sent again to another replica: every aiforge endpoint only computes, so a replay is safe
+    # is sent again to another replica: what a replica did (inference, its own /admin/reload or
+    # rollback) died with it, so a replay is safe
     "RAY_SERVE_HAPROXY_RETRY_ON": "conn-failure empty-response junk-response",
     # a stopping replica stays reachable this long for HAProxy to drop it (Ray's default is 30 s,
     # meant for cloud load balancers); HAProxy here reloads within ~0.1 s of the controller's news
