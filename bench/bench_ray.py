@@ -10,15 +10,19 @@ start is not timed), and the MiniLM classifier of ``bench_serve.py`` is measured
   The outputs must be byte-identical.
 * **serving**: requests/s of ``aiforge serve`` (one process) vs the Ray deployment with one replica
   holding every CPU (like for like), then with ``--replicas`` replicas sharing them; same clients,
-  payloads and warm-up. Then the *Ray Serve floor*: a trivial deployment (constant JSON, no model)
-  behind the same proxy, the most any Ray Serve app could do here. Each row also gives the server
-  side's CPU-ms per request (the machine's busy CPU during the run, less the load generator's).
+  payloads and warm-up; for each ``--ingress``: ``direct`` (HAProxy -> the replicas' own HTTP
+  servers) and ``gateway`` (Ray's Python proxy -> Gateway -> replicas), each on a Serve instance of
+  its own. Then, per ingress, the *Ray Serve floor*: a trivial ingress deployment (constant JSON, no
+  model) behind the same ingress, the most any Ray Serve app could do there. Each row also gives
+  the server side's CPU-ms per request (the machine's busy CPU during the run, less the load
+  generator's).
 * **training**: optimizer steps/s of the training loop alone (timed by a callback from step 3 on,
   so model loading, evaluation and saving are left out) for a local run using every core, Ray Train
   with 1 worker holding every CPU, and 2 workers with 1 CPU each; samples/s = steps/s x workers x
   batch size.
 
 Usage: python bench/bench_ray.py [--items 10000] [--requests 1024] [--replicas 2] [--only batch,serving]
+       [--ingress direct,gateway]
 Run it on an otherwise idle machine (on the shared box: under ``flock /tmp/aiforge-cpu.lock``).
 """
 
@@ -26,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
@@ -180,7 +185,7 @@ def floor_app() -> Any:
 def bench_serving(model_dir: Path, sentences: list[str], args: argparse.Namespace, root: Path) -> dict:
     from ray import serve
 
-    from aiforge.scale.serve import Scaling, deploy, undeploy, wait_running
+    from aiforge.scale.serve import Scaling, deploy, shutdown_serve, undeploy, wait_routed, wait_running
     from aiforge.serve import load_settings
 
     bodies = payloads(sentences[: args.requests])
@@ -193,23 +198,36 @@ def bench_serving(model_dir: Path, sentences: list[str], args: argparse.Namespac
     finally:
         stop(local)
     print(f"serving local: {results['local']}", flush=True)
-    ray_port = free_port()
-    settings = load_settings(serve_config(model_dir, ray_port, root))
-    for replicas in sorted({1, args.replicas}):
-        scaling = Scaling(replicas=replicas, cpus_per_replica=max(1, args.cpus // replicas))
-        deploy(settings, scaling, address=args.address)
+    for ingress in args.ingress.split(","):
+        shutdown_serve()  # the ingress is chosen when Serve starts
+        ray_port = free_port()
+        settings = load_settings(serve_config(model_dir, ray_port, root))
+        for replicas in sorted({1, args.replicas}):
+            scaling = Scaling(
+                replicas=replicas, cpus_per_replica=max(1, args.cpus // replicas), ingress=ingress
+            )
+            deploy(settings, scaling, address=args.address)
+            try:
+                results[f"ray_{ingress}_{replicas}"] = load_run(ray_port, bodies, args.clients)
+            finally:
+                undeploy()
+            print(
+                f"serving ray {ingress} {replicas} replica(s): {results[f'ray_{ingress}_{replicas}']}",
+                flush=True,
+            )
+        # the floor: a trivial app as the ingress deployment behind the same ingress (HAProxy ->
+        # replica, or Ray's proxy -> deployment)
+        serve.run(floor_app(), name="floor", route_prefix="/", blocking=False)
         try:
-            results[f"ray_{replicas}"] = load_run(ray_port, bodies, args.clients)
+            wait_running("floor")
+            wait_routed("127.0.0.1", ray_port, "/")
+            results[f"ray_{ingress}_floor"] = load_run(ray_port, bodies, args.clients)
         finally:
-            undeploy()
-        print(f"serving ray {replicas} replica(s): {results[f'ray_{replicas}']}", flush=True)
-    serve.run(floor_app(), name="floor", route_prefix="/", blocking=False)
-    try:
-        wait_running("floor")
-        results["ray_floor"] = load_run(ray_port, bodies, args.clients)
-    finally:
-        serve.delete("floor")
-    print(f"serving ray floor (trivial deployment): {results['ray_floor']}", flush=True)
+            serve.delete("floor")
+        print(
+            f"serving ray {ingress} floor (trivial deployment): {results[f'ray_{ingress}_floor']}", flush=True
+        )
+    shutdown_serve()
     for key in list(results):
         if key.startswith("ray_"):
             results[f"ratio_{key}"] = results[key]["rps"] / results["local"]["rps"]
@@ -299,6 +317,11 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--cpus", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--only", default="batch,serving,training")
+    parser.add_argument(
+        "--ingress",
+        default="direct,gateway",
+        help="serving: Ray ingresses to measure (direct, gateway, auto)",
+    )
     args = parser.parse_args()
     parts = set(args.only.split(","))
     env = {
@@ -332,6 +355,10 @@ def main() -> int:
         if "training" in parts:
             results["training"] = bench_training(model_dir, args, root)
     finally:
+        with contextlib.suppress(Exception):
+            from aiforge.scale.serve import shutdown_serve
+
+            shutdown_serve()  # its HAProxy would outlive `ray stop`
         subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True)
     print(json.dumps(results, indent=2))
     if "batch" in results:

@@ -459,6 +459,14 @@ def serve(
     detach: Annotated[
         bool, typer.Option("--detach", help="Ray: deploy and return, leave it serving")
     ] = False,
+    ingress: Annotated[
+        str | None,
+        typer.Option(
+            "--ingress",
+            help="Ray: direct (HAProxy -> replicas), gateway (Ray's proxy -> gateway -> replicas), "
+            "or auto (direct where HAProxy is available; the default)",
+        ),
+    ] = None,
 ) -> None:
     """Serve models over HTTP: dynamic batching, OpenAI-compatible routes, /demo, /metrics, auth."""
     from aiforge.serve import is_config_file, load_settings, run_server, server_urls
@@ -488,6 +496,7 @@ def serve(
         "max_replicas": max_replicas,
         "ray_address": ray_address,
         "detach": detach,
+        "ingress": ingress,
     }
     if check_backend(backend, **ray_only):
         from aiforge.scale.serve import Scaling
@@ -497,7 +506,8 @@ def serve(
             raise AiforgeError("AF-RAY-004", "--port 0 is not supported on Ray", "name a port: --port 8000")
         for label, url in server_urls(settings).items():
             err.print(f"{label}: {url}")
-        run_on_ray(settings, Scaling(replicas, min_replicas, max_replicas), ray_address, detach)
+        scaling = Scaling(replicas, min_replicas, max_replicas, ingress=ingress or "auto")
+        run_on_ray(settings, scaling, ray_address, detach)
         return
     for label, url in server_urls(settings).items():
         err.print(f"{label}: {url}")

@@ -91,6 +91,10 @@ def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         yield Cluster(address, {**env, "RAY_ADDRESS": address})
     finally:
         with contextlib.suppress(Exception):
+            from ray import serve
+
+            serve.shutdown()  # stops Serve's HAProxy, which `ray stop` would leave running
+        with contextlib.suppress(Exception):
             ray.shutdown()
         ray_stop(env)
 

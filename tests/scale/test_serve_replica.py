@@ -17,7 +17,7 @@ class Replica(AppReplica):
     """The replica's request handling around a given app (no models to load, none to drain)."""
 
     def __init__(self, app: FastAPI) -> None:  # type: ignore[override]
-        self.app = app
+        self.web_app = app
 
     def __del__(self) -> None:  # type: ignore[override]
         pass
@@ -117,3 +117,15 @@ def test_only_a_json_body_asking_for_a_stream_takes_the_streaming_call() -> None
     assert not wants_stream(b'["stream"]')
     assert not wants_stream(b'\xff"stream"')  # not JSON: the app answers it, whole
     assert not wants_stream(b"")
+
+
+def test_haproxy_settings_keep_what_the_environment_says(monkeypatch) -> None:
+    from aiforge.scale.serve import haproxy_env
+
+    monkeypatch.setenv("RAY_SERVE_HAPROXY_RETRY_ON", "conn-failure")
+    monkeypatch.setenv("RAY_SERVE_HAPROXY_STATS_PORT", "18404")
+    env = haproxy_env("127.0.0.1")
+    assert env["RAY_SERVE_ENABLE_HA_PROXY"] == "1" and env["RAY_SERVE_HAPROXY_RETRY_ON"] == "conn-failure"
+    assert env["RAY_SERVE_HAPROXY_STATS_PORT"] == "18404"
+    ports = {env["RAY_SERVE_HAPROXY_METRICS_PORT"], env["RAY_SERVE_FALLBACK_PROXY_HTTP_PORT"]}
+    assert len(ports) == 2 and all(p.isdigit() for p in ports)  # free ports instead of Ray's fixed ones

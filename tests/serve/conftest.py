@@ -40,6 +40,10 @@ class Server:
     base: str
     server: Any
     headers: dict[str, str] = field(default_factory=dict)
+    # how a client that gives up is counted in aiforge_dropped_items_total: "disconnect" when the
+    # server hears of it, as uvicorn always does; behind an HAProxy that does not always pass the
+    # client's close on to the server (Ray Serve's direct ingress), "timeout" is the other outcome
+    abandon_reasons: tuple[str, ...] = ("disconnect",)
 
     @property
     def app(self) -> Any:

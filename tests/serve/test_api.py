@@ -171,14 +171,23 @@ def test_full_queue_429_then_timeout_504_and_work_dropped(api: Server) -> None:
 
 
 def test_disconnected_client_drops_its_queued_work(api: Server) -> None:
-    before = api.metric("aiforge_dropped_items_total", model="slow", reason="disconnect")
+    def dropped() -> dict[str, float]:
+        return {
+            reason: api.metric("aiforge_dropped_items_total", model="slow", reason=reason)
+            for reason in ("disconnect", "timeout", "cancelled")
+        }
+
+    before = dropped()
     with api.client(timeout=0.15) as client, pytest.raises(httpx.ReadTimeout):
         predict(client, "slow", ["gone"])
-    for _ in range(50):
-        if api.metric("aiforge_dropped_items_total", model="slow", reason="disconnect") > before:
+    for _ in range(75):  # "slow" times out after 0.5 s: by then the item is dropped either way
+        if dropped() != before:
             break
         threading.Event().wait(0.02)
-    assert api.metric("aiforge_dropped_items_total", model="slow", reason="disconnect") == before + 1
+    after = dropped()
+    changed = {reason: after[reason] - before[reason] for reason in after if after[reason] != before[reason]}
+    assert len(changed) == 1 and next(iter(changed.values())) == 1, changed
+    assert next(iter(changed)) in api.abandon_reasons, changed
     assert api.metric("aiforge_queue_depth", model="slow") == 0
 
 
