@@ -39,6 +39,15 @@ from transformers import (
 VOCAB_SIZE = 30522  # the MiniLM WordPiece vocabulary
 PAD_ID, UNK_ID, CLS_ID, SEP_ID = 0, 100, 101, 102
 
+# The size of every tiny encoder (BERT here; RoBERTa, ELECTRA... in tests that build them by model type).
+TINY_ENCODER = {
+    "vocab_size": VOCAB_SIZE,
+    "hidden_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "intermediate_size": 64,
+}
+
 BertHead = Literal["qa", "seq-cls", "token-cls", "mlm"]
 _BERT_HEADS: dict[str, type[PreTrainedModel]] = {
     "qa": BertForQuestionAnswering,
@@ -114,11 +123,7 @@ def make_tiny_bert(
     else:
         id2label = {i: f"LABEL_{i}" for i in range(num_labels)}
     config = BertConfig(
-        vocab_size=VOCAB_SIZE,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
+        **TINY_ENCODER,
         max_position_embeddings=512,
         pad_token_id=PAD_ID,
         num_labels=num_labels,

@@ -11,7 +11,7 @@ from transformers import AutoConfig, AutoModelForSequenceClassification, AutoMod
 
 from aiforge.tasks import load_pipeline
 from aiforge.tasks.packing import ROW_TOKENS, pack, plan_rows, verified_packer
-from tests.tiny_models import VOCAB_SIZE, make_tiny_bert, save_bert_tokenizer
+from tests.tiny_models import TINY_ENCODER, make_tiny_bert, save_bert_tokenizer
 
 TEXTS = [
     "짧다",
@@ -28,11 +28,7 @@ def make_encoder(directory: Path, model_type: str, head: str) -> Path:
     """A tiny random encoder of ``model_type`` with a sequence or token head and the MiniLM tokenizer."""
     config = AutoConfig.for_model(
         model_type,
-        vocab_size=VOCAB_SIZE,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
+        **TINY_ENCODER,
         max_position_embeddings=520,
         pad_token_id=0,
         num_labels=3,
