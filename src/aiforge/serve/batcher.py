@@ -287,7 +287,7 @@ class Batcher:
         """Consecutive runs of the length-sorted slots, cut by the fitted cost model when it is ready,
         else by ``max_padding`` (both: at most ``max_batch_size`` items); packed: equal cuts."""
         lengths = [s.job.lengths[s.index] for s in slots]
-        fit = self.cost.fit() if self.cost is not None else None
+        fit = self.cost.fit() if self.cost is not None and not packs else None
         if packs:
             ends = cut_evenly(len(slots), self.max_batch_size)
         elif fit is not None:

@@ -145,7 +145,6 @@ class Packer:
         self.device = next(model.parameters()).device
         self.keys = (*[k for k in PACKED_KEYS if k in keys], "position_ids", "attention_mask")
         self.forward: torch.nn.Module = PackedForward(model, head, self.keys)
-        self.traced = False
 
     def logits(self, batch: list[dict[str, Any]]) -> list[np.ndarray]:
         packed = pack(batch, self.pad_id, self.position_offset, self.dtype, self.row_tokens)
@@ -168,7 +167,6 @@ class Packer:
         with torch.inference_mode(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the tracer's notes on Python values inside model code
             self.forward = torch.jit.trace(self.forward, tuple(self._args(packed)), check_trace=False)
-        self.traced = True
 
 
 def verified_packer(
@@ -178,17 +176,17 @@ def verified_packer(
     path's logits for the same features), else None (the reason is logged)."""
     try:
         packer = Packer(model, head, pad_id, tuple(probe[0]))
-        packer.logits(probe)
+        packed = packer.logits(probe)
     except Exception as exc:  # an architecture without the pieces packing needs
         log.info("sequence packing off for %s: %s: %s", type(model).__name__, type(exc).__name__, exc)
         return None
+    eager = packer.forward
     try:
         packer.trace(probe)
         packed = packer.logits(probe)  # the traced graph must generalise: checked below like the rest
     except Exception as exc:  # a model the tracer cannot record still packs, eagerly
         log.info("packed %s runs eagerly (tracing failed: %s)", type(model).__name__, exc)
-        packer = Packer(model, head, pad_id, tuple(probe[0]))
-        packed = packer.logits(probe)
+        packer.forward = eager
     if [a.shape for a in packed] != [b.shape for b in padded]:
         log.info("sequence packing off for %s: packed outputs have other shapes", type(model).__name__)
         return None

@@ -55,6 +55,7 @@ class EncoderPipeline(Pipeline):
     trained_head: ClassVar[str | None] = None
     # How the head reads the encoder when texts are packed (None: this task always pads).
     packed_head: ClassVar[Head | None] = None
+    packer: Packer | None = None  # set in setup() when packing is on and verified
     # Texts of different lengths to check packed against padded logits when a model loads.
     PACKING_PROBE: ClassVar[tuple[str, ...]] = (
         "짧다",
@@ -79,7 +80,7 @@ class EncoderPipeline(Pipeline):
                 self.tokenizer.model_max_length, getattr(self.model.config, "max_position_embeddings", 512)
             )
         )
-        self.packer: Packer | None = None
+        self.packer = None
         if self.packed_head is not None and self.device == "cpu" and self.params.packing:
             # (on accelerators padding is cheap and a dense mask would cost fused attention kernels)
             self.packer = self._verified_packer(self.packed_head)
@@ -95,7 +96,7 @@ class EncoderPipeline(Pipeline):
     @property
     def packs(self) -> bool:
         """Whether batches run packed (their cost follows their real tokens, not batch x longest)."""
-        return getattr(self, "packer", None) is not None
+        return self.packer is not None
 
     def batch_units(self, lengths: list[int]) -> int:
         return sum(lengths) if self.packs else super().batch_units(lengths)
@@ -184,7 +185,7 @@ class EncoderPipeline(Pipeline):
 
     def forward(self, batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Per item: its logits plus its features, so postprocess needs no second tokenisation."""
-        packer = getattr(self, "packer", None)
+        packer = self.packer
         logits = packer.logits(batch) if packer is not None and len(batch) > 1 else self.padded_logits(batch)
         return [{**f, "logits": item_logits} for f, item_logits in zip(batch, logits, strict=True)]
 
