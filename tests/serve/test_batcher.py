@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ from aiforge.errors import AiforgeError
 from aiforge.serve.batcher import Batcher, QueueFull
 from aiforge.serve.batchplan import CostModel
 from aiforge.serve.metrics import ServeMetrics
-from aiforge.serve.runtime import parse_inputs, prepare
+from aiforge.serve.runtime import inference_workers, parse_inputs, prepare
 from aiforge.tasks import load_pipeline
 from aiforge.tasks.base import Pipeline
 
@@ -125,6 +126,53 @@ def test_packed_batches_keep_arrival_order_cut_evenly_and_answer_as_padded(
     expected = pipe.predict(texts)  # one at a time through the padded path
     assert [o["label"] for o in outputs] == [e["label"] for e in expected]
     assert [o["score"] for o in outputs] == pytest.approx([e["score"] for e in expected], abs=1e-5)
+
+
+def test_two_workers_run_batches_side_by_side_each_with_its_own_torch_threads(
+    packed: Pipeline, pipe: Pipeline, monkeypatch
+) -> None:
+    import torch
+
+    meet = threading.Barrier(2, timeout=20)  # both batches must be inside forward at the same time
+    seen: list[tuple[str, int]] = []
+    forward = packed.forward
+
+    def side_by_side(batch: list[Any]) -> list[Any]:
+        seen.append((threading.current_thread().name, torch.get_num_threads()))
+        meet.wait()
+        return forward(batch)
+
+    monkeypatch.setattr(packed, "forward", side_by_side)
+    texts = TEXTS + TEXTS[:2]  # 8 items, 4 per pass: two batches
+
+    async def scenario() -> list[dict]:
+        batcher = make_batcher(max_batch_size=4, workers=2, torch_threads=1)
+        batcher.start()
+        outputs = await batcher.wait(submit(batcher, packed, texts), 30)
+        await batcher.close(5)
+        return outputs
+
+    outputs = run(scenario())
+    assert len({name for name, _ in seen}) == 2 and {threads for _, threads in seen} == {1}
+    assert torch.get_num_threads() >= 1  # the caller's own torch threads are untouched
+    expected = pipe.predict(texts)
+    assert [o["label"] for o in outputs] == [e["label"] for e in expected]
+    assert [o["score"] for o in outputs] == pytest.approx([e["score"] for e in expected], abs=1e-5)
+
+
+def test_auto_workers_split_the_cpu_threads_for_models_that_may_run_concurrently(
+    packed: Pipeline, model_dirs: dict[str, Path]
+) -> None:
+    import torch
+
+    threads = torch.get_num_threads()
+    assert packed.concurrent_forward
+    auto = inference_workers("auto", packed)
+    assert auto["workers"] == threads and auto["torch_threads"] == (1 if threads > 1 else None)
+    assert inference_workers(1, packed) == {"workers": 1, "torch_threads": None}
+    generator = load_pipeline("text-generation", str(model_dirs["gpt"]), device="cpu")
+    assert not generator.concurrent_forward  # generate() is no single model call: one worker
+    assert inference_workers("auto", generator)["workers"] == 1
 
 
 def test_one_long_input_does_not_pad_the_whole_batch(pipe: Pipeline, monkeypatch) -> None:

@@ -15,14 +15,21 @@ forms batches::
         exceed max_padding when that is set (one long input never pads a whole batch)
     (a pipeline that packs texts without padding, ``pipe.packs``, skips both: its items keep
         arrival order and are cut into the fewest, equal batches)
-    for each batch:
-        raws = pipe.forward(features)         # in the model's one inference thread, off the loop
+    for each batch, on the next free inference worker:
+        raws = pipe.forward(features)         # in an inference thread, off the loop
         answer each item; a request is answered when all its items are
 
 Why cut at all: on a CPU, padded tokens cost as much as real ones, and a server only sees the
 requests in flight (64 clients: 64 items), not the 256-item sort windows of ``pipe.predict``.
 Why by cost: every forward pass also pays a fixed price, so fewer, slightly more padded batches
 often win; the batcher fits both prices from its own batches and cuts where the sum is least.
+
+Workers: one inference thread by default. A pipeline whose forward is a pure model call
+(``Pipeline.concurrent_forward``) may get several on a CPU, each with its own torch thread
+count: on 2 cores, two workers with one torch thread each beat one worker with two (measured
+1.1-1.4x on MiniLM), and the event loop's work per request then slows one worker a little instead
+of stalling both of torch's threads at every barrier. The dispatcher takes from the queue only
+when a worker is free, so requests that arrive meanwhile still join the next batch.
 
 The model always receives a list and returns a list, whatever the batch size. A request that
 times out or whose client disconnects is marked done: its queued items are skipped (a forward pass
@@ -88,7 +95,7 @@ class _Slot:
 
 
 class Batcher:
-    """The queue, the dispatcher task and the single inference thread of one model."""
+    """The queue, the dispatcher task and the inference threads of one model."""
 
     def __init__(
         self,
@@ -102,6 +109,8 @@ class Batcher:
         max_queue: int,
         stall_after_s: float,
         metrics: ServeMetrics,
+        workers: int = 1,
+        torch_threads: int | None = None,
     ) -> None:
         self.name = name
         self.max_batch_size = max_batch_size
@@ -113,14 +122,23 @@ class Batcher:
         self.max_queue = max_queue
         self.stall_after_s = stall_after_s
         self.metrics = metrics
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"aiforge-infer-{name}")
+        self.workers = workers
+        self.torch_threads = torch_threads  # per worker; None: torch's process default
+        self.executor = ThreadPoolExecutor(
+            max_workers=workers,
+            thread_name_prefix=f"aiforge-infer-{name}",
+            initializer=set_torch_threads if torch_threads else None,
+            initargs=(torch_threads,) if torch_threads else (),
+        )
+        self._free_workers = asyncio.Semaphore(workers)
+        self._running: dict[asyncio.Task[None], float] = {}  # batches in flight -> when they started
+        self._worker_error: BaseException | None = None
         self._queue: deque[_Slot] = deque()
         self._queued = 0  # live items in the queue (done jobs' slots are skipped lazily)
         self._streams = 0  # open token streams, which also hold queue capacity
         self._arrived = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
-        self._busy_since: float | None = None
         self._failures = 0
         self._last_error = ""
         self._items_per_s = 0.0  # moving average, for Retry-After
@@ -157,7 +175,10 @@ class Batcher:
         if self._task.done() and not self._closing:
             exc = None if self._task.cancelled() else self._task.exception()
             return f"batch dispatcher stopped: {exc!r}"
-        if self._busy_since is not None and time.monotonic() - self._busy_since > self.stall_after_s:
+        if self._worker_error is not None:
+            return f"an inference worker failed: {self._worker_error!r}"
+        oldest = min(self._running.values(), default=None)
+        if oldest is not None and time.monotonic() - oldest > self.stall_after_s:
             return (
                 f"a forward pass has run for over {self.stall_after_s:.0f}s; the inference worker looks stuck"
             )
@@ -266,22 +287,48 @@ class Batcher:
 
     # ---- dispatching ----------------------------------------------------------------------------------
     async def _dispatch_forever(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            reason = await self._gather()
-            if reason is None:
-                return
-            slots = self._preprocess(self._take())
-            if not slots:
-                continue
-            self.metrics.batches.labels(self.name, reason).inc()
-            packs = slots[0].job.runner.packs
-            if not packs:
-                slots.sort(key=lambda s: s.job.lengths[s.index])
-            for batch in self._batches(slots, packs):
-                live = [s for s in batch if not s.job.done]  # requests may have timed out meanwhile
-                if live:
-                    await self._run_chunk(loop, live)
+        try:
+            while True:
+                # take from the queue only once a worker can run it: late arrivals join the batch
+                await self._free_workers.acquire()
+                reason = await self._gather()
+                if reason is None:
+                    return
+                slots = self._preprocess(self._take())
+                if not slots:
+                    self._free_workers.release()
+                    continue
+                self.metrics.batches.labels(self.name, reason).inc()
+                packs = slots[0].job.runner.packs
+                if not packs:
+                    slots.sort(key=lambda s: s.job.lengths[s.index])
+                for i, batch in enumerate(self._batches(slots, packs)):
+                    if i:
+                        await self._free_workers.acquire()
+                    live = [s for s in batch if not s.job.done]  # requests may have timed out meanwhile
+                    if live:
+                        self._start_chunk(live)
+                    else:
+                        self._free_workers.release()
+        finally:
+            self._free_workers.release()  # the slot held while gathering (or cancelled)
+            if self._running:
+                await asyncio.wait(list(self._running))
+
+    def _start_chunk(self, chunk: list[_Slot]) -> None:
+        """Run one batch on a worker; its slot is released when it is done."""
+        task = asyncio.get_running_loop().create_task(self._run_chunk(chunk))
+        self._running[task] = time.monotonic()
+        task.add_done_callback(self._chunk_done)
+
+    def _chunk_done(self, task: asyncio.Task[None]) -> None:
+        del self._running[task]
+        self._free_workers.release()
+        if not task.cancelled() and task.exception() is not None:
+            # _run_chunk turns model failures into per-item outcomes; anything else is a bug in the
+            # batcher itself: report it on /readyz rather than lose it in a task nobody awaits
+            self._worker_error = task.exception()
+            log.error("batch of model %s failed", self.name, exc_info=self._worker_error)
 
     def _batches(self, slots: list[_Slot], packs: bool) -> Iterator[list[_Slot]]:
         """Consecutive runs of the length-sorted slots, cut by the fitted cost model when it is ready,
@@ -370,7 +417,7 @@ class Batcher:
             self._finish(job, "failed")
             job.future.set_exception(exc)
 
-    async def _run_chunk(self, loop: asyncio.AbstractEventLoop, chunk: list[_Slot]) -> None:
+    async def _run_chunk(self, chunk: list[_Slot]) -> None:
         started = time.monotonic()
         for slot in chunk:
             self.metrics.queue_wait.labels(self.name).observe(started - slot.job.enqueued_at)
@@ -378,11 +425,8 @@ class Batcher:
         runner = chunk[0].job.runner
         features = [s.job.features[s.index] for s in chunk]  # type: ignore[index]
         items = [s.job.items[s.index] for s in chunk]
-        self._busy_since = started
-        try:
-            outcomes = await loop.run_in_executor(self.executor, infer, runner, features, items)
-        finally:
-            self._busy_since = None
+        loop = asyncio.get_running_loop()
+        outcomes = await loop.run_in_executor(self.executor, infer, runner, features, items)
         elapsed = time.monotonic() - started
         self.metrics.inference.labels(self.name).observe(elapsed)
         rate = len(chunk) / max(elapsed, 1e-6)
@@ -450,7 +494,14 @@ class Batcher:
         self.metrics.queue_depth.labels(self.name).set(self._queued)
 
 
-# ---- the inference thread's work ------------------------------------------------------------------------
+# ---- the inference threads' work ------------------------------------------------------------------------
+def set_torch_threads(threads: int) -> None:
+    """An inference thread's own torch intra-op thread count (OpenMP keeps it per calling thread)."""
+    import torch
+
+    torch.set_num_threads(threads)
+
+
 def infer(runner: Pipeline, features: list[Any], items: list[TaskInput]) -> list[Any]:
     """forward + postprocess of one batch; each item's outcome is its output dict or its exception.
 

@@ -122,6 +122,7 @@ class ServedModel:
             max_queue=s.max_queue,
             stall_after_s=max(60.0, 4 * s.timeout_s),
             metrics=self.metrics,
+            **inference_workers(s.workers, pipe),
         )
         batcher.start()
         deployment = Deployment(pinned, ref, version_of(ref), run_id, pipe, batcher)
@@ -163,6 +164,7 @@ class ServedModel:
             "loaded_at": int(dep.loaded_at) if dep else None,
             "queued_items": dep.batcher.queued if dep else 0,
             "max_batch_size": dep.batcher.max_batch_size if dep else self.settings.max_batch_size,
+            "inference_workers": dep.batcher.workers if dep else None,
             "request_params": self.settings.request_params,
             "previous_versions": list(self.history),
         }
@@ -463,6 +465,23 @@ def batch_cutting(setting: float | str | None, device: str) -> dict[str, Any]:
         on_cpu = device == "cpu"
         return {"max_padding": CPU_MAX_PADDING if on_cpu else None, "cost_model": on_cpu}
     return {"max_padding": None if setting is None else float(setting), "cost_model": False}
+
+
+def inference_workers(setting: int | str, pipe: Pipeline) -> dict[str, Any]:
+    """The batcher's ``workers`` and per-worker ``torch_threads`` for a ``workers`` setting.
+
+    On CPU the workers split torch's threads between them; "auto" gives a concurrent-safe model one
+    worker per thread (each with one thread: no OpenMP barrier for the event loop to stall).
+    """
+    if pipe.device != "cpu":
+        return {"workers": 1 if setting == "auto" else int(setting), "torch_threads": None}
+    import torch
+
+    threads = torch.get_num_threads()
+    if setting == "auto":
+        setting = threads if pipe.concurrent_forward else 1
+    workers = int(setting)
+    return {"workers": workers, "torch_threads": max(1, threads // workers) if workers > 1 else None}
 
 
 async def warm_up(deployment: Deployment, sample: Any) -> None:

@@ -27,7 +27,7 @@ import json
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -95,6 +95,12 @@ class ModelSettings(BaseModel):
         "queued items finish soonest (0.25 until it is measured); no limit on GPUs; null: no limit",
     )
     max_wait_ms: float = Field(5.0, ge=0, le=60_000, description="longest an item waits for a batch to fill")
+    workers: Annotated[int, Field(ge=1, le=64)] | Literal["auto"] = Field(
+        "auto",
+        description="inference threads running batches side by side; on CPU each gets an equal share "
+        "of torch's threads. auto: on CPU one per torch thread (each with one) for models whose "
+        "forward is a pure model call (text encoders), else 1",
+    )
     max_queue: int = Field(1024, ge=1, description="most items waiting; beyond it requests get 429")
     timeout_s: float = Field(30.0, gt=0, description="a request still unanswered after this gets 504")
     warmup: bool = Field(True, description="run one sample input before reporting ready")

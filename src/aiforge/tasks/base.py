@@ -117,6 +117,9 @@ class Pipeline(ABC):
     # Whether forward packs items of different lengths without padding (then batches need no sorting
     # or cutting by length; see tasks/packing.py).
     packs: bool = False
+    # Whether forward may run in several threads at once: a pure model call that keeps no state
+    # between batches (the server then runs one inference thread per CPU core, see serve/batcher.py).
+    concurrent_forward: ClassVar[bool] = False
 
     def batch_units(self, lengths: list[int]) -> int:
         """The size of one forward pass over items of these lengths, in the units whose cost the

@@ -64,6 +64,7 @@ class EncoderPipeline(Pipeline):
         "ok",
     )
     default_batch_size = 16
+    concurrent_forward = True  # forward is tensors in, logits out; the packer holds no per-call state
 
     def setup(self) -> None:
         import transformers
