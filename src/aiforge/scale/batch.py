@@ -227,6 +227,7 @@ def windows(records: Iterator[Any], window: int, skip: int = 0) -> Iterator[list
     if chunk:
         yield chunk
 
+
 # ---- resume -------------------------------------------------------------------------------------------
 def progress_file(output: Path) -> Path:
     return output.with_name(output.name + ".progress.json")
