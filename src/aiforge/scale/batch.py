@@ -1,21 +1,23 @@
 """``aiforge run TASK -i BIG.jsonl -o out.jsonl --backend ray``: batch inference on Ray Data.
 
-The run is one Ray Data pipeline:
+The run is one Ray Data pipeline, iterated by the driver as it streams:
 
-* ``InputRecords`` (``aiforge.scale.datasource``), a datasource over the input file. Its one read
-  task runs on the driver's node (the file need not exist on the others) and reads records the way
-  a local run does (``io.read_records``, the task's field projection, a malformed line as an error
-  record), in order, streaming: Ray Data pauses it while the blocks it made wait to be consumed,
-  so memory stays bounded however big the input.
-* ``repartition(target_num_rows_per_block=window, strict=True)`` cuts those records into exactly the
-  windows ``Pipeline.stream`` uses locally (``batch_size * sort_window_batches`` items).
+* ``read_datasource(InputRecords)`` (``aiforge.scale.datasource``): one read task, on the driver's
+  node (the file need not exist on the others), reads the records the way a local run does
+  (``io.read_records``: a malformed line becomes an error record in its place), in file order.
+* ``map_batches(project_records)``: the task's fields (``--column`` onto its primary field).
+* ``repartition(target_num_rows_per_block=window, strict=True)`` cuts the records into exactly the
+  windows ``Pipeline.stream`` uses locally (``batch_size * sort_window_batches`` items); Ray Data
+  runs it inside the projection's tasks. These three take no CPU from Ray's accounting (reading is
+  light next to the model, and the actors may hold every CPU).
 * ``map_batches(WindowPredictor, batch_size=window)`` on a fixed pool of actors
   (``ActorPoolStrategy``): each loads the pipeline once, runs torch with one thread per CPU it
   holds, and runs ``pipe.predict(window)``, so every item meets the same batches, padding and
   postprocess as in a local run and the JSON lines are byte-identical.
-* ``preserve_order``: the driver iterates the result as it streams in and appends each window's
-  lines to the output, flushed, in input order.
+* ``preserve_order``: the driver appends each window's lines to the output, flushed, in input order.
 
+Ray Data backpressures every stage (at most ``IN_FLIGHT`` windows queued per actor, read blocks
+of at most ``DataContext.target_max_block_size``), so memory stays bounded however big the input.
 Ray Data restarts an actor that dies and runs its batch again.
 
 Resume: a sidecar ``OUT.progress.json`` records what the output is (task, model, parameters, input
@@ -32,6 +34,7 @@ import logging
 import os
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
@@ -44,7 +47,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("aiforge.scale")
 
 ERROR_KEY = "__aiforge_error__"  # how a record that failed to read travels to a worker
-RECORD, LINE = "record", "line"  # the columns: a JSON-encoded input record, a result's JSON line
+RECORDS, LINES = "records", "lines"  # the columns: a window's records as JSON, its results' JSON lines
 IN_FLIGHT = 2  # windows queued per actor: one running, one waiting
 
 
@@ -85,11 +88,14 @@ class WindowPredictor:
         self.size = size
 
     def __call__(self, batch: pa.Table) -> pa.Table:
+        """Each window (a row) in ``batch``: its results as JSON lines, one string."""
         import pyarrow as pa
 
-        records = [decode_record(json.loads(r)) for r in batch.column(RECORD).to_pylist()]
-        results = self.pipe.predict(records, batch_size=self.size)
-        return pa.table({LINE: [json.dumps(r, ensure_ascii=False) + "\n" for r in results]})
+        return pa.table({LINES: [self.run(window) for window in batch.column(RECORDS).to_pylist()]})
+
+    def run(self, window: list[str]) -> str:
+        results = self.pipe.predict([decode_record(json.loads(r)) for r in window], batch_size=self.size)
+        return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in results)
 
 
 def encode_record(record: Any) -> str:
@@ -150,17 +156,17 @@ def run_file(
             ray = connect(address)
             from aiforge.scale.datasource import InputRecords
 
-            records = InputRecords(
-                input_file, list(cls.Input.model_fields), cls.primary_field, column,
-                skip=report.resumed_from, block=window,
-            )  # fmt: skip
-            n_windows = -(-left // window) if left is not None else None
             predictor = {
                 "task": spec.name, "model": model, "device": device, "params": params, "size": size,
                 "env": worker_env(), "threads": max(1, int(cpus_per_worker)),
             }  # fmt: skip
+            n_windows = -(-left // window) if left is not None else None
+            records = InputRecords(
+                input_file, list(cls.Input.model_fields), cls.primary_field, column,
+                window=window, skip=report.resumed_from,
+            )  # fmt: skip
             actors = pool_size(ray, workers, cpus_per_worker, n_windows)
-            results = predict_lines(ray, records, window, predictor, actors, cpus_per_worker)
+            results = predict_lines(ray, records, predictor, actors=actors, cpus_per_actor=cpus_per_worker)
             bar = _progress(total, report.resumed_from, progress)
             for text in results:
                 sink.write(text)
@@ -181,11 +187,11 @@ def run_file(
 
 
 def predict_lines(
-    ray: Any, records: Any, window: int, predictor: dict[str, Any], actors: int, cpus_per_actor: float
+    ray: Any, records: Any, predictor: dict[str, Any], *, actors: int, cpus_per_actor: float
 ) -> Iterator[str]:
     """Each window's JSON lines, in input order, as ``actors`` ``WindowPredictor``s produce them.
 
-    ``records`` is the ``InputRecords`` datasource; ``predictor`` the actors' constructor arguments.
+    ``records`` is the ``InputRecords`` datasource, ``predictor`` the actors' constructor arguments.
     """
     import ray.data
 
@@ -193,18 +199,59 @@ def predict_lines(
     context.execution_options.preserve_order = True
     context.enable_progress_bars = False  # the run draws its own, in items
     context.print_on_execution_start = False
-    # num_cpus=0: reading is light, and the actors may hold every CPU of the driver's node
-    dataset = ray.data.read_datasource(records, num_cpus=0)
-    lines = dataset.repartition(target_num_rows_per_block=window, strict=True).map_batches(
+    # A block per window, so each window is a task of its own for the pool: Ray Data would merge
+    # the read task's blocks up to this size (128 MiB by default), and one task's windows all run
+    # on one actor. A row is never split, so a window is never cut.
+    context.target_max_block_size = 1
+    windows_of_records = ray.data.read_datasource(
+        # no CPU from Ray's accounting: reading is light, and the actors may hold every CPU;
+        # one output block per read block (Ray Data would split them to reach its parallelism)
+        records,
+        num_cpus=0,
+        override_num_blocks=1,
+    )
+    lines = windows_of_records.map_batches(
         WindowPredictor,
-        batch_size=window,
+        batch_size=1,  # one window
         batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(size=actors, max_tasks_in_flight_per_actor=IN_FLIGHT),
         num_cpus=cpus_per_actor,
         fn_constructor_kwargs=predictor,
     )
-    for batch in lines.iter_batches(batch_size=None, batch_format="pyarrow"):
-        yield "".join(batch.column(LINE).to_pylist())
+    with surfaced_errors():
+        for batch in lines.iter_batches(batch_size=None, batch_format="pyarrow"):
+            yield "".join(batch.column(LINES).to_pylist())
+
+
+@contextmanager
+def surfaced_errors() -> Iterator[None]:
+    """An ``AiforgeError`` raised in a worker (a model that fails to load) as itself, an actor that
+    stopped for good as AF-RAY-003; anything else as Ray Data raises it."""
+    from ray.exceptions import RayActorError
+
+    try:
+        yield
+    except Exception as exc:
+        causes = list(_causes(exc))
+        cause = next((c for c in causes if isinstance(c, AiforgeError)), None)
+        if cause is not None:
+            raise cause from None
+        if any(isinstance(c, RayActorError) for c in causes):
+            raise AiforgeError(
+                "AF-RAY-003",
+                f"a batch actor stopped: {exc}",
+                "the actor logs above have the traceback; rerun the same command to continue from the output",
+            ) from None
+        raise
+
+
+def _causes(exc: BaseException | None) -> Iterator[BaseException]:
+    """``exc`` and what it wraps: chained exceptions and a ``RayTaskError``'s ``cause``."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        exc = getattr(exc, "cause", None) or exc.__cause__ or exc.__context__
 
 
 def pool_size(ray: Any, workers: int | None, cpus_per_worker: float, n_windows: int | None) -> int:

@@ -1,4 +1,4 @@
-"""``InputRecords``: an input file's records as a Ray Data dataset, read where the file is.
+"""``InputRecords``: an input file's windows of records as a Ray Data dataset, read where the file is.
 
 Kept apart from ``aiforge.scale.batch`` because a ``Datasource`` subclass imports Ray, and
 ``batch`` must import without it (a missing install is reported as AF-RAY-001).
@@ -16,17 +16,18 @@ from ray.data.block import BlockMetadata
 from ray.data.datasource import ReadTask
 
 from aiforge import io
-from aiforge.scale.batch import RECORD, encode_record, windows
+from aiforge.scale.batch import RECORDS, encode_record, windows
 
 
 class InputRecords(Datasource):
-    """The records of ``path`` after the first ``skip``, projected onto the task's fields.
+    """The input file's windows after the first ``skip`` records: one row each, its records as
+    JSON strings (column ``records``), projected onto the task's fields.
 
     Records are read as a local run reads them (``io.read_records``: a malformed line becomes an
-    error record in its place) by one read task: the output needs them in file order, and reading
-    costs little next to the model. ``supports_distributed_reads`` is False, so Ray Data runs that
-    task on the driver's node, where the file is. The task yields a block per ``block`` records and
-    Ray Data pauses it while its blocks wait, so it never holds the whole file.
+    error record in its place; ``io.project_record``) by one read task: the windows must come out
+    in file order, and reading costs little next to the model. ``supports_distributed_reads`` is
+    False, so Ray Data runs that task on the driver's node, where the file is. Ray Data pauses the
+    task while its blocks wait to be consumed, so it never holds the whole file.
     """
 
     def __init__(
@@ -36,12 +37,12 @@ class InputRecords(Datasource):
         primary: str | None,
         column: str | None,
         *,
+        window: int,
         skip: int = 0,
-        block: int = 1024,
     ) -> None:
         super().__init__()
         self.path, self.fields, self.primary, self.column = Path(path), fields, primary, column
-        self.skip, self.block = skip, block
+        self.window, self.skip = window, skip
 
     @property
     def supports_distributed_reads(self) -> bool:
@@ -62,5 +63,5 @@ class InputRecords(Datasource):
             io.project_record(record, fields, self.primary, self.column)
             for record in io.read_records(self.path)
         )
-        for chunk in windows(records, self.block, skip=self.skip):
-            yield pa.table({RECORD: [encode_record(r) for r in chunk]})
+        for chunk in windows(records, self.window, skip=self.skip):
+            yield pa.table({RECORDS: [[encode_record(r) for r in chunk]]})
