@@ -4,21 +4,25 @@ The run is one Ray Data pipeline, iterated by the driver as it streams:
 
 * ``read_datasource(InputRecords)`` (``aiforge.scale.datasource``): one read task, on the driver's
   node (the file need not exist on the others), reads the records the way a local run does
-  (``io.read_records``: a malformed line becomes an error record in its place), in file order.
-* ``map_batches(project_records)``: the task's fields (``--column`` onto its primary field).
-* ``repartition(target_num_rows_per_block=window, strict=True)`` cuts the records into exactly the
-  windows ``Pipeline.stream`` uses locally (``batch_size * sort_window_batches`` items); Ray Data
-  runs it inside the projection's tasks. These three take no CPU from Ray's accounting (reading is
-  light next to the model, and the actors may hold every CPU).
-* ``map_batches(WindowPredictor, batch_size=window)`` on a fixed pool of actors
+  (``io.read_records``, a malformed line as an error record in its place; the task's fields) and
+  cuts them into the windows ``Pipeline.stream`` uses locally (``batch_size *
+  sort_window_batches`` items): a row, and a block, per window. It takes no CPU from Ray's
+  accounting: reading is light next to the model, and the actors may hold every CPU.
+* ``map_batches(WindowPredictor, batch_size=1)`` (one window) on a fixed pool of actors
   (``ActorPoolStrategy``): each loads the pipeline once, runs torch with one thread per CPU it
   holds, and runs ``pipe.predict(window)``, so every item meets the same batches, padding and
   postprocess as in a local run and the JSON lines are byte-identical.
 * ``preserve_order``: the driver appends each window's lines to the output, flushed, in input order.
 
-Ray Data backpressures every stage (at most ``IN_FLIGHT`` windows queued per actor, read blocks
-of at most ``DataContext.target_max_block_size``), so memory stays bounded however big the input.
-Ray Data restarts an actor that dies and runs its batch again.
+Why a row per window rather than a row per record with ``batch_size=window``: Ray Data merges a
+read task's blocks (up to ``target_max_block_size``) and splits them again for parallelism, so
+record blocks reach the pool cut anywhere; a batch would then straddle two windows, and an item's
+padding, and so its scores, could differ from a local run. A strict ``repartition`` to ``window``
+rows restores exact windows, but runs as tasks that need a CPU each, and a pool
+holding every CPU then waits forever (measured: the run hangs on a 2-CPU cluster).
+
+Ray Data backpressures every stage (at most ``IN_FLIGHT`` windows queued per actor), so memory
+stays bounded however big the input, and restarts an actor that dies and runs its window again.
 
 Resume: a sidecar ``OUT.progress.json`` records what the output is (task, model, parameters, input
 file size and mtime). When it matches, a new run keeps the complete windows already written (a
@@ -34,7 +38,7 @@ import logging
 import os
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
@@ -139,7 +143,8 @@ def run_file(
     spec = get_task(task)
     cls = spec.load_class()
     resolve(model or default_model_ref(spec), spec.name)  # a typo fails now, before any actor starts
-    next(io.read_records(input_file), None)  # so does a missing or unsupported input
+    with closing(io.read_records(input_file)) as probe:  # so does a missing or unsupported input
+        next(probe, None)
     params = params or {}
     size = max(1, batch_size or cls.default_batch_size)
     window = size * cls.sort_window_batches
