@@ -208,13 +208,9 @@ def predict_lines(
     # the read task's blocks up to this size (128 MiB by default), and one task's windows all run
     # on one actor. A row is never split, so a window is never cut.
     context.target_max_block_size = 1
-    windows_of_records = ray.data.read_datasource(
-        # no CPU from Ray's accounting: reading is light, and the actors may hold every CPU;
-        # one output block per read block (Ray Data would split them to reach its parallelism)
-        records,
-        num_cpus=0,
-        override_num_blocks=1,
-    )
+    # num_cpus=0: reading is light, and the actors may hold every CPU. override_num_blocks=1: the
+    # one read task's blocks go out as they are (Ray Data would split them to reach its parallelism).
+    windows_of_records = ray.data.read_datasource(records, num_cpus=0, override_num_blocks=1)
     lines = windows_of_records.map_batches(
         WindowPredictor,
         batch_size=1,  # one window
