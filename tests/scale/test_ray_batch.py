@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import psutil
 import pytest
 
-from aiforge.scale.batch import progress_file, resume_point, run_signature
+from aiforge.scale.batch import RECORDS, decode_record, progress_file, resume_point, run_signature
 from tests.scale.conftest import Cluster
 from tests.tiny_models import make_tiny_bert
 
@@ -50,20 +53,18 @@ def local_output(classifier: Path, reviews: Path) -> Path:
     return out
 
 
-def run_ray(classifier: Path, reviews: Path, out: Path, cluster: Cluster) -> subprocess.CompletedProcess:
-    args = [
-        "run",
-        "text-classification",
-        "-m",
-        str(classifier),
-        "-i",
-        str(reviews),
-        "-o",
-        str(out),
-        "-b",
-        "4",
+def ray_command(classifier: Path, reviews: Path, out: Path, workers: int = 2) -> list[str]:
+    return [
+        *AIFORGE,
+        *("run", "text-classification", "-m", str(classifier), "-i", str(reviews), "-o", str(out)),
+        *("-b", "4", "--backend", "ray", "--workers", str(workers)),
     ]
-    result = aiforge(*args, "--backend", "ray", "--workers", "2", env=cluster.env)
+
+
+def run_ray(classifier: Path, reviews: Path, out: Path, cluster: Cluster) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        ray_command(classifier, reviews, out), capture_output=True, text=True, timeout=300, env=cluster.env
+    )
     assert result.returncode == 0, result.stderr
     return result
 
@@ -123,3 +124,73 @@ def test_output_of_another_input_is_started_over(reviews: Path, local_output: Pa
         shutil.copy(local_output, out)
         progress_file(out).write_text(json.dumps({**signature, "complete": True}), encoding="utf-8")
         assert resume_point(out, changed, WINDOW) == 0 and out.read_bytes() == b""
+
+
+def test_input_records_skip_whole_windows_and_keep_read_errors(reviews: Path):
+    """The datasource alone (no cluster): a one-row block per window after ``skip`` records, the
+    task's fields only, a malformed line as the error record a local run reads there."""
+    from aiforge.scale.datasource import InputRecords
+
+    def rows(skip: int) -> list[list]:
+        source = InputRecords(reviews, ["text"], "text", None, window=WINDOW, skip=skip)
+        blocks = list(source.read())
+        assert all(block.num_rows == 1 for block in blocks)
+        return [[decode_record(json.loads(r)) for r in block.column(RECORDS)[0].as_py()] for block in blocks]
+
+    whole = rows(0)
+    assert [len(b) for b in whole] == [64, 64, 23]
+    assert whole[0][7].code == "AF-INPUT-002"
+    assert whole[0][8] == {"text": "리뷰 7 " + "정말 재미있는 영화 " * 7}  # no "id": not a field of the task
+    assert rows(WINDOW) == whole[1:]
+
+
+@pytest.fixture(scope="module")
+def many_reviews(tmp_path_factory: pytest.TempPathFactory, classifier: Path) -> tuple[Path, Path]:
+    """6,000 reviews (94 windows) and their local output."""
+    path = tmp_path_factory.mktemp("many") / "reviews.jsonl"
+    path.write_text(
+        "".join(
+            json.dumps({"text": f"리뷰 {i} " + "재미있다 " * (i % 23)}, ensure_ascii=False) + "\n"
+            for i in range(6000)
+        ),
+        encoding="utf-8",
+    )
+    out = path.with_name("local.jsonl")
+    result = aiforge(
+        "run", "text-classification", "-m", str(classifier), "-i", str(path), "-o", str(out), "-b", "4"
+    )
+    assert result.returncode == 0, result.stderr
+    return path, out
+
+
+def batch_actors() -> list[psutil.Process]:
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        if "MapBatches(WindowPredictor)" in " ".join(process.info["cmdline"] or []):
+            found.append(process)
+    return found
+
+
+def test_three_actors_on_two_nodes_keep_input_order_through_a_killed_actor(
+    ray_cluster: Cluster, classifier: Path, many_reviews: tuple[Path, Path], tmp_path: Path
+):
+    """Three actors (the head's two CPUs and the worker node's one); once results flow, one actor is
+    killed (SIGKILL): Ray Data restarts it and runs its windows again, and the output is still the
+    local run's, byte for byte."""
+    reviews, local = many_reviews
+    out = tmp_path / "ray.jsonl"
+    command = ray_command(classifier, reviews, out, workers=3)
+    run = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=ray_cluster.env
+    )
+    killed = None
+    deadline = time.monotonic() + 240
+    while killed is None and run.poll() is None and time.monotonic() < deadline:
+        if out.exists() and out.stat().st_size > 0 and (actors := batch_actors()):
+            killed = actors[0].pid
+            actors[0].send_signal(signal.SIGKILL)
+        time.sleep(0.05)
+    _, stderr = run.communicate(timeout=300)
+    assert run.returncode == 0, stderr
+    assert killed is not None, "the run ended before an actor could be killed"
+    assert out.read_bytes() == local.read_bytes()

@@ -1,40 +1,57 @@
-"""``aiforge run TASK -i BIG.jsonl -o out.jsonl --backend ray``: batch inference on a Ray actor pool.
+"""``aiforge run TASK -i BIG.jsonl -o out.jsonl --backend ray``: batch inference on Ray Data.
 
-The input is cut into the same windows ``Pipeline.stream`` uses locally (``batch_size *
-sort_window_batches`` items, length-sorted inside). A pool of actors (each loads the pipeline once,
-and runs torch with one thread per CPU it holds) runs ``pipe.predict(window)``, so every item meets
-the same batches, padding and postprocess as in a local run.
+The run is one Ray Data pipeline, iterated by the driver as it streams:
 
-The driver streams: it reads the input as the pool consumes it, keeps at most ``IN_FLIGHT`` windows
-per actor in flight (so an actor never waits for its next window, and memory stays bounded however
-big the input), and appends each window's lines to the output, flushed, in input order.
-(Ray Data's ``from_items`` would need the whole input in the driver first, and its file readers
-need the file on every node, so the pool is driven directly.) An actor that dies is restarted by
-Ray and its windows are run again.
+* ``read_datasource(InputRecords)`` (``aiforge.scale.datasource``): one read task, on the driver's
+  node (the file need not exist on the others), reads the records the way a local run does
+  (``io.read_records``, a malformed line as an error record in its place; the task's fields) and
+  cuts them into the windows ``Pipeline.stream`` uses locally (``batch_size *
+  sort_window_batches`` items): a row, and a block, per window. It takes no CPU from Ray's
+  accounting: reading is light next to the model, and the actors may hold every CPU.
+* ``map_batches(WindowPredictor, batch_size=1)`` (one window) on a fixed pool of actors
+  (``ActorPoolStrategy``): each loads the pipeline once, runs torch with one thread per CPU it
+  holds, and runs ``pipe.predict(window)``, so every item meets the same batches, padding and
+  postprocess as in a local run and the JSON lines are byte-identical.
+* ``preserve_order``: the driver appends each window's lines to the output, flushed, in input order.
+
+Why a row per window rather than a row per record with ``batch_size=window``: Ray Data merges a
+read task's blocks (up to ``target_max_block_size``) and splits them again for parallelism, so
+record blocks reach the pool cut anywhere; a batch would then straddle two windows, and an item's
+padding, and so its scores, could differ from a local run. A strict ``repartition`` to ``window``
+rows restores exact windows, but runs as tasks that need a CPU each, and a pool
+holding every CPU then waits forever (measured: the run hangs on a 2-CPU cluster).
+
+Ray Data backpressures every stage (at most ``IN_FLIGHT`` windows queued per actor), so memory
+stays bounded however big the input, and restarts an actor that dies and runs its window again.
 
 Resume: a sidecar ``OUT.progress.json`` records what the output is (task, model, parameters, input
 file size and mtime). When it matches, a new run keeps the complete windows already written (a
-partly written last line or window is cut off) and only runs the rest, so an interrupted run
-continues where it stopped and the final file is the one an uninterrupted run writes.
+partly written last line or window is cut off) and the read task skips that many records, so an
+interrupted run continues where it stopped and the final file is the one an uninterrupted run
+writes.
 """
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
 import os
 import sys
 from collections.abc import Iterator
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from aiforge.errors import AiforgeError
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 log = logging.getLogger("aiforge.scale")
 
 ERROR_KEY = "__aiforge_error__"  # how a record that failed to read travels to a worker
+RECORDS, LINES = "records", "lines"  # the columns: a window's records as JSON, its results' JSON lines
 IN_FLIGHT = 2  # windows queued per actor: one running, one waiting
 
 
@@ -47,8 +64,8 @@ class BatchReport:
     failures: int = 0
 
 
-class WindowRunner:
-    """One actor of the pool: loads the pipeline once, runs whole windows through ``pipe.predict``."""
+class WindowPredictor:
+    """The ``map_batches`` callable: loads the pipeline once per actor, runs one window per call."""
 
     def __init__(
         self,
@@ -74,16 +91,21 @@ class WindowRunner:
         self.pipe.ensure_setup()
         self.size = size
 
-    def run(self, records: list[Any]) -> str:
-        """One window's results as JSON lines."""
-        results = self.pipe.predict([decode_record(r) for r in records], batch_size=self.size)
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        """Each window (a row) in ``batch``: its results as JSON lines, one string."""
+        import pyarrow as pa
+
+        return pa.table({LINES: [self.run(window) for window in batch.column(RECORDS).to_pylist()]})
+
+    def run(self, window: list[str]) -> str:
+        results = self.pipe.predict([decode_record(json.loads(r)) for r in window], batch_size=self.size)
         return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in results)
 
 
-def encode_record(record: Any) -> Any:
+def encode_record(record: Any) -> str:
     if isinstance(record, AiforgeError):
-        return {ERROR_KEY: record.to_dict()}
-    return record
+        record = {ERROR_KEY: record.to_dict()}
+    return json.dumps(record, ensure_ascii=False)
 
 
 def decode_record(record: Any) -> Any:
@@ -121,6 +143,8 @@ def run_file(
     spec = get_task(task)
     cls = spec.load_class()
     resolve(model or default_model_ref(spec), spec.name)  # a typo fails now, before any actor starts
+    with closing(io.read_records(input_file)) as probe:  # so does a missing or unsupported input
+        next(probe, None)
     params = params or {}
     size = max(1, batch_size or cls.default_batch_size)
     window = size * cls.sort_window_batches
@@ -128,29 +152,28 @@ def run_file(
     report = BatchReport()
     if output is not None:
         report.resumed_from = resume_point(output, signature, window)
-    fields = cls.Input.model_fields
-    records = (io.project_record(r, fields, cls.primary_field, column) for r in io.read_records(input_file))
-    chunks = windows(records, window, skip=report.resumed_from)
     total = io.count_records(input_file)
     left = None if total is None else max(0, total - report.resumed_from)
 
     sink: TextIO = output.open("a", encoding="utf-8") if output is not None else sys.stdout
     try:
-        first = next(chunks, None)
-        if first is not None:
+        if left != 0:
             ray = connect(address)
+            from aiforge.scale.datasource import InputRecords
+
+            predictor = {
+                "task": spec.name, "model": model, "device": device, "params": params, "size": size,
+                "env": worker_env(), "threads": max(1, int(cpus_per_worker)),
+            }  # fmt: skip
             n_windows = -(-left // window) if left is not None else None
-            runner = ray.remote(WindowRunner).options(
-                num_cpus=cpus_per_worker, max_restarts=3, max_task_retries=3
-            )
-            pool = [
-                runner.remote(
-                    spec.name, model, device, params, size, worker_env(), max(1, int(cpus_per_worker))
-                )
-                for _ in range(pool_size(ray, workers, cpus_per_worker, n_windows))
-            ]
+            records = InputRecords(
+                input_file, list(cls.Input.model_fields), cls.primary_field, column,
+                window=window, skip=report.resumed_from,
+            )  # fmt: skip
+            actors = pool_size(ray, workers, cpus_per_worker, n_windows)
+            results = predict_lines(ray, records, predictor, actors=actors, cpus_per_actor=cpus_per_worker)
             bar = _progress(total, report.resumed_from, progress)
-            for text in run_ordered(ray, pool, itertools.chain([first], chunks)):
+            for text in results:
                 sink.write(text)
                 sink.flush()
                 n = text.count("\n")
@@ -158,8 +181,6 @@ def run_file(
                 report.failures += sum(1 for line in text.splitlines() if _is_error(line))
                 bar.update(n)
             bar.close()
-            for actor in pool:
-                ray.kill(actor)
     finally:
         if output is not None:
             sink.close()
@@ -170,6 +191,70 @@ def run_file(
     return report
 
 
+def predict_lines(
+    ray: Any, records: Any, predictor: dict[str, Any], *, actors: int, cpus_per_actor: float
+) -> Iterator[str]:
+    """Each window's JSON lines, in input order, as ``actors`` ``WindowPredictor``s produce them.
+
+    ``records`` is the ``InputRecords`` datasource, ``predictor`` the actors' constructor arguments.
+    """
+    import ray.data
+
+    context = ray.data.DataContext.get_current()
+    context.execution_options.preserve_order = True
+    context.enable_progress_bars = False  # the run draws its own, in items
+    context.print_on_execution_start = False
+    # A block per window, so each window is a task of its own for the pool: Ray Data would merge
+    # the read task's blocks up to this size (128 MiB by default), and one task's windows all run
+    # on one actor. A row is never split, so a window is never cut.
+    context.target_max_block_size = 1
+    # num_cpus=0: reading is light, and the actors may hold every CPU. override_num_blocks=1: the
+    # one read task's blocks go out as they are (Ray Data would split them to reach its parallelism).
+    windows_of_records = ray.data.read_datasource(records, num_cpus=0, override_num_blocks=1)
+    lines = windows_of_records.map_batches(
+        WindowPredictor,
+        batch_size=1,  # one window
+        batch_format="pyarrow",
+        compute=ray.data.ActorPoolStrategy(size=actors, max_tasks_in_flight_per_actor=IN_FLIGHT),
+        num_cpus=cpus_per_actor,
+        fn_constructor_kwargs=predictor,
+    )
+    with surfaced_errors():
+        for batch in lines.iter_batches(batch_size=None, batch_format="pyarrow"):
+            yield "".join(batch.column(LINES).to_pylist())
+
+
+@contextmanager
+def surfaced_errors() -> Iterator[None]:
+    """An ``AiforgeError`` raised in a worker (a model that fails to load) as itself, an actor that
+    stopped for good as AF-RAY-003; anything else as Ray Data raises it."""
+    from ray.exceptions import RayActorError
+
+    try:
+        yield
+    except Exception as exc:
+        causes = list(_causes(exc))
+        cause = next((c for c in causes if isinstance(c, AiforgeError)), None)
+        if cause is not None:
+            raise cause from None
+        if any(isinstance(c, RayActorError) for c in causes):
+            raise AiforgeError(
+                "AF-RAY-003",
+                f"a batch actor stopped: {exc}",
+                "the actor logs above have the traceback; rerun the same command to continue from the output",
+            ) from None
+        raise
+
+
+def _causes(exc: BaseException | None) -> Iterator[BaseException]:
+    """``exc`` and what it wraps: chained exceptions and a ``RayTaskError``'s ``cause``."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        exc = getattr(exc, "cause", None) or exc.__cause__ or exc.__context__
+
+
 def pool_size(ray: Any, workers: int | None, cpus_per_worker: float, n_windows: int | None) -> int:
     """``workers``, else one actor per ``cpus_per_worker`` of the cluster's CPUs; at most one per window."""
     if workers is None:
@@ -177,64 +262,13 @@ def pool_size(ray: Any, workers: int | None, cpus_per_worker: float, n_windows: 
     return max(1, min(workers, n_windows or workers))
 
 
-def run_ordered(ray: Any, pool: list[Any], chunks: Iterator[list[Any]]) -> Iterator[str]:
-    """Each window's result, in input order, keeping ``IN_FLIGHT`` windows queued on every actor.
-
-    The next window goes to the actor with the fewest in flight; ``chunks`` is read only as fast as
-    the pool works through it.
-    """
-    load = dict.fromkeys(range(len(pool)), 0)
-    pending: dict[Any, tuple[int, int]] = {}  # result ref -> (window index, actor)
-    done: dict[int, Any] = {}
-    submitted = emitted = 0
-    exhausted = False
-    while True:
-        while not exhausted and len(pending) < IN_FLIGHT * len(pool):
-            chunk = next(chunks, None)
-            if chunk is None:
-                exhausted = True
-                break
-            actor = min(load, key=load.__getitem__)
-            pending[pool[actor].run.remote(chunk)] = (submitted, actor)
-            load[actor] += 1
-            submitted += 1
-        if not pending:
-            return
-        ready, _ = ray.wait(list(pending), num_returns=1)
-        for ref in ready:
-            index, actor = pending.pop(ref)
-            load[actor] -= 1
-            done[index] = ref
-        while emitted in done:
-            yield fetch(ray, done.pop(emitted))
-            emitted += 1
-
-
-def fetch(ray: Any, ref: Any) -> str:
-    """``ray.get``, with a pool that could not start (the model failed to load) as AF-RAY-003."""
-    from ray.exceptions import RayActorError, RayTaskError
-
-    try:
-        return ray.get(ref)
-    except RayTaskError as exc:
-        if isinstance(exc.cause, AiforgeError):
-            raise exc.cause from None
-        raise
-    except RayActorError as exc:
-        raise AiforgeError(
-            "AF-RAY-003",
-            f"a batch actor stopped: {exc}",
-            "the actor logs above have the traceback; rerun the same command to continue from the output",
-        ) from None
-
-
 def windows(records: Iterator[Any], window: int, skip: int = 0) -> Iterator[list[Any]]:
-    """Lists of ``window`` records (failed reads encoded for the trip), after the first ``skip``."""
+    """Lists of ``window`` records, after the first ``skip``."""
     chunk: list[Any] = []
     for index, record in enumerate(records):
         if index < skip:
             continue
-        chunk.append(encode_record(record))
+        chunk.append(record)
         if len(chunk) == window:
             yield chunk
             chunk = []
