@@ -329,6 +329,8 @@ def main() -> int:
         "HF_HUB_OFFLINE": "1",
         "TOKENIZERS_PARALLELISM": "false",
         "RAY_USAGE_STATS_ENABLED": "0",
+        # `ray start`'s default, whatever ~/.ray/auth_token a local ray.init() left behind
+        "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled"),
     }
     os.environ.update(env)
     root = Path(tempfile.mkdtemp(prefix="bench-ray-"))

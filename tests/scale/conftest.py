@@ -48,6 +48,8 @@ def cluster_env() -> dict[str, str]:
         "RAY_USAGE_STATS_ENABLED": "0",
         "TOKENIZERS_PARALLELISM": "false",
         "HF_HUB_OFFLINE": "1",
+        # the `ray start` default; also keeps a ~/.ray/auth_token left by a local ray.init() out of it
+        "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled"),
     }
 
 
@@ -69,6 +71,8 @@ def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     import ray
 
     env = cluster_env()
+    auth_mode = os.environ.get("RAY_AUTH_MODE")
+    os.environ["RAY_AUTH_MODE"] = env["RAY_AUTH_MODE"]  # this process is a driver of the cluster too
     port = free_port()
     address = f"127.0.0.1:{port}"
     try:
@@ -97,6 +101,10 @@ def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         with contextlib.suppress(Exception):
             ray.shutdown()
         ray_stop(env)
+        if auth_mode is None:
+            os.environ.pop("RAY_AUTH_MODE", None)
+        else:
+            os.environ["RAY_AUTH_MODE"] = auth_mode
 
 
 @pytest.fixture(scope="package")

@@ -76,8 +76,20 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> Any:
     }
     if address is None:
         options["num_cpus"] = num_cpus or os.cpu_count() or 1
+    from ray.exceptions import AuthenticationError
+
     try:
         ray.init(address=address, **options)
+    except AuthenticationError as exc:
+        # Ray 2.60's local ray.init() turns token auth on and saves ~/.ray/auth_token; from then on
+        # `ray start` and every driver that finds the file turn it on too, unless told otherwise
+        raise AiforgeError(
+            "AF-RAY-002",
+            f"Ray refused the connection to {address or 'a local Ray'}: {exc}",
+            "give the cluster and aiforge the same auth mode: RAY_AUTH_MODE=disabled for both (a "
+            "~/.ray/auth_token left by a local run turns token auth on), or RAY_AUTH_MODE=token with "
+            "the cluster's token in ~/.ray/auth_token or RAY_AUTH_TOKEN",
+        ) from None
     except (ConnectionError, RuntimeError, ValueError) as exc:
         where = address or "a local Ray"
         raise AiforgeError(
