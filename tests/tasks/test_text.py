@@ -39,6 +39,32 @@ def test_classification_batch_equals_one_by_one_in_input_order(classifier):
     np.testing.assert_allclose([b["score"] for b in batched], [s["score"] for s in single], atol=1e-5)
 
 
+def test_predict_runs_batches_side_by_side_on_a_multicore_cpu(classifier, monkeypatch):
+    import threading
+
+    import torch
+
+    threads_of = torch.get_num_threads
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)  # the caller has two torch threads
+    meet = threading.Barrier(2, timeout=20)  # two batches must be inside forward at the same time
+    seen: list[tuple[str, int]] = []
+    forward = classifier.forward
+
+    def side_by_side(batch):
+        seen.append((threading.current_thread().name, threads_of()))
+        if len(seen) <= 2:
+            meet.wait()
+        return forward(batch)
+
+    monkeypatch.setattr(classifier, "forward", side_by_side)
+    batched = classifier.predict(TEXTS, batch_size=2)  # 3 batches on 2 threads, 1 torch thread each
+    assert len({name for name, _ in seen}) == 2 and {threads for _, threads in seen} == {1}
+    monkeypatch.undo()
+    serial = [classifier(t) for t in TEXTS]
+    assert [b["label"] for b in batched] == [s["label"] for s in serial]
+    np.testing.assert_allclose([b["score"] for b in batched], [s["score"] for s in serial], atol=1e-5)
+
+
 def test_classification_scores_are_a_distribution_over_the_model_labels(classifier):
     out = classifier("재밌다")
     assert {s["label"] for s in out["scores"]} == {"negative", "positive"}

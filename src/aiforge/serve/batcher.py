@@ -53,7 +53,7 @@ from typing import Any
 from aiforge.errors import AiforgeError
 from aiforge.serve.batchplan import CostModel, cut_by_cost, cut_by_padding, cut_evenly
 from aiforge.serve.metrics import ServeMetrics
-from aiforge.tasks.base import Pipeline, TaskInput
+from aiforge.tasks.base import Pipeline, TaskInput, set_torch_threads
 
 log = logging.getLogger("aiforge.serve")
 
@@ -495,13 +495,6 @@ class Batcher:
 
 
 # ---- the inference threads' work ------------------------------------------------------------------------
-def set_torch_threads(threads: int) -> None:
-    """An inference thread's own torch intra-op thread count (OpenMP keeps it per calling thread)."""
-    import torch
-
-    torch.set_num_threads(threads)
-
-
 def infer(runner: Pipeline, features: list[Any], items: list[TaskInput]) -> list[Any]:
     """forward + postprocess of one batch; each item's outcome is its output dict or its exception.
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -120,6 +121,7 @@ class Pipeline(ABC):
     # Whether forward may run in several threads at once: a pure model call that keeps no state
     # between batches (the server then runs one inference thread per CPU core, see serve/batcher.py).
     concurrent_forward: ClassVar[bool] = False
+    _forward_pool: tuple[int, ThreadPoolExecutor] | None = None  # (torch threads it splits, pool)
 
     def batch_units(self, lengths: list[int]) -> int:
         """The size of one forward pass over items of these lengths, in the units whose cost the
@@ -239,9 +241,9 @@ class Pipeline(ABC):
                 parsed.append((i, item, feats))
         if not self.packs:  # packed batches fill their rows best with mixed lengths
             parsed.sort(key=lambda entry: self.length(entry[2]))
-        for start in range(0, len(parsed), size):
-            chunk = parsed[start : start + size]
-            raw_outputs = self.forward([features for _, _, features in chunk])
+        chunks = [parsed[start : start + size] for start in range(0, len(parsed), size)]
+        outputs = self._forward_each([[features for _, _, features in chunk] for chunk in chunks])
+        for chunk, raw_outputs in zip(chunks, outputs, strict=True):
             if len(raw_outputs) != len(chunk):
                 raise RuntimeError(
                     f"{type(self).__name__}.forward returned {len(raw_outputs)} outputs "
@@ -251,6 +253,22 @@ class Pipeline(ABC):
             for (i, item, _), raw_out in zip(chunk, raw_outputs, strict=True):
                 results[i] = self.postprocess(raw_out, item)
         return results  # type: ignore[return-value]
+
+    def _forward_each(self, batches: list[list[Any]]) -> Iterator[list[Any]]:
+        """``forward`` over each batch, in order: side by side on one thread per torch thread (one
+        torch thread each) when the pipeline allows it (``concurrent_forward``) on a CPU, where two
+        such threads beat one forward on two torch threads (measured 1.1-1.4x, MiniLM, 2 cores)."""
+        if len(batches) < 2 or not self.concurrent_forward or self.device != "cpu":
+            return map(self.forward, batches)
+        import torch
+
+        threads = torch.get_num_threads()  # the caller's: a worker that holds one CPU stays serial
+        if threads < 2:
+            return map(self.forward, batches)
+        if self._forward_pool is None or self._forward_pool[0] != threads:
+            pool = ThreadPoolExecutor(threads, "aiforge-forward", set_torch_threads, (1,))
+            self._forward_pool = (threads, pool)
+        return self._forward_pool[1].map(self.forward, batches)
 
     # ---- description ----------------------------------------------------------------------------
     @classmethod
@@ -262,6 +280,13 @@ class Pipeline(ABC):
             "output": _schema_summary(cls.Output),
             "params": _schema_summary(cls.Params),
         }
+
+
+def set_torch_threads(threads: int) -> None:
+    """A thread's own torch intra-op thread count (OpenMP keeps it per calling thread)."""
+    import torch
+
+    torch.set_num_threads(threads)
 
 
 def _schema_summary(model: type[BaseModel]) -> str:
