@@ -4,10 +4,11 @@ What it measures, on one model (all-MiniLM-L6-v2 with a 2-label sequence-classif
 head is untrained, which does not change the cost of a forward pass) and the same NSMC sentences:
 
 * **offline limit**: ``pipe.predict(sentences)``, the best batched loop, at several batch sizes,
-  both packed (the default on CPU: several texts per row, no padding) and with packing off
-  (length-sorted padded batches), and packed on one thread per CPU core with one torch thread each
-  (the layout the server's inference workers use, each thread predicting its share of the
-  sentences); the best of all is the limit a server can approach.
+  both packed (the default on CPU: several texts per row, no padding; pipe.predict runs a window's
+  batches side by side, one per core with one torch thread each) and with packing off
+  (length-sorted padded batches), and as one pipe.predict loop per core over its share of the
+  sentences (one torch thread each: the layout the server's inference workers use); the best of
+  all is the limit a server can approach.
 * **aiforge serve**: the real server (``aiforge serve``, else ``python -m aiforge.serve``) in its own
   process, driven by CLIENTS concurrent keep-alive clients, one sentence per request.
 * **naive server**: FastAPI + ``transformers.pipeline`` called once per request (a sync endpoint,
@@ -326,7 +327,7 @@ def main() -> int:
         "padded, length-sorted": offline_limit(model_dir, sentences, args.device, batch_sizes, packed=False),
     }
     if cores > 1:
-        loops[f"packed, {cores} threads x 1 torch thread"] = offline_limit(
+        loops[f"packed, {cores} loops side by side, 1 torch thread each"] = offline_limit(
             model_dir, sentences, args.device, batch_sizes, threads=cores
         )
     for name, rates in loops.items():
