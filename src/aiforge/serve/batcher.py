@@ -123,11 +123,10 @@ class Batcher:
         self.stall_after_s = stall_after_s
         self.metrics = metrics
         self.workers = workers
-        self.torch_threads = torch_threads  # per worker; None: torch's process default
         self.executor = ThreadPoolExecutor(
             max_workers=workers,
             thread_name_prefix=f"aiforge-infer-{name}",
-            initializer=set_torch_threads if torch_threads else None,
+            initializer=set_torch_threads if torch_threads else None,  # None: torch's process default
             initargs=(torch_threads,) if torch_threads else (),
         )
         self._free_workers = asyncio.Semaphore(workers)

@@ -470,18 +470,16 @@ def batch_cutting(setting: float | str | None, device: str) -> dict[str, Any]:
 def inference_workers(setting: int | str, pipe: Pipeline) -> dict[str, Any]:
     """The batcher's ``workers`` and per-worker ``torch_threads`` for a ``workers`` setting.
 
-    On CPU the workers split torch's threads between them; "auto" gives a concurrent-safe model one
-    worker per thread (each with one thread: no OpenMP barrier for the event loop to stall).
+    "auto" runs as many batches side by side as ``pipe.predict`` does (``Pipeline.side_by_side``:
+    on a CPU, one worker per torch thread for a concurrent-safe model, each with one torch thread,
+    so no OpenMP barrier waits on the event loop); workers on a CPU split torch's threads.
     """
-    if pipe.device != "cpu":
-        return {"workers": 1 if setting == "auto" else int(setting), "torch_threads": None}
+    workers = pipe.side_by_side() if setting == "auto" else int(setting)
+    if workers == 1 or pipe.device != "cpu":
+        return {"workers": workers, "torch_threads": None}
     import torch
 
-    threads = torch.get_num_threads()
-    if setting == "auto":
-        setting = threads if pipe.concurrent_forward else 1
-    workers = int(setting)
-    return {"workers": workers, "torch_threads": max(1, threads // workers) if workers > 1 else None}
+    return {"workers": workers, "torch_threads": max(1, torch.get_num_threads() // workers)}
 
 
 async def warm_up(deployment: Deployment, sample: Any) -> None:

@@ -254,15 +254,21 @@ class Pipeline(ABC):
                 results[i] = self.postprocess(raw_out, item)
         return results  # type: ignore[return-value]
 
-    def _forward_each(self, batches: list[list[Any]]) -> Iterator[list[Any]]:
-        """``forward`` over each batch, in order: side by side on one thread per torch thread (one
-        torch thread each) when the pipeline allows it (``concurrent_forward``) on a CPU, where two
-        such threads beat one forward on two torch threads (measured 1.1-1.4x, MiniLM, 2 cores)."""
-        if len(batches) < 2 or not self.concurrent_forward or self.device != "cpu":
-            return map(self.forward, batches)
+    def side_by_side(self) -> int:
+        """How many forwards to run side by side, each with one torch thread, in the calling
+        thread's share of the CPU: one per torch thread when forward may run concurrently
+        (``concurrent_forward``) on a CPU, where two such threads beat one forward on two torch
+        threads (measured 1.1-1.4x, MiniLM, 2 cores); else 1. The serving batcher's ``workers:
+        auto`` follows it too."""
+        if not self.concurrent_forward or self.device != "cpu":
+            return 1
         import torch
 
-        threads = torch.get_num_threads()  # the caller's: a worker that holds one CPU stays serial
+        return torch.get_num_threads()  # the caller's: a worker that holds one CPU stays serial
+
+    def _forward_each(self, batches: list[list[Any]]) -> Iterator[list[Any]]:
+        """``forward`` over each batch, in order; side by side when ``side_by_side()`` allows."""
+        threads = self.side_by_side() if len(batches) > 1 else 1
         if threads < 2:
             return map(self.forward, batches)
         if self._forward_pool is None or self._forward_pool[0] != threads:
