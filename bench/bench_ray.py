@@ -10,7 +10,9 @@ start is not timed), and the MiniLM classifier of ``bench_serve.py`` is measured
   The outputs must be byte-identical.
 * **serving**: requests/s of ``aiforge serve`` (one process) vs the Ray deployment with one replica
   holding every CPU (like for like), then with ``--replicas`` replicas sharing them; same clients,
-  payloads and warm-up; for each ``--ingress``: ``direct`` (HAProxy -> the replicas' own HTTP
+  payloads and warm-up, measured in ``--rounds`` paired rounds (a local load, then a Ray load,
+  back to back, the local server idling meanwhile: the machine's speed drifts between minutes, so
+  each Ray figure is set against local figures taken alongside it); for each ``--ingress``: ``direct`` (HAProxy -> the replicas' own HTTP
   servers) and ``gateway`` (Ray's Python proxy -> Gateway -> replicas), each on a Serve instance of
   its own. Then, per ingress, the *Ray Serve floor*: a trivial ingress deployment (constant JSON, no
   model) behind the same ingress, the most any Ray Serve app could do there. Each row also gives
@@ -44,7 +46,17 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from aiforge.train.callbacks import Callback  # noqa: E402
-from bench.bench_serve import build_model, drive, free_port, load_sentences, payloads, start, stop  # noqa: E402
+from bench.bench_serve import (  # noqa: E402
+    Load,
+    build_model,
+    drive,
+    free_port,
+    load_sentences,
+    merged,
+    payloads,
+    start,
+    stop,
+)
 
 RAY = str(Path(sys.executable).parent / "ray")
 AIFORGE = [sys.executable, "-m", "aiforge.cli"]
@@ -136,19 +148,40 @@ def busy_cpu_s() -> float:
     return sum(times) - times.idle - getattr(times, "iowait", 0.0)
 
 
-def load_run(port: int, bodies: list[bytes], clients: int) -> dict:
+def load_run(port: int, bodies: list[bytes], clients: int) -> tuple[Load, float]:
+    """A warm-up, then the measured load: (the load, the server side's CPU seconds)."""
     asyncio.run(drive(port, "/v1/models/clf/predict", bodies[:128], clients))  # warm-up
     busy, own = busy_cpu_s(), time.process_time()
     load = asyncio.run(drive(port, "/v1/models/clf/predict", bodies, clients))
     # the server side's CPU: the machine's, less this process's (the load generator)
-    server_cpu_s = (busy_cpu_s() - busy) - (time.process_time() - own)
+    return load, (busy_cpu_s() - busy) - (time.process_time() - own)
+
+
+def summary(runs: list[tuple[Load, float]]) -> dict:
+    load = merged([r[0] for r in runs])
     return {
         "rps": load.throughput,
         "p50_ms": load.percentile(0.5),
         "p99_ms": load.percentile(0.99),
-        "cpu_ms_per_req": 1000 * server_cpu_s / max(1, load.ok),
+        "cpu_ms_per_req": 1000 * sum(r[1] for r in runs) / max(1, load.ok),
         "statuses": load.statuses,
     }
+
+
+def paired(local_port: int, ray_port: int, bodies: list[bytes], args: argparse.Namespace) -> dict:
+    """``args.rounds`` rounds of (local load, Ray load), back to back: the machine's speed drifts
+    between minutes, so each Ray figure is compared with local figures taken alongside it."""
+    local: list[tuple[Load, float]] = []
+    ray: list[tuple[Load, float]] = []
+    for _ in range(args.rounds):
+        local.append(load_run(local_port, bodies, args.clients))
+        ray.append(load_run(ray_port, bodies, args.clients))
+    result = {"local": summary(local), "ray": summary(ray)}
+    result["ratio"] = result["ray"]["rps"] / result["local"]["rps"]
+    result["ratio_by_round"] = [
+        on_ray[0].throughput / here[0].throughput for here, on_ray in zip(local, ray, strict=True)
+    ]
+    return result
 
 
 def floor_app() -> Any:
@@ -157,7 +190,7 @@ def floor_app() -> Any:
     alone. Shaped like aiforge's gateway."""
     from ray import serve
 
-    import aiforge.scale.serve as ray_serve
+    from aiforge.serve.middleware import read_body
 
     answer = b'{"outputs":[{"label":"positive","score":1.0}]}'
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(answer)).encode())]
@@ -168,7 +201,7 @@ def floor_app() -> Any:
                 await send({"type": message["type"] + ".complete"})
             await send({"type": "lifespan.shutdown.complete"})
             return
-        await ray_serve.read_body(receive, 1 << 20)
+        await read_body(receive, 1 << 20)
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": answer})
 
@@ -190,47 +223,44 @@ def bench_serving(model_dir: Path, sentences: list[str], args: argparse.Namespac
 
     bodies = payloads(sentences[: args.requests])
     port = free_port()
+    # the local server stays up (idle while Ray is measured) for the rounds of every Ray setup
     local = start(
         [*AIFORGE, "serve", str(serve_config(model_dir, port, root))], port, "/readyz", root / "l.log"
     )
+    results: dict = {}
     try:
-        results = {"local": load_run(port, bodies, args.clients)}
+        for ingress in args.ingress.split(","):
+            shutdown_serve()  # the ingress is chosen when Serve starts
+            ray_port = free_port()
+            settings = load_settings(serve_config(model_dir, ray_port, root))
+            for replicas in sorted({1, args.replicas}):
+                scaling = Scaling(
+                    replicas=replicas, cpus_per_replica=max(1, args.cpus // replicas), ingress=ingress
+                )
+                deploy(settings, scaling, address=args.address)
+                try:
+                    results[f"{ingress}_{replicas}"] = paired(port, ray_port, bodies, args)
+                finally:
+                    undeploy()
+                print(
+                    f"serving ray {ingress} {replicas} replica(s): {results[f'{ingress}_{replicas}']}",
+                    flush=True,
+                )
+            # the floor: a trivial app as the ingress deployment behind the same ingress (HAProxy ->
+            # replica, or Ray's proxy -> deployment)
+            serve.run(floor_app(), name="floor", route_prefix="/", blocking=False)
+            try:
+                wait_running("floor")
+                wait_routed("127.0.0.1", ray_port, "/")
+                results[f"{ingress}_floor"] = summary([load_run(ray_port, bodies, args.clients)])
+            finally:
+                serve.delete("floor")
+            print(
+                f"serving ray {ingress} floor (trivial deployment): {results[f'{ingress}_floor']}", flush=True
+            )
+        shutdown_serve()
     finally:
         stop(local)
-    print(f"serving local: {results['local']}", flush=True)
-    for ingress in args.ingress.split(","):
-        shutdown_serve()  # the ingress is chosen when Serve starts
-        ray_port = free_port()
-        settings = load_settings(serve_config(model_dir, ray_port, root))
-        for replicas in sorted({1, args.replicas}):
-            scaling = Scaling(
-                replicas=replicas, cpus_per_replica=max(1, args.cpus // replicas), ingress=ingress
-            )
-            deploy(settings, scaling, address=args.address)
-            try:
-                results[f"ray_{ingress}_{replicas}"] = load_run(ray_port, bodies, args.clients)
-            finally:
-                undeploy()
-            print(
-                f"serving ray {ingress} {replicas} replica(s): {results[f'ray_{ingress}_{replicas}']}",
-                flush=True,
-            )
-        # the floor: a trivial app as the ingress deployment behind the same ingress (HAProxy ->
-        # replica, or Ray's proxy -> deployment)
-        serve.run(floor_app(), name="floor", route_prefix="/", blocking=False)
-        try:
-            wait_running("floor")
-            wait_routed("127.0.0.1", ray_port, "/")
-            results[f"ray_{ingress}_floor"] = load_run(ray_port, bodies, args.clients)
-        finally:
-            serve.delete("floor")
-        print(
-            f"serving ray {ingress} floor (trivial deployment): {results[f'ray_{ingress}_floor']}", flush=True
-        )
-    shutdown_serve()
-    for key in list(results):
-        if key.startswith("ray_"):
-            results[f"ratio_{key}"] = results[key]["rps"] / results["local"]["rps"]
     return results
 
 
@@ -313,6 +343,7 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--items", type=int, default=10_000)
     parser.add_argument("--replicas", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3, help="serving: paired (local, Ray) load rounds")
     parser.add_argument("--workers", type=int, default=None, help="batch actors (default: aiforge's)")
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--cpus", type=int, default=os.cpu_count() or 2)
@@ -370,19 +401,21 @@ def main() -> int:
             f"end-to-end {b['ratio_end_to_end']:.2f}x, identical output {b['identical_output']}"
         )
     if "serving" in results:
-        s = results["serving"]
-        print(
-            "serving ray/local: "
-            + ", ".join(f"{k[6:]} {v:.2f}x" for k, v in s.items() if k.startswith("ratio_"))
-        )
-        print(
-            "serving req/s (server CPU-ms per request): "
-            + ", ".join(
-                f"{k} {v['rps']:.1f} ({v['cpu_ms_per_req']:.2f})"
-                for k, v in s.items()
-                if not k.startswith("ratio_")
+        for name, r in results["serving"].items():
+            if name.endswith("_floor"):
+                print(
+                    f"serving {name}: {r['rps']:.1f} req/s, "
+                    f"{r['cpu_ms_per_req']:.2f} server CPU-ms per request"
+                )
+                continue
+            print(
+                f"serving {name} replica(s) ray/local over {args.rounds} paired rounds: {r['ratio']:.2f}x "
+                f"({r['ray']['rps']:.1f} vs {r['local']['rps']:.1f} req/s; by round "
+                + ", ".join(f"{x:.2f}" for x in r["ratio_by_round"])
+                + f"); server CPU-ms per request {r['ray']['cpu_ms_per_req']:.2f} vs "
+                f"{r['local']['cpu_ms_per_req']:.2f}; "
+                f"p99 {r['ray']['p99_ms']:.0f} vs {r['local']['p99_ms']:.0f} ms"
             )
-        )
     if "training" in results:
         t = results["training"]
         print(

@@ -7,8 +7,11 @@ head is untrained, which does not change the cost of a forward pass) and the sam
   both packed (the default on CPU: several texts per row, no padding; pipe.predict runs a window's
   batches side by side, one per core with one torch thread each) and with packing off
   (length-sorted padded batches), and as one pipe.predict loop per core over its share of the
-  sentences (one torch thread each: the layout the server's inference workers use); the best of
-  all is the limit a server can approach.
+  sentences (one torch thread each: the layout the server's inference workers use); the sweep's
+  best loop and batch size is the limit a server can approach. The machine's speed drifts by 10-20 %
+  between minutes on a shared box, so that loop is measured again in each of ``--rounds`` rounds,
+  right before a measured load on the server: the ratio is all served requests over all that
+  load's time, against all offline items over all the offline time, and each round's ratio is printed.
 * **aiforge serve**: the real server (``aiforge serve``, else ``python -m aiforge.serve``) in its own
   process, driven by CLIENTS concurrent keep-alive clients, one sentence per request.
 * **naive server**: FastAPI + ``transformers.pipeline`` called once per request (a sync endpoint,
@@ -40,6 +43,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -300,6 +304,13 @@ def main() -> int:
     parser.add_argument("--max-batch-size", type=int, default=16)
     parser.add_argument("--max-wait-ms", type=float, default=5.0)
     parser.add_argument("--max-queue", type=int, default=256)
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=5,
+        help="measured loads on the server, each right after an offline limit run "
+        "(the machine's speed drifts between minutes)",
+    )
     parser.add_argument("--random-init", action="store_true", help="MiniLM architecture with random weights")
     parser.add_argument("--data", type=Path, default=NSMC, help="NSMC tsv (id, document, label)")
     parser.add_argument("--naive-server", nargs=2, metavar=("MODEL_DIR", "PORT"), help=argparse.SUPPRESS)
@@ -322,25 +333,38 @@ def main() -> int:
     import torch
 
     cores = torch.get_num_threads() if args.device == "cpu" else 1
-    loops = {
-        "packed (default on CPU)": offline_limit(model_dir, sentences, args.device, batch_sizes),
-        "padded, length-sorted": offline_limit(model_dir, sentences, args.device, batch_sizes, packed=False),
+    layouts: dict[str, dict[str, Any]] = {
+        "packed (default on CPU)": {},
+        "padded, length-sorted": {"packed": False},
     }
     if cores > 1:
-        loops[f"packed, {cores} loops side by side, 1 torch thread each"] = offline_limit(
-            model_dir, sentences, args.device, batch_sizes, threads=cores
-        )
-    for name, rates in loops.items():
+        layouts[f"packed, {cores} loops side by side, 1 torch thread each"] = {"threads": cores}
+    sweep = {
+        name: offline_limit(model_dir, sentences, args.device, batch_sizes, **layout)
+        for name, layout in layouts.items()
+    }
+    for name, rates in sweep.items():
         print(
             f"offline pipe.predict items/s, {name}, by batch size: "
             + ", ".join(f"{b}: {r:.1f}" for b, r in rates.items()),
             flush=True,
         )
-    offline, offline_padded = loops["packed (default on CPU)"], loops["padded, length-sorted"]
-    best_batch = max(offline, key=offline.get)
+    # the limit is whichever offline loop the sweep found best, at its best batch size; it is then
+    # measured again in every round, right before the server, so that both see the same machine speed
+    best_loop, (limit_batch, _) = max(
+        ((name, max(rates.items(), key=lambda kv: kv[1])) for name, rates in sweep.items()),
+        key=lambda named: named[1][1],
+    )
 
-    served, stats, overload = measure_server(work, model_dir, args, bodies, packing=True, with_burst=True)
-    padded, padded_stats, _ = measure_server(work, model_dir, args, bodies, packing=False, with_burst=False)
+    def limit_once() -> float:
+        layout = layouts[best_loop]
+        return offline_limit(model_dir, sentences, args.device, [limit_batch], **layout)[limit_batch]
+
+    rounds, stats, overload = measure_server(
+        work, model_dir, args, bodies, packing=True, rounds=args.rounds, limit_once=limit_once
+    )
+    padded_rounds, padded_stats, _ = measure_server(work, model_dir, args, bodies, packing=False)
+    padded = padded_rounds[0].served
 
     naive_port = free_port()
     naive = start(
@@ -362,23 +386,36 @@ def main() -> int:
         baseline = asyncio.run(drive(naive_port, "/predict", bodies, args.clients))
     finally:
         stop(naive)
-    offline_again = offline_limit(model_dir, sentences, args.device, [best_batch])[best_batch]
-    loops["packed (default on CPU), second run"] = {best_batch: offline_again}
-    # the limit is whichever offline loop was best, at its best batch size
-    best_loop, (limit_batch, limit) = max(
-        ((name, max(rates.items(), key=lambda kv: kv[1])) for name, rates in loops.items()),
-        key=lambda named: named[1][1],
-    )
-    report(args, served, baseline, limit, f"{best_loop}, batch {limit_batch}", overload)
+    report(args, rounds, baseline, f"{best_loop}, batch {limit_batch}", overload)
+    packed = merged([r.served for r in rounds])
+    best_padded = max(sweep["padded, length-sorted"].values())
     print(
         f"\nbatches: packed {stats['batch']:.1f} items/batch ({stats['cost']}); "
         f"padded (packing off, batches cut by the fitted cost model) {padded_stats['batch']:.1f} items/batch "
         f"({padded_stats['cost']}), {padded.throughput:.1f} req/s -> packed / padded server = "
-        f"{served.throughput / padded.throughput:.2f}x; padded server / padded offline limit "
-        f"({max(offline_padded.values()):.1f}) = {padded.throughput / max(offline_padded.values()):.2f}x"
+        f"{packed.throughput / padded.throughput:.2f}x; padded server / padded offline limit "
+        f"({best_padded:.1f}) = {padded.throughput / best_padded:.2f}x"
     )
     shutil.rmtree(work, ignore_errors=True)
     return 0
+
+
+@dataclass
+class Round:
+    """One measured load on the server, and the offline limit measured just before it."""
+
+    limit: float  # items/s
+    served: Load
+
+
+def merged(loads: list[Load]) -> Load:
+    """Several loads as one (throughput = all answers / all the time under load)."""
+    load = Load(sum(one.wall_s for one in loads))
+    for one in loads:
+        load.latencies += one.latencies
+        for status, count in one.statuses.items():
+            load.statuses[status] = load.statuses.get(status, 0) + count
+    return load
 
 
 def measure_server(
@@ -387,9 +424,11 @@ def measure_server(
     args: argparse.Namespace,
     bodies: list[bytes],
     packing: bool,
-    with_burst: bool,
-) -> tuple[Load, dict[str, Any], dict[str, Any]]:
-    """One `aiforge serve` process: warm-up, the measured load, its batch statistics, and the burst."""
+    rounds: int = 1,
+    limit_once: Callable[[], float] | None = None,
+) -> tuple[list[Round], dict[str, Any], dict[str, Any]]:
+    """One `aiforge serve` process: warm-up, ``rounds`` measured loads (each right after an offline
+    limit run when ``limit_once`` is given), their batch statistics, and, with a limit, the burst."""
     config = work / f"serve-packing-{packing}.yaml"
     port = free_port()
     model = {
@@ -405,16 +444,21 @@ def measure_server(
     }
     config.write_text(json.dumps({"port": port, "demo": False, "log_level": "warning", "models": [model]}))
     server = start(aiforge_command(config), port, "/readyz", work / f"aiforge-packing-{packing}.log")
+    measured: list[Round] = []
     try:
         asyncio.run(drive(port, "/v1/models/clf/predict", bodies[:128], args.clients))  # warm-up
         before = batch_stats(port)
-        served = asyncio.run(drive(port, "/v1/models/clf/predict", bodies, args.clients))
+        for _ in range(rounds):
+            limit = limit_once() if limit_once else float("nan")  # the server idles meanwhile
+            load = asyncio.run(drive(port, "/v1/models/clf/predict", bodies, args.clients))
+            measured.append(Round(limit, load))
         after = batch_stats(port)
-        overload = burst(server.pid, port, bodies, served.throughput, args.clients) if with_burst else {}
+        capacity = merged([r.served for r in measured]).throughput
+        overload = burst(server.pid, port, bodies, capacity, args.clients) if limit_once else {}
     finally:
         stop(server)
     items, batches = after["items"] - before["items"], after["batches"] - before["batches"]
-    return served, {"batch": items / max(batches, 1), "cost": after["cost"]}, overload
+    return measured, {"batch": items / max(batches, 1), "cost": after["cost"]}, overload
 
 
 def batch_stats(port: int) -> dict[str, Any]:
@@ -464,12 +508,14 @@ def burst(pid: int, port: int, bodies: list[bytes], capacity: float, clients: in
 
 def report(
     args: argparse.Namespace,
-    served: Load,
+    rounds: list[Round],
     baseline: Load,
-    limit: float,
     limit_loop: str,
     overload: dict[str, Any],
 ) -> None:
+    served = merged([r.served for r in rounds])
+    # the limit over all rounds: all items / all the time the offline loop took
+    limit = len(rounds) / sum(1 / r.limit for r in rounds)
     print("\n| | req/s | p50 ms | p99 ms | non-200 |")
     print("|---|---|---|---|---|")
     for name, load in (("aiforge serve", served), ("naive FastAPI + pipeline", baseline)):
@@ -478,14 +524,19 @@ def report(
             f"| {name} | {load.throughput:.1f} | {load.percentile(0.5):.0f} | {load.percentile(0.99):.0f} | "
             f"{bad or 0} |"
         )
-    print(
-        f"| offline limit (the best pipe.predict loop: {limit_loop}) | {limit:.1f} | | | |"
-    )
+    print(f"| offline limit (the best pipe.predict loop: {limit_loop}) | {limit:.1f} | | | |")
     vs_limit, vs_naive = served.throughput / limit, served.throughput / baseline.throughput
     gpu = args.device.startswith("cuda")
     print(
         f"\naiforge / offline limit = {vs_limit:.2f}x (target >= 0.9x)   "
         f"aiforge / naive = {vs_naive:.2f}x (target >= {3.0 if gpu else 1.5}x)"
+    )
+    print(
+        f"{len(rounds)} rounds (offline limit, then the server, back to back), server / limit by round: "
+        + ", ".join(
+            f"{r.served.throughput:.1f} / {r.limit:.1f} = {r.served.throughput / r.limit:.2f}x"
+            for r in rounds
+        )
     )
     statuses = overload["statuses"]
     server_errors = sum(v for k, v in statuses.items() if k >= 500 or k == 0)

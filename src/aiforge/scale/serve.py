@@ -306,6 +306,8 @@ def build_gateway(replicas: Any, max_body_bytes: int) -> Any:
     """A raw ASGI app that forwards each request to ``replicas`` (a deployment handle)."""
     from ray.exceptions import ActorUnavailableError, RayActorError
 
+    from aiforge.serve.middleware import read_body
+
     unary = replicas.options(method_name="handle_unary")
     streaming = replicas.options(stream=True, method_name="handle")
 
@@ -376,22 +378,6 @@ def wants_stream(body: bytes) -> bool:
     except (ValueError, AttributeError):
         return False  # not a JSON object: the app answers 4xx, whole
     return value not in (None, False)
-
-
-async def read_body(receive: Any, limit: int) -> bytes:
-    parts: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            break
-        chunk = message.get("body", b"")
-        if size < limit:
-            parts.append(chunk[: limit - size])
-        size += len(chunk)
-        if not message.get("more_body"):
-            break
-    return b"".join(parts)
 
 
 def replica_died() -> AiforgeError:

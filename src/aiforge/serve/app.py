@@ -1,7 +1,8 @@
 """The app factory: ``create_app(settings) -> FastAPI``. Nothing loads at import time.
 
 Request path, outermost first: RequestContext (request id, access log, metrics) -> ApiKeyAuth (when
-keys are set) -> BodyLimit -> routers. Models load in the lifespan, in a background task, so the
+keys are set) -> BodyLimit -> JsonPredict (JSON predict requests, answered without FastAPI's
+routing) -> routers. Models load in the lifespan, in a background task, so the
 server answers /healthz (alive) and /readyz (503, "loading") while weights load and warm up.
 """
 
@@ -61,6 +62,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
     for router in (ops.health_router, predict.router, openai.router, rag.router, ops.admin_router):
         app.include_router(router)
     # add_middleware puts each new middleware outermost: the last added runs first.
+    app.add_middleware(predict.JsonPredict, runtime=runtime)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     if settings.api_key_file is not None:
         app.add_middleware(ApiKeyAuth, keys=load_api_keys(settings.api_key_file))

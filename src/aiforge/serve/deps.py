@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
+from starlette.types import Receive, Scope
 
 from aiforge.serve.metrics import ServeMetrics
 from aiforge.serve.runtime import Deployment, Runtime, ServedModel
@@ -29,18 +30,23 @@ SettingsDep = Annotated[ServeSettings, Depends(get_settings)]
 MetricsDep = Annotated[ServeMetrics, Depends(get_metrics)]
 
 
-def mark_model(request: Request, model: ServedModel, served_by: Deployment | None = None) -> None:
-    """Label this request's metrics with the model, and name the version in the response header."""
-    request.state.model = model.name
+def mark_model(scope: Scope, model: ServedModel, served_by: Deployment | None = None) -> None:
+    """Label this request's metrics with the model, and name the version in the response header.
+
+    Writes the request's ``scope["state"]`` (what ``request.state`` wraps), which RequestContext
+    reads when the response starts.
+    """
+    state = scope.setdefault("state", {})
+    state["model"] = model.name
     deployment = served_by or model.active
     if deployment is not None:
-        request.state.model_version = deployment.version
-        request.state.model_run_id = deployment.run_id
+        state["model_version"] = deployment.version
+        state["model_run_id"] = deployment.run_id
 
 
-async def disconnected(request: Request) -> Any:
+async def disconnected(receive: Receive) -> Any:
     """Returns once the client has gone away; call only after the request body has been read."""
     while True:
-        message = await request.receive()
+        message = await receive()
         if message["type"] == "http.disconnect":
             return None

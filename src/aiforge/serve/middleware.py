@@ -47,6 +47,24 @@ def route_label(scope: Scope) -> str:
     return path or "unmatched"
 
 
+async def read_body(receive: Receive, limit: int | None = None) -> bytes:
+    """A request's whole body (the first ``limit`` bytes of it, when given); what arrived, when the
+    client disconnects before the end."""
+    parts: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunk = message.get("body", b"")
+        if limit is None or size < limit:
+            parts.append(chunk if limit is None else chunk[: limit - size])
+        size += len(chunk)
+        if not message.get("more_body"):
+            break
+    return b"".join(parts)
+
+
 class RequestContext:
     def __init__(self, app: ASGIApp, metrics: ServeMetrics) -> None:
         self.app = app

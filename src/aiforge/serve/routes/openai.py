@@ -69,7 +69,7 @@ async def get_model(name: str, runtime: RuntimeDep) -> dict[str, Any]:
 )
 async def embeddings(body: EmbeddingRequest, request: Request, runtime: RuntimeDep) -> JSONResponse:
     model = runtime.for_tasks(body.model, EMBEDDING_TASKS, "/v1/embeddings")
-    mark_model(request, model)
+    mark_model(request.scope, model)
     dim = getattr(model.require_ready().pipe, "dim", None)
     if body.dimensions is not None and body.dimensions != dim:
         raise AiforgeError(
@@ -81,8 +81,8 @@ async def embeddings(body: EmbeddingRequest, request: Request, runtime: RuntimeD
         )
     texts = body.texts()
     params = {"kind": body.input_type} if body.input_type else None
-    outputs, deployment = await model.predict(texts, params, lambda: disconnected(request))
-    mark_model(request, model, deployment)
+    outputs, deployment = await model.predict(texts, params, lambda: disconnected(request.receive))
+    mark_model(request.scope, model, deployment)
     tokens = count_tokens(deployment.pipe, texts)
     return JSONResponse(
         {
@@ -113,15 +113,15 @@ def count_tokens(pipe: Pipeline, texts: list[str]) -> int:
 @router.post("/chat/completions", summary="Chat with a text-generation model (SSE when stream=true)")
 async def chat_completions(body: ChatCompletionRequest, request: Request, runtime: RuntimeDep) -> Response:
     model = runtime.for_tasks(body.model, CHAT_TASKS, "/v1/chat/completions")
-    mark_model(request, model)
+    mark_model(request.scope, model)
     deployment = model.require_ready()
     params = body.generation_params()
     runner = model.variant(deployment, params)
     prompt = runner.apply_chat_template(body.messages_as_dicts())  # type: ignore[attr-defined]
     if body.stream:
         return stream_chat(model, deployment, runner, prompt, body)
-    outputs, deployment = await model.predict([prompt], params, lambda: disconnected(request))
-    mark_model(request, model, deployment)
+    outputs, deployment = await model.predict([prompt], params, lambda: disconnected(request.receive))
+    mark_model(request.scope, model, deployment)
     out = outputs[0]
     text, stopped = cut_at_stop(out["generated_text"], body.stop_sequences())
     return JSONResponse(
@@ -285,7 +285,7 @@ async def transcriptions(
     ] = None,
 ) -> Response:
     served = runtime.for_tasks(model, TRANSCRIPTION_TASKS, "/v1/audio/transcriptions")
-    mark_model(request, served)
+    mark_model(request.scope, served)
     if prompt:
         raise AiforgeError(
             "AF-SERVE-002", "'prompt' is not supported by aiforge transcription", "omit 'prompt'", status=422
@@ -303,8 +303,8 @@ async def transcriptions(
     params = (
         {"word_timestamps": True} if timestamp_granularities and "word" in timestamp_granularities else None
     )
-    outputs, deployment = await served.predict([record], params, lambda: disconnected(request))
-    mark_model(request, served, deployment)
+    outputs, deployment = await served.predict([record], params, lambda: disconnected(request.receive))
+    mark_model(request.scope, served, deployment)
     from aiforge.tasks.audio import format_transcript
 
     rendered = format_transcript(outputs[0], response_format)
