@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -131,6 +132,19 @@ def test_image_upload_base64_and_server_paths(api: Server) -> None:
     # a client must not make the server open its own files
     assert server_path.status_code == 422 and "file paths" in server_path.json()["error"]["message"]
     assert undecodable.status_code == 422 and undecodable.json()["error"]["code"] == "AF-INPUT-003"
+
+
+def test_json_body_in_chunks_with_a_charset_is_answered_as_a_whole(api: Server) -> None:
+    body = json.dumps({"inputs": TEXTS}, ensure_ascii=False).encode()
+    with api.client() as client:
+        whole = client.post("/v1/models/clf/predict", content=body)  # no content type: JSON
+        chunked = client.post(
+            "/v1/models/clf/predict",
+            content=iter([body[:7], body[7:20], body[20:]]),  # split inside a Hangul character
+            headers={"content-type": "application/json; charset=utf-8"},
+        )
+    assert whole.status_code == chunked.status_code == 200, chunked.text
+    assert chunked.json()["outputs"] == whole.json()["outputs"] and len(whole.json()["outputs"]) == len(TEXTS)
 
 
 def test_body_limit_is_413(api: Server) -> None:
