@@ -93,6 +93,8 @@ class Pipeline(ABC):
         self.device = device
         self.params = self.parse_params(params)
         self._ready = False
+        # one pool per width, kept: callers with different torch thread counts (rare) each reuse theirs
+        self._forward_pools: dict[int, ThreadPoolExecutor] = {}
 
     # ---- the contract -------------------------------------------------------------------------
     @abstractmethod
@@ -121,7 +123,6 @@ class Pipeline(ABC):
     # Whether forward may run in several threads at once: a pure model call that keeps no state
     # between batches (the server then runs one inference thread per CPU core, see serve/batcher.py).
     concurrent_forward: ClassVar[bool] = False
-    _forward_pool: tuple[int, ThreadPoolExecutor] | None = None  # (torch threads it splits, pool)
 
     def batch_units(self, lengths: list[int]) -> int:
         """The size of one forward pass over items of these lengths, in the units whose cost the
@@ -271,10 +272,10 @@ class Pipeline(ABC):
         threads = self.side_by_side() if len(batches) > 1 else 1
         if threads < 2:
             return map(self.forward, batches)
-        if self._forward_pool is None or self._forward_pool[0] != threads:
-            pool = ThreadPoolExecutor(threads, "aiforge-forward", set_torch_threads, (1,))
-            self._forward_pool = (threads, pool)
-        return self._forward_pool[1].map(self.forward, batches)
+        pools = self._forward_pools
+        if threads not in pools:
+            pools[threads] = ThreadPoolExecutor(threads, "aiforge-forward", set_torch_threads, (1,))
+        return pools[threads].map(self.forward, batches)
 
     # ---- description ----------------------------------------------------------------------------
     @classmethod
