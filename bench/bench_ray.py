@@ -101,7 +101,11 @@ def bench_batch(
         "".join(json.dumps({"text": s}, ensure_ascii=False) + "\n" for s in sentences[: args.items]),
         encoding="utf-8",
     )
-    common = [*AIFORGE, "run", "text-classification", "-m", str(model_dir), "-i", str(src), "-b", "16"]
+
+    def command(items: Path, out: Path, *extra: str) -> list[str]:
+        return [*AIFORGE, "run", "text-classification", "-m", str(model_dir), "-i", str(items), "-b", "16",
+                "-o", str(out), *extra]  # fmt: skip
+
     ray_flags = ["--backend", "ray"] + (["--workers", str(args.workers)] if args.workers else [])
     # The first Ray Data job on a cluster starts Ray Data's own detached actors (stats, autoscaling
     # coordinator, actor-location tracker), which later jobs reuse: like the head, they are part of
@@ -112,7 +116,7 @@ def bench_batch(
         "".join(src.read_text(encoding="utf-8").splitlines(keepends=True)[:256]), encoding="utf-8"
     )
     cold = timed_command(
-        [*common[:-4], "-i", str(head), "-b", "16", "-o", str(first), *ray_flags],
+        command(head, first, *ray_flags),
         first,
         256,
         env,
@@ -128,7 +132,7 @@ def bench_batch(
         out = root / f"{name}.jsonl"
         out.unlink(missing_ok=True)
         runs[name].append(
-            timed_command([*common, "-o", str(out), *extra], out, args.items, env, root / f"{name}.log")
+            timed_command(command(src, out, *extra), out, args.items, env, root / f"{name}.log")
         )
         print(f"batch {name}: {runs[name][-1]}", flush=True)
     local = {k: sum(run[k] for run in runs["local"]) / len(runs["local"]) for k in runs["local"][0]}

@@ -361,9 +361,18 @@ def main() -> int:
         return offline_limit(model_dir, sentences, args.device, [limit_batch], **layout)[limit_batch]
 
     rounds, stats, overload = measure_server(
-        work, model_dir, args, bodies, packing=True, rounds=args.rounds, limit_once=limit_once
+        work,
+        model_dir,
+        args,
+        bodies,
+        packing=True,
+        with_burst=True,
+        rounds=args.rounds,
+        limit_once=limit_once,
     )
-    padded_rounds, padded_stats, _ = measure_server(work, model_dir, args, bodies, packing=False)
+    padded_rounds, padded_stats, _ = measure_server(
+        work, model_dir, args, bodies, packing=False, with_burst=False
+    )
     padded = padded_rounds[0].served
 
     naive_port = free_port()
@@ -424,11 +433,12 @@ def measure_server(
     args: argparse.Namespace,
     bodies: list[bytes],
     packing: bool,
+    with_burst: bool,
     rounds: int = 1,
     limit_once: Callable[[], float] | None = None,
 ) -> tuple[list[Round], dict[str, Any], dict[str, Any]]:
     """One `aiforge serve` process: warm-up, ``rounds`` measured loads (each right after an offline
-    limit run when ``limit_once`` is given), their batch statistics, and, with a limit, the burst."""
+    limit run when ``limit_once`` is given), their batch statistics, and the burst."""
     config = work / f"serve-packing-{packing}.yaml"
     port = free_port()
     model = {
@@ -454,7 +464,7 @@ def measure_server(
             measured.append(Round(limit, load))
         after = batch_stats(port)
         capacity = merged([r.served for r in measured]).throughput
-        overload = burst(server.pid, port, bodies, capacity, args.clients) if limit_once else {}
+        overload = burst(server.pid, port, bodies, capacity, args.clients) if with_burst else {}
     finally:
         stop(server)
     items, batches = after["items"] - before["items"], after["batches"] - before["batches"]
