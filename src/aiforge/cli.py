@@ -120,22 +120,9 @@ def doctor(
 @friendly
 def tasks(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """List the tasks with their backend, default models, input and output."""
-    from aiforge.tasks import TASKS
+    from aiforge.tasks import task_cards
 
-    rows = []
-    for spec in TASKS.values():
-        row: dict[str, Any] = {
-            "task": spec.name,
-            "summary": spec.summary,
-            "hub_default": spec.hub_default,
-            "offline_default": spec.offline_default,
-            "extra": spec.extra,
-        }
-        try:
-            row.update(spec.load_class().describe())
-        except AiforgeError as exc:
-            row["unavailable"] = exc.fix
-        rows.append(row)
+    rows = [card.describe() for card in task_cards()]
     if as_json:
         typer.echo(json.dumps(rows, indent=2, ensure_ascii=False))
         return
@@ -159,9 +146,9 @@ def models(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] 
     if ctx.invoked_subcommand is not None:
         return
     from aiforge.models import PACKAGED
-    from aiforge.tasks import TASKS, default_status
+    from aiforge.tasks import default_status, task_cards
 
-    defaults = [default_status(spec) for spec in TASKS.values()]
+    defaults = [default_status(card) for card in task_cards()]
     packaged = [
         {
             "name": m.name,

@@ -24,23 +24,6 @@ from typing import Any
 from aiforge.errors import AiforgeError
 from aiforge.serve.runtime import Runtime, ServedModel
 
-LABEL_TASKS = (
-    "text-classification",
-    "image-classification",
-    "audio-classification",
-    "fill-mask",
-    "zero-shot-classification",
-)
-TEXT_OUT_TASKS = (
-    "text-generation",
-    "text2text-generation",
-    "summarization",
-    "translation",
-    "image-to-text",
-    "automatic-speech-recognition",
-)
-BOX_TASKS = ("object-detection", "image-segmentation", "mask-generation")
-
 
 @dataclass
 class TaskUI:
@@ -138,106 +121,96 @@ def render_citations(citations: list[dict[str, Any]]) -> str:
 
 
 def task_ui(gr: Any, model: ServedModel) -> TaskUI:
-    """The widgets for a model's task, chosen from its input field and task name."""
-    task, media = model.task, model.cls.primary_field
-    if task == "question-answering":
-        return TaskUI(
-            lambda: [gr.Textbox(label="question"), gr.Textbox(label="context", lines=6)],
-            lambda q, c: {"question": q, "context": c},
-            lambda: gr.HighlightedText(label="answer"),
-            lambda out, values: {
-                "text": values[1],
-                "entities": [{"entity": "answer", "start": out["start"], "end": out["end"]}]
-                if out["answer"]
-                else [],
-            },
-        )
-    if task == "zero-shot-classification":
-        return TaskUI(
-            lambda: [
-                gr.Textbox(label="text", lines=3),
-                gr.Textbox(label="candidate labels (comma-separated)"),
-            ],
-            lambda t, labels: {
-                "text": t,
-                "candidate_labels": [x.strip() for x in labels.split(",") if x.strip()],
-            },
-            lambda: gr.Label(label="labels"),
-            lambda out, values: label_scores(out),
-        )
-    if media == "image":
-        return TaskUI(
-            lambda: [gr.Image(type="filepath", label="image")],
-            lambda path: {"image": _read(path, "image")},
-            lambda: _output_view(gr, task),
-            lambda out, values: render_output(task, out, values[0]),
-        )
-    if media == "audio":
-        return TaskUI(
-            lambda: [gr.Audio(sources=["upload", "microphone"], type="filepath", label="audio")],
-            lambda path: {"audio": _read(path, "audio")},
-            lambda: _output_view(gr, task),
-            lambda out, values: render_output(task, out, values[0]),
-        )
+    """The widgets for a model's task, as its card's demo view names them."""
+    view = model.card.demo
+    inputs, record = _INPUTS[view.input](gr)
     return TaskUI(
-        lambda: [gr.Textbox(label="text", lines=3)],
-        lambda text: {"text": text},
-        lambda: _output_view(gr, task),
-        lambda out, values: render_output(task, out, values[0]),
+        inputs,
+        record,
+        lambda: _OUTPUTS[view.output](gr),
+        lambda out, values: render_output(view.output, out, values),
     )
 
 
-def _output_view(gr: Any, task: str) -> Any:
-    if task in LABEL_TASKS:
-        return gr.Label(label="prediction", num_top_classes=5)
-    if task == "token-classification":
-        return gr.HighlightedText(label="entities")
-    if task in TEXT_OUT_TASKS:
-        return gr.Textbox(label="output", lines=4)
-    if task in BOX_TASKS:
-        return gr.AnnotatedImage(label="prediction")
-    if task == "text-to-audio":
-        return gr.Audio(label="speech", type="numpy")
-    return gr.Textbox(label="summary")
+InputWidgets = tuple[Callable[[], list[Any]], Callable[..., dict[str, Any]]]
+
+# Demo input kind -> (the widgets, how their values become one input record).
+_INPUTS: dict[str, Callable[[Any], InputWidgets]] = {
+    "text": lambda gr: (lambda: [gr.Textbox(label="text", lines=3)], lambda text: {"text": text}),
+    "text-labels": lambda gr: (
+        lambda: [gr.Textbox(label="text", lines=3), gr.Textbox(label="candidate labels (comma-separated)")],
+        lambda text, labels: {
+            "text": text,
+            "candidate_labels": [x.strip() for x in labels.split(",") if x.strip()],
+        },
+    ),
+    "question-context": lambda gr: (
+        lambda: [gr.Textbox(label="question"), gr.Textbox(label="context", lines=6)],
+        lambda question, context: {"question": question, "context": context},
+    ),
+    "image": lambda gr: (
+        lambda: [gr.Image(type="filepath", label="image")],
+        lambda path: {"image": _read(path, "image")},
+    ),
+    "audio": lambda gr: (
+        lambda: [gr.Audio(sources=["upload", "microphone"], type="filepath", label="audio")],
+        lambda path: {"audio": _read(path, "audio")},
+    ),
+}
+
+# Demo output kind -> the widget that shows it.
+_OUTPUTS: dict[str, Callable[[Any], Any]] = {
+    "label": lambda gr: gr.Label(label="prediction", num_top_classes=5),
+    "entities": lambda gr: gr.HighlightedText(label="entities"),
+    "answer": lambda gr: gr.HighlightedText(label="answer"),
+    "text": lambda gr: gr.Textbox(label="output", lines=4),
+    "boxes": lambda gr: gr.AnnotatedImage(label="prediction"),
+    "masks": lambda gr: gr.AnnotatedImage(label="prediction"),
+    "audio": lambda gr: gr.Audio(label="speech", type="numpy"),
+    "vector": lambda gr: gr.Textbox(label="summary"),
+    "json": lambda gr: gr.Textbox(label="summary"),
+}
 
 
-def render_output(task: str, out: dict[str, Any], value: Any) -> Any:
-    """One output record -> the value of the task's output component."""
-    if task in LABEL_TASKS:
+def render_output(kind: str, out: dict[str, Any], values: tuple[Any, ...]) -> Any:
+    """One output record -> the value of the output widget of this demo kind (``values`` are the
+    input widgets' values: the text that entities highlight, the image boxes are drawn on)."""
+    if kind == "label":
         return label_scores(out)
-    if task == "token-classification":
-        return {
-            "text": value,
-            "entities": [
-                {"entity": e["entity_group"], "start": e["start"], "end": e["end"]}
-                for e in out.get("entities", [])
-            ],
-        }
-    if task in TEXT_OUT_TASKS:
+    if kind == "entities":
+        spans = [(e["entity_group"], e["start"], e["end"]) for e in out.get("entities", [])]
+        return _highlight(values[0], spans)
+    if kind == "answer":  # the answer highlighted in its context
+        return _highlight(values[1], [("answer", out["start"], out["end"])] if out.get("answer") else [])
+    if kind == "text":
         return out.get("generated_text", out.get("text", ""))
-    if task == "object-detection":
-        return value, [
+    if kind == "boxes":
+        return values[0], [
             (
                 (o["box"]["xmin"], o["box"]["ymin"], o["box"]["xmax"], o["box"]["ymax"]),
                 f"{o['label']} {o['score']:.2f}",
             )
             for o in out.get("objects", [])
         ]
-    if task in ("image-segmentation", "mask-generation"):
-        from aiforge.tasks.vision import decode_mask
+    if kind == "masks":
+        from aiforge.tasks.images import decode_mask
 
         parts = out.get("segments") or out.get("masks") or []
-        return value, [(decode_mask(p["mask"]), str(p.get("label", p.get("point", "")))) for p in parts]
-    if task == "text-to-audio":
+        return values[0], [(decode_mask(p["mask"]), str(p.get("label", p.get("point", "")))) for p in parts]
+    if kind == "audio":
         import soundfile
 
         samples, rate = soundfile.read(io.BytesIO(base64.b64decode(out["audio_base64"])))
         return rate, samples
-    if "embedding" in out:
+    if kind == "vector" and "embedding" in out:
         return (
             f"{out['dim']}-dimensional vector: [{', '.join(f'{v:.4f}' for v in out['embedding'][:6])}, ...]"
         )
     return str(out)
+
+
+def _highlight(text: str, spans: list[tuple[str, int, int]]) -> dict[str, Any]:
+    return {"text": text, "entities": [{"entity": label, "start": a, "end": b} for label, a, b in spans]}
 
 
 def label_scores(out: dict[str, Any]) -> dict[str, float]:

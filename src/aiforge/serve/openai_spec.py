@@ -15,10 +15,6 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-EMBEDDING_TASKS = ("sentence-embeddings",)
-CHAT_TASKS = ("text-generation",)
-TRANSCRIPTION_TASKS = ("automatic-speech-recognition",)
-
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")

@@ -17,7 +17,6 @@ import asyncio
 import base64
 import binascii
 import copy
-import io
 import json
 import logging
 import time
@@ -33,12 +32,12 @@ from aiforge.serve.metrics import ServeMetrics
 from aiforge.serve.settings import ModelSettings, ServeSettings
 from aiforge.tasks import default_model_ref, get_task, load_pipeline
 from aiforge.tasks.base import Pipeline, TaskInput
+from aiforge.tasks.card import OpenAIRoute, tasks_for_route
 
 log = logging.getLogger("aiforge.serve")
 
 MAX_VARIANTS = 64  # per-request parameter sets kept per deployment
 CPU_MAX_PADDING = 0.25  # padding tokens per real token allowed in a CPU batch (see batcher.py)
-WARMUP_TEXT = "aiforge warm-up: 서버를 준비하고 있습니다."
 # Text inputs are only validated per request; the batcher preprocesses (tokenises) them on the event
 # loop, in one call for all the requests queued meanwhile. Media decoding (images, audio) is
 # heavier: it runs per request in a thread so it never blocks other requests.
@@ -66,7 +65,8 @@ class ServedModel:
         self.settings = settings
         self.name = settings.name
         self.task = settings.task
-        self.cls = get_task(settings.task).load_class()
+        self.card = get_task(settings.task)
+        self.cls = self.card.load_class()
         self.allow_local_paths = server.allow_local_paths
         self.drain_timeout_s = server.drain_timeout_s
         self.metrics = metrics
@@ -126,7 +126,7 @@ class ServedModel:
         )
         batcher.start()
         deployment = Deployment(pinned, ref, version_of(ref), run_id, pipe, batcher)
-        sample = warmup_input(self.cls, self.settings)
+        sample = self.card.warmup(self.settings.params) if self.card.warmup else None
         if s.warmup and sample is not None:
             if report:
                 self._set_state("warming", "running a warm-up input")
@@ -363,8 +363,9 @@ class Runtime:
             )
         return self.models[name]
 
-    def for_tasks(self, name: str, tasks: tuple[str, ...], endpoint: str) -> ServedModel:
-        """The model an OpenAI-style request names, checked to be of a task the endpoint serves."""
+    def for_route(self, name: str, route: OpenAIRoute, endpoint: str) -> ServedModel:
+        """The model an OpenAI-style request names, checked to be of a task whose card backs the route."""
+        tasks = tasks_for_route(route)
         model = self.get(name)
         if model.task not in tasks:
             fitting = [m.name for m in self.models.values() if m.task in tasks]
@@ -490,26 +491,3 @@ async def warm_up(deployment: Deployment, sample: Any) -> None:
     if set(output) == {"error"}:
         error = output["error"]
         raise AiforgeError(error["code"], f"warm-up input failed: {error['message']}", error.get("fix", ""))
-
-
-def warmup_input(cls: type[Pipeline], settings: ModelSettings) -> Any | None:
-    """A sample input that exercises the whole path of a task, or None where none is safe to invent."""
-    if settings.task == "question-answering":
-        return {"question": "무엇을 준비하나요?", "context": WARMUP_TEXT}
-    if settings.task in ("fill-mask", "text-to-audio") or (
-        settings.task == "zero-shot-classification" and not settings.params.get("candidate_labels")
-    ):
-        return None  # needs a mask token / candidate labels, or writes files
-    if cls.primary_field == "text":
-        return WARMUP_TEXT
-    if cls.primary_field == "image":
-        from PIL import Image
-
-        buffer = io.BytesIO()
-        Image.new("RGB", (64, 64), (128, 128, 128)).save(buffer, format="PNG")
-        return {"image": buffer.getvalue()}
-    if cls.primary_field == "audio":
-        import numpy as np
-
-        return {"audio": np.zeros(16000, dtype=np.float32)}  # one second of silence at 16 kHz
-    return None

@@ -22,9 +22,9 @@ def preflight(settings: ServeSettings) -> None:
     from aiforge.tasks import default_model_ref, get_task
 
     for model in settings.models:
-        spec = get_task(model.task)
-        spec.load_class()  # a missing optional dependency is reported now, not at first request
-        resolve(model.model or default_model_ref(spec), spec.name)
+        card = get_task(model.task)
+        card.load_class()  # a missing optional dependency is reported now, not at first request
+        resolve(model.model or default_model_ref(card), card.name)
 
 
 def build_server(settings: ServeSettings, process_wide_logging: bool = False) -> Any:

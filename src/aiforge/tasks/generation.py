@@ -29,21 +29,31 @@ import contextlib
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal, cast
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, cast
 
-import torch
 from pydantic import BaseModel, Field
-from transformers import (
-    AutoModelForCausalLM,
-    AutoModelForSeq2SeqLM,
-    AutoTokenizer,
-    StoppingCriteria,
-    StoppingCriteriaList,
-    TextIteratorStreamer,
-)
 
 from aiforge.errors import AiforgeError
+from aiforge.lazy import lazy_module
 from aiforge.tasks.base import Pipeline, TaskInput, TaskParams
+from aiforge.tasks.card import DemoView, register_task, warm_text
+
+if TYPE_CHECKING:
+    import torch
+    import transformers
+else:
+    torch = lazy_module("torch")
+    transformers = lazy_module("transformers")
+
+# The sampling controls every generate()-based task reads per call (a served request may set them).
+GENERATION_REQUEST_PARAMS = (
+    "max_new_tokens",
+    "do_sample",
+    "temperature",
+    "top_p",
+    "repetition_penalty",
+    "seed",
+)
 
 # Tokenizers report "no limit" as a huge number; anything above this is treated as no limit.
 _NO_LIMIT = 1_000_000
@@ -51,8 +61,16 @@ _NO_LIMIT = 1_000_000
 T5_PREFIX_MODEL_TYPES = frozenset({"t5"})
 # T5's translation prefixes name languages in English; users often pass ISO codes.
 LANGUAGE_NAMES = {
-    "en": "English", "de": "German", "fr": "French", "ro": "Romanian", "es": "Spanish",
-    "it": "Italian", "pt": "Portuguese", "ko": "Korean", "ja": "Japanese", "zh": "Chinese",
+    "en": "English",
+    "de": "German",
+    "fr": "French",
+    "ro": "Romanian",
+    "es": "Spanish",
+    "it": "Italian",
+    "pt": "Portuguese",
+    "ko": "Korean",
+    "ja": "Japanese",
+    "zh": "Chinese",
 }
 
 
@@ -99,15 +117,16 @@ class Completion:
     prompt: Prompt
 
 
-class _Cancelled(StoppingCriteria):
-    """Stops a streaming generate() whose reader went away, so the thread does not run on."""
+def _stop_when_set(event: threading.Event) -> Any:
+    """A stopping criterion that ends a streaming generate() whose reader went away, so the thread
+    does not run on. (Defined on use: transformers loads only when a model does.)"""
 
-    def __init__(self, event: threading.Event) -> None:
-        self.event = event
+    class Cancelled(transformers.StoppingCriteria):
+        def __call__(self, input_ids: torch.LongTensor, scores: Any, **kwargs: Any) -> torch.BoolTensor:
+            stop = event.is_set()
+            return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
 
-    def __call__(self, input_ids: torch.LongTensor, scores: Any, **kwargs: Any) -> torch.BoolTensor:
-        stop = self.event.is_set()
-        return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
+    return Cancelled()
 
 
 class _Generator(Pipeline):
@@ -120,7 +139,7 @@ class _Generator(Pipeline):
     primary_field: ClassVar[str | None] = "text"
     default_batch_size: ClassVar[int] = 4
 
-    model_class: ClassVar[Any]
+    model_class: ClassVar[str]  # the transformers Auto class
     # Causal LMs continue the end of the prompt, so they pad and truncate on the left.
     side: ClassVar[Literal["left", "right"]] = "right"
 
@@ -129,8 +148,9 @@ class _Generator(Pipeline):
     # ---- setup --------------------------------------------------------------------------------------
     def setup(self) -> None:
         location = self.model_ref.location
-        self.tokenizer = AutoTokenizer.from_pretrained(location)
-        self.model = self.model_class.from_pretrained(location).to(self.device).eval()
+        self.tokenizer = transformers.AutoTokenizer.from_pretrained(location)
+        model_class = getattr(transformers, self.model_class)
+        self.model = model_class.from_pretrained(location).to(self.device).eval()
         self.tokenizer.padding_side = self.side
         self.tokenizer.truncation_side = self.side
         if self.tokenizer.pad_token_id is None:  # GPT-2, Llama...: batching needs some pad token
@@ -183,8 +203,10 @@ class _Generator(Pipeline):
 
     def _pad(self, rows: list[list[int]]) -> dict[str, torch.Tensor]:
         padded = self.tokenizer.pad({"input_ids": rows}, padding_side=self.side, return_tensors="pt")
-        return {"input_ids": padded["input_ids"].to(self.device),
-                "attention_mask": padded["attention_mask"].to(self.device)}
+        return {
+            "input_ids": padded["input_ids"].to(self.device),
+            "attention_mask": padded["attention_mask"].to(self.device),
+        }
 
     def _generate(
         self, inputs: dict[str, torch.Tensor], params: GenerationParams, **extra: Any
@@ -197,8 +219,13 @@ class _Generator(Pipeline):
             **extra,
         }
         if params.do_sample:
-            kwargs.update({k: v for k, v in (("temperature", params.temperature), ("top_p", params.top_p))
-                           if v is not None})
+            kwargs.update(
+                {
+                    k: v
+                    for k, v in (("temperature", params.temperature), ("top_p", params.top_p))
+                    if v is not None
+                }
+            )
         if params.repetition_penalty is not None:
             kwargs["repetition_penalty"] = params.repetition_penalty
         with _seeded(params.seed, self.device):
@@ -232,6 +259,16 @@ class _Generator(Pipeline):
 
 
 # ---- causal LM ----------------------------------------------------------------------------------------
+@register_task(
+    "text-generation",
+    summary="continue a prompt (causal LM)",
+    hub_default="google/gemma-3-270m",
+    request_params=(*GENERATION_REQUEST_PARAMS, "return_full_text"),
+    warmup=warm_text,
+    demo=DemoView("text", "text"),
+    architectures=("ForCausalLM", "LMHeadModel"),
+    openai=("chat", "completions"),
+)
 class TextGeneration(_Generator):
     """Continue a prompt with a causal LM (GPT-2, Llama, Gemma...); left-padded batches.
 
@@ -239,9 +276,8 @@ class TextGeneration(_Generator):
     ``pipe.apply_chat_template(messages)`` to turn chat messages into a prompt.
     """
 
-    task: ClassVar[str] = "text-generation"
     Params = TextGenerationParams
-    model_class = AutoModelForCausalLM
+    model_class = "AutoModelForCausalLM"
     side = "left"
 
     params: TextGenerationParams
@@ -272,15 +308,21 @@ class TextGeneration(_Generator):
         overrides = {**self.params.model_dump(exclude_none=True), **params}
         merged = cast(GenerationParams, self.parse_params(overrides))
         inputs = self._pad([self.encode(prompt, merged).ids])
-        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        streamer = transformers.TextIteratorStreamer(
+            self.tokenizer, skip_prompt=True, skip_special_tokens=True
+        )
         cancel = threading.Event()
         failure: list[BaseException] = []
 
         def run() -> None:
             try:
                 with torch.inference_mode():
-                    self._generate(inputs, merged, streamer=streamer,
-                                   stopping_criteria=StoppingCriteriaList([_Cancelled(cancel)]))
+                    self._generate(
+                        inputs,
+                        merged,
+                        streamer=streamer,
+                        stopping_criteria=transformers.StoppingCriteriaList([_stop_when_set(cancel)]),
+                    )
             except BaseException as exc:  # re-raised in the reader's thread below
                 failure.append(exc)
                 streamer.end()  # unblock the reader
@@ -313,7 +355,7 @@ class TextGeneration(_Generator):
 class _Seq2SeqGenerator(_Generator):
     """Encoder-decoder generation (T5, BART, Marian, NLLB...): right padding, an optional task prefix."""
 
-    model_class = AutoModelForSeq2SeqLM
+    model_class = "AutoModelForSeq2SeqLM"
     side = "right"
     default_prefix: ClassVar[str] = ""  # the prefix T5-family models expect for this task
     prefix_key: ClassVar[str] = ""  # the task's key in config.task_specific_params
@@ -337,20 +379,42 @@ class _Seq2SeqGenerator(_Generator):
         return sequences[:, 1:]
 
 
+@register_task(
+    "text2text-generation",
+    summary="sequence-to-sequence generation (AutoModelForSeq2SeqLM)",
+    hub_default="google/flan-t5-small",
+    request_params=GENERATION_REQUEST_PARAMS,
+    warmup=warm_text,
+    demo=DemoView("text", "text"),
+    architectures=("ForConditionalGeneration",),
+)
 class Text2TextGeneration(_Seq2SeqGenerator):
     """Free seq2seq generation: the input is the whole prompt (e.g. flan-t5 instructions)."""
 
-    task: ClassVar[str] = "text2text-generation"
 
-
+@register_task(
+    "summarization",
+    summary="summarise a text (seq2seq)",
+    hub_default="facebook/bart-large-cnn",
+    request_params=GENERATION_REQUEST_PARAMS,
+    warmup=warm_text,
+    demo=DemoView("text", "text"),
+)
 class Summarization(_Seq2SeqGenerator):
     """Summarise a text; T5-family models get the ``"summarize: "`` prefix they were trained with."""
 
-    task: ClassVar[str] = "summarization"
     default_prefix = "summarize: "
     prefix_key = "summarization"
 
 
+@register_task(
+    "translation",
+    summary="translate a text (seq2seq)",
+    hub_default="Helsinki-NLP/opus-mt-ko-en",
+    request_params=GENERATION_REQUEST_PARAMS,
+    warmup=warm_text,
+    demo=DemoView("text", "text"),
+)
 class Translation(_Seq2SeqGenerator):
     """Translate a text with ``src_lang`` / ``tgt_lang`` applied the way the model family expects.
 
@@ -360,7 +424,6 @@ class Translation(_Seq2SeqGenerator):
     Helsinki-NLP/opus-mt-ko-en) need neither.
     """
 
-    task: ClassVar[str] = "translation"
     Params = TranslationParams
 
     params: TranslationParams
@@ -454,9 +517,13 @@ def _seeded(seed: int | None, device: str) -> Iterator[None]:
 
 
 def _check_messages(messages: Any) -> None:
-    ok = isinstance(messages, list) and messages and all(
-        isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
-        for m in messages
+    ok = (
+        isinstance(messages, list)
+        and messages
+        and all(
+            isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+            for m in messages
+        )
     )
     if not ok:
         raise AiforgeError(

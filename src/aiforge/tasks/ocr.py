@@ -25,7 +25,8 @@ from pydantic import BaseModel, Field
 
 from aiforge.errors import AiforgeError, require
 from aiforge.tasks.base import Pipeline, TaskInput, TaskParams
-from aiforge.tasks.images import ImageInput, load_image
+from aiforge.tasks.card import DemoView, register_task
+from aiforge.tasks.images import ImageInput, load_image, warm_image
 
 PACKAGED_NOTE = "packaged PP-OCRv4 model: reads Chinese and English; Hangul is not recognised"
 
@@ -52,10 +53,19 @@ class OcrParams(TaskParams):
     )
 
 
+@register_task(
+    "ocr",
+    summary="text lines with boxes and scores",
+    hub_default="rapidocr",
+    offline_default="rapidocr",
+    extra="ocr",
+    requires=("rapidocr_onnxruntime",),
+    warmup=warm_image,
+    demo=DemoView("image", "text"),
+)
 class OCR(Pipeline):
     """Detect text lines, recognise them, and return them top-to-bottom, left-to-right."""
 
-    task = "ocr"
     Input = ImageInput
     Output = OcrOutput
     Params = OcrParams

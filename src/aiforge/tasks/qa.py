@@ -27,15 +27,22 @@ Example::
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
-import torch
 from pydantic import BaseModel, Field, field_validator, model_validator
-from transformers import AutoModelForQuestionAnswering, AutoTokenizer
 
 from aiforge.errors import AiforgeError
+from aiforge.lazy import lazy_module
 from aiforge.tasks.base import Pipeline, TaskInput, TaskParams
+from aiforge.tasks.card import WARMUP_TEXT, DemoView, register_task
+
+if TYPE_CHECKING:
+    import torch
+    import transformers
+else:
+    torch = lazy_module("torch")
+    transformers = lazy_module("transformers")
 
 # An item whose context needs very many windows is run in slices of this many windows, so one huge
 # document cannot exhaust memory; ordinary batches still go through the model in one call.
@@ -184,13 +191,26 @@ def _best_per_char_span(
 
 
 # ---- the pipeline -----------------------------------------------------------------------------------
+def _qa_warmup(params: dict[str, Any]) -> dict[str, str]:
+    return {"question": "무엇을 준비하나요?", "context": WARMUP_TEXT}
+
+
+@register_task(
+    "question-answering",
+    summary="extractive QA: the answer span of a context, with character offsets",
+    hub_default="monologg/koelectra-small-v3-finetuned-korquad",
+    aliases=("qa",),
+    request_params=("top_k", "max_answer_len", "max_question_len", "handle_impossible_answer"),
+    warmup=_qa_warmup,
+    demo=DemoView("question-context", "answer"),
+    architectures=("ForQuestionAnswering",),
+)
 class QuestionAnswering(Pipeline):
     """Extractive QA over any ``AutoModelForQuestionAnswering`` checkpoint (BERT, ELECTRA, RoBERTa...).
 
     ``pipe.predict([{"question": q, "context": c}, ...])`` -> one ``QAOutput`` dict per record.
     """
 
-    task: ClassVar[str] = "question-answering"
     Input = QAInput
     Output = QAOutput
     Params = QAParams
@@ -202,14 +222,16 @@ class QuestionAnswering(Pipeline):
 
     def setup(self) -> None:
         location = self.model_ref.location
-        self.tokenizer = AutoTokenizer.from_pretrained(location)
+        self.tokenizer = transformers.AutoTokenizer.from_pretrained(location)
         if not getattr(self.tokenizer, "is_fast", False):
             raise AiforgeError(
                 "AF-MODEL-003",
                 f"question answering needs a fast tokenizer (character offsets); '{location}' has a slow one",
                 "save a tokenizer.json beside the model (AutoTokenizer.from_pretrained(..., use_fast=True))",
             )
-        model, info = AutoModelForQuestionAnswering.from_pretrained(location, output_loading_info=True)
+        model, info = transformers.AutoModelForQuestionAnswering.from_pretrained(
+            location, output_loading_info=True
+        )
         if info["missing_keys"]:
             missing = ", ".join(sorted(info["missing_keys"])[:4])
             raise AiforgeError(
@@ -289,8 +311,10 @@ class QuestionAnswering(Pipeline):
         starts, ends = [], []
         with torch.inference_mode():
             for lo in range(0, total, MAX_WINDOWS_PER_FORWARD):
-                tensors = {k: torch.from_numpy(v[lo : lo + MAX_WINDOWS_PER_FORWARD]).to(self.device)
-                           for k, v in stacked.items()}
+                tensors = {
+                    k: torch.from_numpy(v[lo : lo + MAX_WINDOWS_PER_FORWARD]).to(self.device)
+                    for k, v in stacked.items()
+                }
                 out = self.model(**tensors)
                 starts.append(out.start_logits.float().cpu().numpy())
                 ends.append(out.end_logits.float().cpu().numpy())

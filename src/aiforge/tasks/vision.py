@@ -35,16 +35,22 @@ import pickle
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from PIL import Image
 from pydantic import BaseModel, Field
 
 from aiforge.errors import AiforgeError
+from aiforge.lazy import lazy_module
 from aiforge.models import ModelRef, offline_error
 from aiforge.tasks.base import Pipeline, TaskParams
-from aiforge.tasks.images import ImageInput, decode_mask, encode_mask, load_image
+from aiforge.tasks.card import DemoView, Trainer, register_task
+from aiforge.tasks.images import ImageInput, decode_mask, encode_mask, load_image, warm_image
+
+if TYPE_CHECKING:
+    import torch
+    from PIL import Image
+else:
+    torch = lazy_module("torch")
 
 __all__ = [
     "ImageClassification",
@@ -75,7 +81,7 @@ class _Features:
         return sum(t.numel() for t in self.tensors.values())
 
 
-BatchFn = Callable[[dict[str, torch.Tensor], list[_Features]], Sequence[Any]]
+BatchFn = Callable[[dict[str, "torch.Tensor"], list[_Features]], Sequence[Any]]
 
 
 def _run_grouped(features: list[_Features], fn: BatchFn, device: str) -> list[Any]:
@@ -149,6 +155,23 @@ class _Classifier:
     multi_label: bool = False
 
 
+@register_task(
+    "image-classification",
+    summary="ImageNet labels for an image (timm or transformers)",
+    hub_default="timm:efficientnet_lite0",
+    offline_default="efficientnet-lite0",
+    request_params=("top_k",),
+    warmup=warm_image,
+    demo=DemoView("image", "label"),
+    trainer=Trainer(
+        "aiforge.train.images:ImageClassificationTask",
+        "image",
+        ("timm:efficientnet_lite0", "packaged:efficientnet-lite0"),
+    ),
+    requires=("torch",),  # timm or transformers, whichever the model needs
+    architectures=("ForImageClassification",),
+    formats=("timm",),
+)
 class ImageClassification(_VisionPipeline):
     """Label an image: timm models (``timm:NAME``, packaged ``efficientnet-lite0``, local checkpoints)
     or transformers ``AutoModelForImageClassification``. Scores are softmax probabilities (sigmoid
@@ -158,7 +181,6 @@ class ImageClassification(_VisionPipeline):
         pipe("flower.jpg")["labels"][0]   # {"label": "daisy", "score": 0.18}
     """
 
-    task = "image-classification"
     Input = ImageInput
     Output = ClassificationOutput
     Params = ClassificationParams
@@ -417,10 +439,18 @@ class DetectionOutput(BaseModel):
     objects: list[Detection] = Field(description="detections sorted by score, highest first")
 
 
+@register_task(
+    "object-detection",
+    summary="boxes with labels and scores",
+    hub_default="facebook/detr-resnet-50",
+    request_params=("threshold",),
+    warmup=warm_image,
+    demo=DemoView("image", "boxes"),
+    architectures=("ForObjectDetection",),
+)
 class ObjectDetection(_VisionPipeline):
     """Boxes with labels and scores from an ``AutoModelForObjectDetection`` (DETR, YOLOS, RT-DETR...)."""
 
-    task = "object-detection"
     Input = ImageInput
     Output = DetectionOutput
     Params = DetectionParams
@@ -485,10 +515,17 @@ class SegmentationOutput(BaseModel):
     segments: list[Segment] = Field(description="one per label present, largest area first")
 
 
+@register_task(
+    "image-segmentation",
+    summary="per-class masks",
+    hub_default="nvidia/segformer-b0-finetuned-ade-512-512",
+    warmup=warm_image,
+    demo=DemoView("image", "masks"),
+    architectures=("ForSemanticSegmentation",),
+)
 class ImageSegmentation(_VisionPipeline):
     """Semantic segmentation (SegFormer, UperNet, DPT...): one mask per label found in the image."""
 
-    task = "image-segmentation"
     Input = ImageInput
     Output = SegmentationOutput
 
@@ -566,6 +603,15 @@ class MaskOutput(BaseModel):
     masks: list[PointMask] = Field(description="in point order; per point, best predicted IoU first")
 
 
+@register_task(
+    "mask-generation",
+    summary="SAM masks for point prompts",
+    hub_default="facebook/sam-vit-base",
+    aliases=("sam",),
+    request_params=("points_per_side", "multimask_output"),
+    warmup=warm_image,
+    demo=DemoView("image", "masks"),
+)
 class MaskGeneration(_VisionPipeline):
     """Segment Anything: masks for point prompts (``SamModel`` + ``SamProcessor``).
 
@@ -573,7 +619,6 @@ class MaskGeneration(_VisionPipeline):
     with all its points, so many prompts on one image cost little more than one.
     """
 
-    task = "mask-generation"
     Input = PointsInput
     Output = MaskOutput
     Params = MaskParams
@@ -658,6 +703,15 @@ class CaptionOutput(BaseModel):
     truncated: bool = Field(description="stopped at max_new_tokens, before the model ended the text")
 
 
+@register_task(
+    "image-to-text",
+    summary="caption an image",
+    hub_default="Salesforce/blip-image-captioning-base",
+    aliases=("captioning",),
+    request_params=("max_new_tokens",),
+    warmup=warm_image,
+    demo=DemoView("image", "text"),
+)
 class ImageToText(_VisionPipeline):
     """Caption an image with an image-to-text generator: BLIP, GIT, or a VisionEncoderDecoder
     (ViT + GPT-2...) saved with its image processor and tokenizer.
@@ -665,7 +719,6 @@ class ImageToText(_VisionPipeline):
     Chat-style VLMs that need image tokens in a chat template are not driven by this task.
     """
 
-    task = "image-to-text"
     Input = CaptionInput
     Output = CaptionOutput
     Params = CaptionParams

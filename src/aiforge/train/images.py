@@ -75,8 +75,7 @@ class ImageClassificationTask(TextClassificationTask):
     def __init__(self, config: TrainConfig, dataset: Dataset, ref: ModelRef) -> None:
         from aiforge.tasks.vision import is_timm_ref
 
-        super().__init__(config, dataset, ref.location)
-        self.ref = ref
+        super().__init__(config, dataset, ref)
         self.uses_timm = is_timm_ref(ref)
         self.processor: Any = None
         self.data_config: dict[str, Any] = {}

@@ -16,6 +16,7 @@ is one such callback, so tracking can fail without touching the loop.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import logging
 import math
@@ -32,7 +33,7 @@ from aiforge.errors import AiforgeError
 from aiforge.models import ModelRef
 from aiforge.train.callbacks import Callback, CallbackRunner, TrainState
 from aiforge.train.checkpoint import load_checkpoint, save_checkpoint, seed_everything, set_rng_state
-from aiforge.train.config import TrainConfig, default_model, dump_yaml
+from aiforge.train.config import TrainConfig, default_model, dump_yaml, trainer_card
 from aiforge.train.data import Dataset, load_dataset
 from aiforge.train.metrics import plot_confusion_matrix, plot_loss_curve, scalar_metrics
 from aiforge.train.parallel import SINGLE, DataParallel
@@ -125,24 +126,13 @@ def resolve_backbone(config: TrainConfig) -> tuple[str, ModelRef]:
     return ref_text, resolve(ref_text, task=config.task)
 
 
-MEDIA = {"image-classification": "image", "audio-classification": "audio"}  # tasks whose inputs are files
-
-
 def make_task(config: TrainConfig, dataset: Dataset, ref: ModelRef) -> TextClassificationTask:
-    """The task object the loop drives; every task has :class:`TextClassificationTask`'s interface."""
-    if config.task == "token-classification":
-        from aiforge.train.tokens import TokenClassificationTask
-
-        return TokenClassificationTask(config, dataset, ref.location)
-    if config.task == "image-classification":
-        from aiforge.train.images import ImageClassificationTask
-
-        return ImageClassificationTask(config, dataset, ref)
-    if config.task == "audio-classification":
-        from aiforge.train.audio import AudioClassificationTask
-
-        return AudioClassificationTask(config, dataset, ref.location)
-    return TextClassificationTask(config, dataset, ref.location)
+    """The training adapter the task's card names; every adapter has :class:`TextClassificationTask`'s
+    interface and is built from (config, dataset, backbone reference)."""
+    adapter = trainer_card(config.task).trainer.adapter  # type: ignore[union-attr]
+    module_name, _, class_name = adapter.partition(":")
+    cls = getattr(importlib.import_module(module_name), class_name)
+    return cls(config, dataset, ref)  # type: ignore[no-any-return]
 
 
 def prepare(config: TrainConfig, strict: bool = False) -> Prepared:
@@ -155,8 +145,9 @@ def prepare(config: TrainConfig, strict: bool = False) -> Prepared:
     if config.training.num_threads:
         torch.set_num_threads(config.training.num_threads)
     seed_everything(config.training.seed)
-    sequence = config.task == "token-classification"
-    dataset = load_dataset(config.data, config.training.seed, strict, sequence, MEDIA.get(config.task))
+    kind = trainer_card(config.task).trainer.input  # type: ignore[union-attr]
+    media = kind if kind in ("image", "audio") else None  # the input column holds file paths
+    dataset = load_dataset(config.data, config.training.seed, strict, kind == "tokens", media)
     backbone, ref = resolve_backbone(config)
     task = make_task(config, dataset, ref)
     model = task.load()

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from aiforge.errors import AiforgeError
+from aiforge.models import ModelRef
 from aiforge.train.config import TrainConfig
 from aiforge.train.data import Dataset, Split
 from aiforge.train.metrics import classification_metrics, multilabel_metrics
@@ -101,10 +102,11 @@ class TextClassificationTask:
     name = "text-classification"
     auto_class = "AutoModelForSequenceClassification"
 
-    def __init__(self, config: TrainConfig, dataset: Dataset, location: str) -> None:
+    def __init__(self, config: TrainConfig, dataset: Dataset, ref: ModelRef) -> None:
         self.config = config
         self.dataset = dataset
-        self.location = location
+        self.ref = ref
+        self.location = ref.location  # what from_pretrained reads
         self.labels = dataset.labels
         self.label_index = {name: i for i, name in enumerate(self.labels)}
         self.multi_label = config.data.multi_label

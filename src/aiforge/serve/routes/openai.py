@@ -25,10 +25,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response, Streami
 from aiforge.errors import AiforgeError
 from aiforge.serve.deps import RuntimeDep, disconnected, mark_model
 from aiforge.serve.openai_spec import (
-    CHAT_TASKS,
-    EMBEDDING_TASKS,
     TRANSCRIPT_MEDIA_TYPES,
-    TRANSCRIPTION_TASKS,
     ChatCompletionRequest,
     EmbeddingRequest,
     EmbeddingResponse,
@@ -68,7 +65,7 @@ async def get_model(name: str, runtime: RuntimeDep) -> dict[str, Any]:
     "/embeddings", response_model=EmbeddingResponse, summary="Embed texts (sentence-embeddings models)"
 )
 async def embeddings(body: EmbeddingRequest, request: Request, runtime: RuntimeDep) -> JSONResponse:
-    model = runtime.for_tasks(body.model, EMBEDDING_TASKS, "/v1/embeddings")
+    model = runtime.for_route(body.model, "embeddings", "/v1/embeddings")
     mark_model(request.scope, model)
     dim = getattr(model.require_ready().pipe, "dim", None)
     if body.dimensions is not None and body.dimensions != dim:
@@ -112,7 +109,7 @@ def count_tokens(pipe: Pipeline, texts: list[str]) -> int:
 # ---- chat completions ---------------------------------------------------------------------------------
 @router.post("/chat/completions", summary="Chat with a text-generation model (SSE when stream=true)")
 async def chat_completions(body: ChatCompletionRequest, request: Request, runtime: RuntimeDep) -> Response:
-    model = runtime.for_tasks(body.model, CHAT_TASKS, "/v1/chat/completions")
+    model = runtime.for_route(body.model, "chat", "/v1/chat/completions")
     mark_model(request.scope, model)
     deployment = model.require_ready()
     params = body.generation_params()
@@ -284,7 +281,7 @@ async def transcriptions(
         list[Literal["segment", "word"]] | None, Form(alias="timestamp_granularities[]")
     ] = None,
 ) -> Response:
-    served = runtime.for_tasks(model, TRANSCRIPTION_TASKS, "/v1/audio/transcriptions")
+    served = runtime.for_route(model, "transcriptions", "/v1/audio/transcriptions")
     mark_model(request.scope, served)
     if prompt:
         raise AiforgeError(
