@@ -47,17 +47,18 @@ def test_hub_model_offline_names_the_packaged_alternative():
 
 
 def test_tasks_and_models_list_every_task(tmp_path):
-    from aiforge.tasks import TASKS
+    from aiforge.tasks import task_cards
 
+    names = {card.name for card in task_cards()}
     result = aiforge("models", "--json")
     assert result.returncode == 0, result.stderr
     listed = json.loads(result.stdout)
-    assert {d["task"] for d in listed["defaults"]} == set(TASKS)
+    assert {d["task"] for d in listed["defaults"]} == names
     e5 = next(p for p in listed["packaged"] if p["name"] == "multilingual-e5-small")
     assert e5["installed"] is True
     tasks = json.loads(aiforge("tasks", "--json").stdout)
-    assert {t["task"] for t in tasks} == set(TASKS)
-    assert all("input" in t and "output" in t for t in tasks if "unavailable" not in t)
+    assert {t["task"] for t in tasks} == names
+    assert all(t["input"] and t["output"] and t["summary"] for t in tasks)
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoModelForTokenClassification
 
 from aiforge.tasks import load_pipeline
-from aiforge.tasks.packing import ROW_TOKENS, pack, plan_rows, verified_packer
+from aiforge.tasks._packing import ROW_TOKENS, pack, plan_rows, verified_packer
 from tests.tiny_models import TINY_ENCODER, make_tiny_bert, save_bert_tokenizer
 
 TEXTS = [

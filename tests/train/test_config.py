@@ -8,7 +8,8 @@ import pytest
 import yaml
 
 from aiforge.errors import AiforgeError
-from aiforge.train.config import TRAIN_TASKS, init_template, load_config
+from aiforge.tasks.card import trainable_tasks
+from aiforge.train.config import init_template, load_config
 
 
 def test_layering_defaults_file_overrides(tmp_path: Path) -> None:
@@ -56,7 +57,7 @@ def test_missing_config_file_is_a_clear_error(tmp_path: Path) -> None:
         load_config(tmp_path / "nope.yaml")
 
 
-@pytest.mark.parametrize("task", TRAIN_TASKS)
+@pytest.mark.parametrize("task", trainable_tasks())
 def test_template_is_valid_commented_yaml(task: str, tmp_path: Path) -> None:
     text = init_template(task)
     assert text.count("#") > 20  # every field is explained

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from aiforge.models import resolve
 from aiforge.train import load_config, train
 from aiforge.train.data import Dataset, Split
 from aiforge.train.tokens import IGNORE_INDEX, TokenClassificationTask
@@ -70,7 +71,7 @@ def test_tags_go_to_first_sub_words_only(tiny_ner: Path, ner_files, tmp_path: Pa
     config = _config(tiny_ner, ner_files, tmp_path)
     split = Split("train", [["김철수", "went", "to", "Berlin"]], [["B-PER", "O", "O", "B-LOC"]])
     task = TokenClassificationTask(
-        config, Dataset(split, split, None, ["B-LOC", "B-PER", "O"]), str(tiny_ner)
+        config, Dataset(split, split, None, ["B-LOC", "B-PER", "O"]), resolve(str(tiny_ner))
     )
     task.load()
     task.max_length = 64

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from transformers import AutoTokenizer
 
+from aiforge.models import resolve
 from aiforge.train.data import Dataset, Split
 from aiforge.train.text import Encoded, TextClassificationTask, epoch_batches, hangul_fallback
 from tests.tiny_models import minilm_dir
@@ -58,7 +59,7 @@ def _task(tiny_bert: Path, max_length: int | str = "auto", percentile: float = 9
     config = TrainConfig.model_validate(
         {"model": str(tiny_bert), "training": {"max_length": max_length, "max_length_percentile": percentile}}
     )
-    task = TextClassificationTask(config, Dataset(split, split, None, ["a", "b"]), str(tiny_bert))
+    task = TextClassificationTask(config, Dataset(split, split, None, ["a", "b"]), resolve(str(tiny_bert)))
     task.model_config = task.load().config
     return task
 
