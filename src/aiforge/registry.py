@@ -11,17 +11,21 @@ or ``registry:NAME`` (the latest version). Resolved versions are downloaded once
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiforge.errors import AiforgeError
 from aiforge.models import ModelRef, cache_dir
 
 log = logging.getLogger(__name__)
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
 
 REF_PATTERN = re.compile(
     r"^registry:(?P<name>[A-Za-z0-9_.\-]+)(?:@(?P<alias>[A-Za-z0-9_\-]+)|/(?P<version>\d+))?$"
@@ -45,7 +49,7 @@ def default_tracking_uri() -> str:
     return f"sqlite:///{home / 'mlflow.db'}?timeout={SQLITE_BUSY_TIMEOUT_S}"
 
 
-def client(tracking_uri: str | None = None):
+def client(tracking_uri: str | None = None) -> MlflowClient:
     """An MlflowClient on the given or default store (tracking and registry in the same place)."""
     try:
         from mlflow.tracking import MlflowClient
@@ -125,6 +129,12 @@ def resolve_ref(ref: str, tracking_uri: str | None = None) -> ModelRef:
         ) from None
     local = cache_dir() / "registry" / name / str(mv.version)
     if not (local / ".complete").exists():
+        if not mv.source:  # MLflow allows a version without artifacts; aiforge never registers one
+            raise AiforgeError(
+                "AF-MODEL-004",
+                f"'{ref}' (version {mv.version}) has no artifacts in the registry",
+                "register a trained model with `aiforge train CONFIG`, or point the alias at another version",
+            )
         local = download_version(mv.source, local)
     return ModelRef(
         ref,
@@ -187,7 +197,7 @@ class RunLogger:
         self.pending_path = self.output_dir / "tracking_pending.jsonl"
         self.run_id: str | None = None
         self.artifact_uri: str | None = None
-        self._client = None
+        self._client: MlflowClient | None = None
         self._warned = False
 
     # -- plumbing
@@ -223,41 +233,47 @@ class RunLogger:
         """Open a run, or reopen ``run_id`` (a resumed training continues the same run)."""
 
         def _start() -> str:
-            self._client = client(self.tracking_uri)
+            self._client = mlflow_client = client(self.tracking_uri)
             if run_id:
-                run = self._client.get_run(run_id)
-                self._client.update_run(run_id, status="RUNNING")
+                run = mlflow_client.get_run(run_id)
+                mlflow_client.update_run(run_id, status="RUNNING")
             else:
-                experiment_id = self._experiment_id()
-                run = self._client.create_run(experiment_id, run_name=run_name, tags=tags or {})
+                experiment_id = self._experiment_id(mlflow_client)
+                run = mlflow_client.create_run(experiment_id, run_name=run_name, tags=tags or {})
             self.run_id, self.artifact_uri = run.info.run_id, run.info.artifact_uri
             return run.info.run_id
 
         return self._call("start", {"run_name": run_name, "tags": tags or {}}, _start)
 
-    def _experiment_id(self) -> str:
-        found = self._client.get_experiment_by_name(self.experiment)
+    def _experiment_id(self, mlflow_client: MlflowClient) -> str:
+        found = mlflow_client.get_experiment_by_name(self.experiment)
         if found is not None:
             return found.experiment_id
-        return self._client.create_experiment(
+        return mlflow_client.create_experiment(
             self.experiment, artifact_location=artifact_root(self.tracking_uri)
         )
 
-    def _active(self) -> bool:
-        return self._client is not None and self.run_id is not None
+    def _active_run(self) -> tuple[MlflowClient, str] | None:
+        """The client and id of the open run; None before ``start`` succeeded (calls are then
+        recorded for ``sync``)."""
+        if self._client is None or self.run_id is None:
+            return None
+        return self._client, self.run_id
 
     def log_params(self, params: dict[str, Any]) -> None:
         from mlflow.entities import Param
 
         clean = {k: _param_value(v) for k, v in params.items()}
-        if not self._active():
+        active = self._active_run()
+        if active is None:
             self._record("params", {"params": clean})
             return
+        mlflow_client, run_id = active
         batch = [Param(k, v) for k, v in clean.items()]
         done = self._call(
             "params",
             {"params": clean},
-            lambda: self._client.log_batch(self.run_id, params=batch) or True,
+            lambda: mlflow_client.log_batch(run_id, params=batch) or True,
             record=False,
         )
         if done is None:  # find the value the store rejects; keep the others
@@ -265,7 +281,7 @@ class RunLogger:
                 self._call(
                     "params",
                     {"params": {key: value}},
-                    lambda k=key, v=value: self._client.log_param(self.run_id, k, v),
+                    functools.partial(mlflow_client.log_param, run_id, key, value),
                 )
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
@@ -274,39 +290,47 @@ class RunLogger:
         from mlflow.entities import Metric
 
         values = {k: float(v) for k, v in metrics.items() if isinstance(v, int | float)}
-        if not self._active():
+        active = self._active_run()
+        if active is None:
             self._record("metrics", {"metrics": values, "step": step})
             return
+        mlflow_client, run_id = active
         now = int(time.time() * 1000)
         batch = [Metric(k, v, now, step) for k, v in values.items()]
         self._call(
             "metrics",
             {"metrics": values, "step": step},
-            lambda: self._client.log_batch(self.run_id, metrics=batch),
+            lambda: mlflow_client.log_batch(run_id, metrics=batch),
         )
 
     def set_tags(self, tags: dict[str, str]) -> None:
-        if not self._active():
+        active = self._active_run()
+        if active is None:
             self._record("tags", {"tags": tags})
             return
+        mlflow_client, run_id = active
         for key, value in tags.items():
             self._call(
-                "tags", {"tags": {key: value}}, lambda k=key, v=value: self._client.set_tag(self.run_id, k, v)
+                "tags", {"tags": {key: value}}, functools.partial(mlflow_client.set_tag, run_id, key, value)
             )
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         """A file or a whole directory (e.g. the model) under ``artifact_path``."""
         payload = {"path": str(path), "artifact_path": artifact_path}
-        if not self._active():
+        active = self._active_run()
+        if active is None:
             self._record("artifact", payload)
             return
-        log_fn = self._client.log_artifacts if Path(path).is_dir() else self._client.log_artifact
-        self._call("artifact", payload, lambda: log_fn(self.run_id, str(path), artifact_path))
+        mlflow_client, run_id = active
+        log_fn = mlflow_client.log_artifacts if Path(path).is_dir() else mlflow_client.log_artifact
+        self._call("artifact", payload, lambda: log_fn(run_id, str(path), artifact_path))
 
     def finish(self, status: str = "FINISHED") -> bool:
         """Close the run; replay calls that failed earlier. True when everything reached the store."""
-        if self._active():
-            self._call("end", {"status": status}, lambda: self._client.set_terminated(self.run_id, status))
+        active = self._active_run()
+        if active is not None:
+            mlflow_client, run_id = active
+            self._call("end", {"status": status}, lambda: mlflow_client.set_terminated(run_id, status))
         return self.sync()
 
     def sync(self) -> bool:
@@ -317,10 +341,10 @@ class RunLogger:
             return True
         lines = self.pending_path.read_text(encoding="utf-8").splitlines()
         entries = [json.loads(line) for line in lines if line]
-        opened = next(
+        opened: dict[str, Any] = next(
             (e for e in entries if e["op"] == "start"), {"run_name": self.output_dir.name, "tags": {}}
         )
-        if not self._active() and self.start(opened["run_name"], opened["tags"]) is None:
+        if self._active_run() is None and self.start(opened["run_name"], opened["tags"]) is None:
             log.warning(
                 "[AF-TRACK-001] tracking store %s still unreachable; the run's tracking is in %s",
                 self.tracking_uri,

@@ -172,9 +172,10 @@ class TemporaryPostgres:
 
     def __init__(self, port: int = 55432) -> None:
         self.port = port
-        self.bindir = postgres_bindir()
-        if self.bindir is None:
+        bindir = postgres_bindir()
+        if bindir is None:
             raise FileNotFoundError("PostgreSQL server binaries (initdb, pg_ctl) not found")
+        self.bindir: Path = bindir
         self.directory = Path(tempfile.mkdtemp(prefix="aiforge-pg-"))
 
     def _run(self, *args: str) -> None:

@@ -142,7 +142,7 @@ class Store:
         with self._mutex:
             return list(self._connection().execute(self._sql(sql), params).fetchall())
 
-    def _many(self, sql: str, rows: list[Sequence[Any]]) -> None:
+    def _many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         if rows:
             self._connection().cursor().executemany(self._sql(sql), rows)
 
@@ -386,11 +386,11 @@ class Store:
             return []
         marks = ",".join("?" * len(positions))
         data = self._rows(
-            f"SELECT c.pos, {_RECORD_COLUMNS} FROM chunks c JOIN chunk_data d ON d.pos = c.pos "
+            f"SELECT {_RECORD_COLUMNS}, c.pos FROM chunks c JOIN chunk_data d ON d.pos = c.pos "
             f"WHERE c.pos IN ({marks})",
             list(positions),
         )
-        by_pos = {r[0]: ChunkRecord(*r[1:], pos=r[0]) for r in data}
+        by_pos = {record.pos: record for record in (ChunkRecord(*r) for r in data)}
         return [by_pos[p] for p in positions if p in by_pos]
 
     def document(self, doc_key: str) -> DocumentRecord | None:

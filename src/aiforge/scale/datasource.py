@@ -54,7 +54,7 @@ class InputRecords(Datasource):
     def get_read_tasks(
         self, parallelism: int, per_task_row_limit: int | None = None, data_context: Any = None
     ) -> list[ReadTask]:
-        meta = BlockMetadata(num_rows=None, size_bytes=None, exec_stats=None, input_files=[str(self.path)])
+        meta = BlockMetadata(num_rows=None, size_bytes=None, exec_stats=None, input_files=(str(self.path),))
         return [ReadTask(self.read, meta, per_task_row_limit=per_task_row_limit)]
 
     def read(self) -> Iterator[pa.Table]:

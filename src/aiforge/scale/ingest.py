@@ -67,7 +67,12 @@ class RayEmbedder:
 
         share = -(-len(texts) // len(self.actors))  # ceil: one contiguous slice per actor
         parts = [texts[i : i + share] for i in range(0, len(texts), share)]
-        refs = [actor.embed_passages.remote(part) for actor, part in zip(self.actors, parts, strict=False)]
+        # Ray types a method without @ray.method as the plain function (no ``.remote``); decorating it
+        # would need ray imported at module load, and this module must import without ray (AF-RAY-001).
+        refs = [
+            actor.embed_passages.remote(part)  # type: ignore[union-attr]
+            for actor, part in zip(self.actors, parts, strict=False)
+        ]
         return np.concatenate(ray.get(refs)) if refs else np.zeros((0, self.dim), np.float32)
 
 

@@ -13,6 +13,7 @@ a server-side failure and its body carries the request id to find the traceback 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -48,7 +49,7 @@ def error_response(
     message: str,
     fix: str = "",
     param: str | None = None,
-    headers: dict[str, str] | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> JSONResponse:
     body = {
         "error": {"message": message, "type": error_type(status), "param": param, "code": code, "fix": fix}
