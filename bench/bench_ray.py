@@ -23,7 +23,10 @@ start is not timed), and the MiniLM classifier of ``bench_serve.py`` is measured
 * **training**: optimizer steps/s of the training loop alone (timed by a callback from step 3 on,
   so model loading, evaluation and saving are left out) for a local run using every core, Ray Train
   with 1 worker holding every CPU, and 2 workers with 1 CPU each; samples/s = steps/s x workers x
-  batch size.
+  batch size. With ``--sync-compare`` instead: 2 workers x 1 CPU, the gradient sync alone, DDP (what
+  the training loop uses) vs a flat all-reduce after backward, same seed and batches, in
+  ``--rounds`` paired rounds (order alternating, ``--sync-first``): steps/s, samples/s, the
+  DDP/flat ratio and the largest per-step loss difference.
 
 Usage: python bench/bench_ray.py [--items 10000] [--requests 1024] [--replicas 2] [--only batch,serving]
        [--ingress direct,gateway]
@@ -365,9 +368,24 @@ def bench_training(model_dir: Path, args: argparse.Namespace, root: Path) -> dic
     return results
 
 
+def flat_all_reduce(model: Any, world_size: int) -> None:
+    """aiforge's gradient sync before DDP: one all-reduce of all gradients, flattened, after backward."""
+    import torch
+    import torch.distributed as dist
+
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat /= world_size
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset : offset + g.numel()].view_as(g))
+        offset += g.numel()
+
+
 def sync_worker(cfg: dict) -> None:
     """One Ray Train worker of the gradient-sync comparison: the same seeded model, batches and
-    optimizer; gradients averaged either by aiforge's flat all-reduce after backward or by DDP
+    optimizer; gradients averaged either by a flat all-reduce after backward or by DDP
     (Ray Train's ``prepare_model``: bucketed all-reduce overlapping backward)."""
     import ray.train
     import torch
@@ -391,7 +409,7 @@ def sync_worker(cfg: dict) -> None:
         loss = forward(**inputs).loss
         loss.backward()
         if cfg["sync"] == "flat":
-            parallel.sync_gradients(model)
+            flat_all_reduce(model, parallel.world_size)
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)  # as the training loop's step does
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -433,7 +451,8 @@ def bench_gradient_sync(model_dir: Path, args: argparse.Namespace) -> dict:
 
     rounds = []
     for r in range(args.rounds):
-        measured = {sync: run(sync) for sync in (("flat", "ddp") if r % 2 == 0 else ("ddp", "flat"))}
+        order = args.sync_first, ({"flat", "ddp"} - {args.sync_first}).pop()
+        measured = {sync: run(sync) for sync in (order if r % 2 == 0 else order[::-1])}
         flat, ddp = measured["flat"], measured["ddp"]
         gap = max(abs(a - b) for a, b in zip(flat["losses"], ddp["losses"], strict=True))
         rounds.append({"flat_steps_s": flat["steps_s"], "ddp_steps_s": ddp["steps_s"], "max_loss_gap": gap})
@@ -465,8 +484,9 @@ def main() -> int:
     parser.add_argument(
         "--sync-compare",
         action="store_true",
-        help="training: DDP vs aiforge's flat gradient all-reduce, 2 workers (instead of local/Ray)",
+        help="training: DDP (what aiforge uses) vs a flat all-reduce, 2 workers (instead of local/Ray)",
     )
+    parser.add_argument("--sync-first", choices=("flat", "ddp"), default="flat", help="first arm of round 1")
     parser.add_argument(
         "--ingress",
         default="direct,gateway",
