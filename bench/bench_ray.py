@@ -23,7 +23,10 @@ start is not timed), and the MiniLM classifier of ``bench_serve.py`` is measured
 * **training**: optimizer steps/s of the training loop alone (timed by a callback from step 3 on,
   so model loading, evaluation and saving are left out) for a local run using every core, Ray Train
   with 1 worker holding every CPU, and 2 workers with 1 CPU each; samples/s = steps/s x workers x
-  batch size.
+  batch size. With ``--sync-compare`` instead: 2 workers x 1 CPU, the gradient sync alone, DDP (what
+  the training loop uses) vs a flat all-reduce after backward, same seed and batches, in
+  ``--rounds`` paired rounds (order alternating, ``--sync-first``): steps/s, samples/s, the
+  DDP/flat ratio and the largest per-step loss difference.
 
 Usage: python bench/bench_ray.py [--items 10000] [--requests 1024] [--replicas 2] [--only batch,serving]
        [--ingress direct,gateway]
@@ -365,6 +368,106 @@ def bench_training(model_dir: Path, args: argparse.Namespace, root: Path) -> dic
     return results
 
 
+def flat_all_reduce(model: Any, world_size: int) -> None:
+    """aiforge's gradient sync before DDP: one all-reduce of all gradients, flattened, after backward."""
+    import torch
+    import torch.distributed as dist
+
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat /= world_size
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset : offset + g.numel()].view_as(g))
+        offset += g.numel()
+
+
+def sync_worker(cfg: dict) -> None:
+    """One Ray Train worker of the gradient-sync comparison: the same seeded model, batches and
+    optimizer; gradients averaged either by a flat all-reduce after backward or by DDP
+    (Ray Train's ``prepare_model``: bucketed all-reduce overlapping backward)."""
+    import ray.train
+    import torch
+    import torch.distributed as dist
+    from ray.train.torch import prepare_model
+    from transformers import AutoModelForSequenceClassification
+
+    from aiforge.train.parallel import DataParallel
+
+    torch.set_num_threads(cfg["threads"])
+    context = ray.train.get_context()
+    parallel = DataParallel(context.get_world_rank(), context.get_world_size())
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_pretrained(cfg["model"])
+    forward = prepare_model(model) if cfg["sync"] == "ddp" else model
+    optimizer = torch.optim.AdamW(model.parameters(), lr=5e-5)
+    batches = parallel.shard(cfg["batches"])
+    losses, stamps = [], []
+    for batch in batches:
+        inputs = {k: torch.tensor(v) for k, v in batch.items()}
+        loss = forward(**inputs).loss
+        loss.backward()
+        if cfg["sync"] == "flat":
+            flat_all_reduce(model, parallel.world_size)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)  # as the training loop's step does
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(float(loss.detach()))
+        stamps.append(time.time())
+    mean_loss = torch.tensor(losses)
+    dist.all_reduce(mean_loss)  # after timing: the loss of each step averaged over workers
+    rate = (len(stamps) - WARMUP_STEPS) / (stamps[-1] - stamps[WARMUP_STEPS - 1])
+    rates = torch.tensor([rate])
+    dist.all_reduce(rates, op=dist.ReduceOp.MIN)  # lockstep: the slowest worker decides
+    ray.train.report({"steps_s": float(rates), "losses": (mean_loss / parallel.world_size).tolist()})
+
+
+def bench_gradient_sync(model_dir: Path, args: argparse.Namespace) -> dict:
+    """2 workers x 1 CPU: DDP vs aiforge's flat all-reduce, ``--rounds`` paired rounds (order alternates)."""
+    from ray.train import ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+    from transformers import AutoTokenizer
+
+    batch, workers = 16, 2
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    sentences = load_sentences(args.steps * workers * batch)
+    batches = []
+    for first in range(0, len(sentences), batch):
+        encoded = tokenizer(sentences[first : first + batch], padding=True, truncation=True, max_length=64)
+        batches.append({**encoded, "labels": [i % 2 for i in range(first, first + batch)]})
+
+    def run(sync: str) -> dict:
+        cfg = {"model": str(model_dir), "batches": batches, "sync": sync, "threads": args.cpus // workers}
+        trainer = TorchTrainer(
+            sync_worker,
+            train_loop_config=cfg,
+            torch_config=TorchConfig(backend="gloo"),
+            scaling_config=ScalingConfig(
+                num_workers=workers, use_gpu=False, resources_per_worker={"CPU": args.cpus // workers}
+            ),
+        )
+        return trainer.fit().metrics
+
+    rounds = []
+    for r in range(args.rounds):
+        order = args.sync_first, ({"flat", "ddp"} - {args.sync_first}).pop()
+        measured = {sync: run(sync) for sync in (order if r % 2 == 0 else order[::-1])}
+        flat, ddp = measured["flat"], measured["ddp"]
+        gap = max(abs(a - b) for a, b in zip(flat["losses"], ddp["losses"], strict=True))
+        rounds.append({"flat_steps_s": flat["steps_s"], "ddp_steps_s": ddp["steps_s"], "max_loss_gap": gap})
+        print(
+            f"gradient sync round {r + 1}: flat {flat['steps_s']:.3f} steps/s "
+            f"({flat['steps_s'] * workers * batch:.1f} samples/s), DDP {ddp['steps_s']:.3f} steps/s "
+            f"({ddp['steps_s'] * workers * batch:.1f} samples/s), "
+            f"DDP/flat {ddp['steps_s'] / flat['steps_s']:.3f}x; "
+            f"largest per-step loss difference {gap:.2e} (first losses {flat['losses'][:3]})",
+            flush=True,
+        )
+    ratios = [x["ddp_steps_s"] / x["flat_steps_s"] for x in rounds]
+    return {"rounds": rounds, "ratio_ddp_vs_flat": ratios, "samples_per_step": workers * batch}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -378,6 +481,12 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--cpus", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--only", default="batch,serving,training")
+    parser.add_argument(
+        "--sync-compare",
+        action="store_true",
+        help="training: DDP (what aiforge uses) vs a flat all-reduce, 2 workers (instead of local/Ray)",
+    )
+    parser.add_argument("--sync-first", choices=("flat", "ddp"), default="flat", help="first arm of round 1")
     parser.add_argument(
         "--ingress",
         default="direct,gateway",
@@ -415,7 +524,9 @@ def main() -> int:
             )
         if "serving" in parts:
             results["serving"] = bench_serving(model_dir, sentences, args, root)
-        if "training" in parts:
+        if "training" in parts and args.sync_compare:
+            results["gradient_sync"] = bench_gradient_sync(model_dir, args)
+        elif "training" in parts:
             results["training"] = bench_training(model_dir, args, root)
     finally:
         with contextlib.suppress(Exception):
@@ -447,6 +558,13 @@ def main() -> int:
                 f"{r['local']['cpu_ms_per_req']:.2f}; "
                 f"p99 {r['ray']['p99_ms']:.0f} vs {r['local']['p99_ms']:.0f} ms"
             )
+    if "gradient_sync" in results:
+        ratios = results["gradient_sync"]["ratio_ddp_vs_flat"]
+        print(
+            "gradient sync, 2 workers, DDP/flat steps/s by round: "
+            + ", ".join(f"{x:.3f}" for x in ratios)
+            + f" (>1: DDP faster); median {sorted(ratios)[len(ratios) // 2]:.3f}"
+        )
     if "training" in results:
         t = results["training"]
         print(

@@ -2,7 +2,7 @@
 
 Every Ray Train worker runs :func:`aiforge.train.loop.train` with its :class:`DataParallel` share
 (rank, world size): the same data preparation, the same seeded batch order dealt out round-robin,
-gradients averaged before each optimizer step (``torch.distributed`` over gloo, which Ray Train
+gradients averaged during backward by PyTorch DDP (``torch.distributed`` over gloo, which Ray Train
 sets up), the same evaluation and early stopping. Rank 0 alone writes what a local run writes: the
 checkpoints in ``output_dir/checkpoints`` (so ``--resume`` continues a Ray run, with the same number
 of workers), the model dir, the MLflow run and the registered version. Ray Train's own run state

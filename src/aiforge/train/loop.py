@@ -361,6 +361,7 @@ def train(
     window_start = time.perf_counter()
     stop = state.step >= total_steps
     model.train()
+    step_model = parallel.wrap(model)  # DDP in a data-parallel run: gradients averaged during backward
     try:
         for epoch in range(state.epoch, n_epochs):
             if stop:
@@ -373,7 +374,7 @@ def train(
             for index in range(first, len(batches)):
                 batch = task.collate(prep.train, batches[index], device)
                 with autocast():
-                    loss = model(**batch).loss / cfg.grad_accum
+                    loss = step_model(**batch).loss / cfg.grad_accum
                 (scaler.scale(loss) if scaler else loss).backward()
                 window_loss += loss.detach()
                 window_batches += 1
@@ -381,7 +382,6 @@ def train(
                 state.batch = index + 1
                 if state.batch % cfg.grad_accum and state.batch != len(batches):
                     continue  # accumulate more micro-batches before stepping
-                parallel.sync_gradients(model)  # a no-op in a single process
                 _optimizer_step(model, optimizer, scaler, cfg.grad_clip)
                 scheduler.step()
                 state.step += 1
