@@ -70,7 +70,7 @@ def _available_offline(ref: str, task: str) -> bool:
 
 
 def _hub_cached(ref: str | None) -> bool:
-    return bool(ref) and not ref.startswith("timm:") and hub_cached(ref)  # type: ignore[arg-type]
+    return ref is not None and not ref.startswith("timm:") and hub_cached(ref)
 
 
 def pick_model(task: str, hub: str | None, offline: Sequence[str], prefer_download: bool = False) -> str:
