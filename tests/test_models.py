@@ -7,7 +7,7 @@ import pytest
 from aiforge.errors import AiforgeError
 from aiforge.models import PACKAGED, resolve
 from aiforge.registry import parse_ref
-from aiforge.tasks import TASKS, default_model_ref, get_task
+from aiforge.tasks import default_model_ref, get_task, task_cards
 
 
 def test_local_dir_resolves_with_detected_format(tmp_path):
@@ -77,12 +77,12 @@ def test_every_task_has_a_default_and_aliases_resolve():
         get_task("ner").name == "token-classification"
         and get_task("asr").name == "automatic-speech-recognition"
     )
-    for spec in TASKS.values():
+    for spec in task_cards():
         assert default_model_ref(spec)
 
 
 def test_offline_defaults_are_packaged_when_installed(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    assert default_model_ref(TASKS["sentence-embeddings"]) == "multilingual-e5-small"
-    assert default_model_ref(TASKS["image-classification"]) == "efficientnet-lite0"
-    assert default_model_ref(TASKS["automatic-speech-recognition"]) == "whisper-base"
+    assert default_model_ref(get_task("sentence-embeddings")) == "multilingual-e5-small"
+    assert default_model_ref(get_task("image-classification")) == "efficientnet-lite0"
+    assert default_model_ref(get_task("automatic-speech-recognition")) == "whisper-base"
