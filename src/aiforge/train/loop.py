@@ -30,7 +30,8 @@ from aiforge.models import ModelRef
 from aiforge.train.callbacks import Callback, CallbackRunner, TrainState
 from aiforge.train.checkpoint import load_checkpoint, save_checkpoint, seed_everything, set_rng_state
 from aiforge.train.config import TrainConfig, default_model, dump_yaml
-from aiforge.train.data import Dataset, load_dataset
+from aiforge.train.data import Dataset
+from aiforge.train.dataset import load_dataset
 from aiforge.train.metrics import scalar_metrics
 from aiforge.train.parallel import SINGLE, DataParallel
 from aiforge.train.prepared import Prepared
