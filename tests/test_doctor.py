@@ -354,12 +354,12 @@ def test_pyenv_shims_are_resolved_from_version_files_without_running(tmp_path: P
     new = make_exe(root / "versions" / "3.12.1" / "bin" / "python")
     (root / "version").write_text("3.10.13\n")
     env = make_env(tmp_path, environ={"PATH": str(root / "shims")})
-    assert installs._shim_target(env, root / "shims" / "python") == str(old)
+    assert installs.shim_target(env, root / "shims" / "python") == str(old)
     (tmp_path / "proj" / ".python-version").write_text("3.12  # project pin, prefix form\n")
     env = make_env(tmp_path, environ={"PATH": str(root / "shims")})
-    assert installs._shim_target(env, root / "shims" / "python") == str(new)
+    assert installs.shim_target(env, root / "shims" / "python") == str(new)
     env = make_env(tmp_path, environ={"PATH": str(root / "shims"), "PYENV_VERSION": "3.10.13"})
-    assert installs._shim_target(env, root / "shims" / "python") == str(old)
+    assert installs.shim_target(env, root / "shims" / "python") == str(old)
     finding = doctor.check_python_path(env)
     assert finding.code == "AF-PY-003" and finding.details["pythons"] == [str(root / "shims" / "python")]
     assert env.run.calls == []  # type: ignore[attr-defined]
@@ -535,7 +535,7 @@ def test_no_conda_is_ok(tmp_path: Path) -> None:
     ],
 )
 def test_anaconda_channel_classification(channel: str, anaconda: bool) -> None:
-    assert installs._is_anaconda_channel(channel) is anaconda
+    assert installs.is_anaconda_channel(channel) is anaconda
 
 
 # --------------------------------------------------------------------------- editor

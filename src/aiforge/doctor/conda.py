@@ -8,15 +8,15 @@ from pathlib import Path
 from typing import Any
 
 from aiforge.doctor.installs import (
-    _conda_flavour,
-    _conda_root,
-    _glob,
-    _is_anaconda_channel,
-    _norm,
-    _read_text,
-    _record_channel,
-    _record_name,
-    _resolve,
+    comparable_path,
+    conda_flavour,
+    conda_root,
+    glob_sorted,
+    is_anaconda_channel,
+    read_text,
+    record_channel,
+    record_name,
+    resolved_path,
 )
 from aiforge.doctor.model import Env, Finding
 
@@ -24,7 +24,7 @@ from aiforge.doctor.model import Env, Finding
 def condarc_paths(env: Env) -> list[Path]:
     """The .condarc files conda reads, per its documented search path (minus /etc)."""
     prefix = env.path(env.prefix)
-    root = _conda_root(env, prefix) or _conda_root(env, env.path(env.base_prefix))
+    root = conda_root(env, prefix) or conda_root(env, env.path(env.base_prefix))
     candidates: list[Path] = []
     for base in [root, prefix]:
         if base is not None:
@@ -45,12 +45,12 @@ def condarc_paths(env: Env) -> list[Path]:
     unique: dict[str, Path] = {}
     for c in candidates:
         if c.is_file():
-            unique.setdefault(_norm(env, _resolve(c)), c)
+            unique.setdefault(comparable_path(env, resolved_path(c)), c)
     return list(unique.values())
 
 
 def _load_condarc(path: Path) -> dict:
-    text = _read_text(path) or ""
+    text = read_text(path) or ""
     try:
         import yaml
 
@@ -84,10 +84,10 @@ def _as_list(value: Any) -> list:
 def installed_channels(meta: Path, limit: int = 5000) -> dict[str, list[str]]:
     """channel name -> package names, from conda-meta/*.json records."""
     out: dict[str, list[str]] = {}
-    for record in _glob(meta, "*.json")[:limit]:
-        channel = _record_channel(record)
+    for record in glob_sorted(meta, "*.json")[:limit]:
+        channel = record_channel(record)
         if channel:
-            out.setdefault(channel, []).append(_record_name(record))
+            out.setdefault(channel, []).append(record_name(record))
     return out
 
 
@@ -106,12 +106,12 @@ def check_conda_channels(env: Env) -> Finding:
         configured += [(str(ch), rc) for ch in _as_list(data.get("channels"))]
         default_channels += [str(ch) for ch in _as_list(data.get("default_channels"))]
     # `defaults` may be remapped to a private mirror; then it is not Anaconda's repository.
-    defaults_is_anaconda = not default_channels or any(_is_anaconda_channel(c) for c in default_channels)
+    defaults_is_anaconda = not default_channels or any(is_anaconda_channel(c) for c in default_channels)
 
     def bad(ch: str) -> bool:
         if ch.strip().lower() == "defaults":
             return defaults_is_anaconda
-        return _is_anaconda_channel(ch)
+        return is_anaconda_channel(ch)
 
     facts: list[str] = []
     bad_files: list[Path] = []
@@ -148,7 +148,11 @@ def check_conda_channels(env: Env) -> Finding:
         )
 
     user_rc = env.home / ".condarc"
-    file_opts = [f" --file {p}" for p in dict.fromkeys(bad_files) if _norm(env, p) != _norm(env, user_rc)]
+    file_opts = [
+        f" --file {p}"
+        for p in dict.fromkeys(bad_files)
+        if comparable_path(env, p) != comparable_path(env, user_rc)
+    ]
     removes = [f"conda config{opt} --remove channels defaults" for opt in (file_opts or [""])]
     fix = (
         "Anaconda's repository (defaults/main/anaconda, repo.anaconda.com) needs a paid licence for "
@@ -161,7 +165,7 @@ def check_conda_channels(env: Env) -> Finding:
             " Then recreate the environment from conda-forge (`conda create -n aiforge --override-channels "
             "-c conda-forge python=3.11`), or install Miniforge (https://conda-forge.org/download/)."
         )
-    root = _conda_root(env, prefix) or _conda_root(env, base)
-    if root is not None and _conda_flavour(root) in ("anaconda", "miniconda"):
-        facts.append(f"base install is {_conda_flavour(root)} ({root})")
+    root = conda_root(env, prefix) or conda_root(env, base)
+    if root is not None and conda_flavour(root) in ("anaconda", "miniconda"):
+        facts.append(f"base install is {conda_flavour(root)} ({root})")
     return Finding("conda-channels", "warn", "; ".join(facts), fix=fix, code="AF-CONDA-001", details=details)

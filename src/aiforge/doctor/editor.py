@@ -6,7 +6,7 @@ import json
 import re
 from pathlib import Path
 
-from aiforge.doctor.installs import _expand_home, _interpreter_id, _norm, _read_text
+from aiforge.doctor.installs import comparable_path, expand_home, interpreter_id, read_text
 from aiforge.doctor.model import Env, Finding
 
 
@@ -60,12 +60,12 @@ def _drop_trailing_commas(text: str) -> str:
 def _vscode_settings(env: Env) -> list[Path]:
     """settings.json files from cwd up to home (or the filesystem root when cwd is outside home)."""
     found: list[Path] = []
-    home = _norm(env, env.home)
+    home = comparable_path(env, env.home)
     for directory in (env.cwd, *env.cwd.parents):
         candidate = directory / ".vscode" / "settings.json"
         if candidate.is_file():
             found.append(candidate)
-        if _norm(env, directory) == home:
+        if comparable_path(env, directory) == home:
             break
     return found
 
@@ -73,7 +73,7 @@ def _vscode_settings(env: Env) -> list[Path]:
 def _expand_vscode(env: Env, value: str, workspace: Path) -> Path:
     value = value.replace("${workspaceFolder}", str(workspace)).replace("${userHome}", str(env.home))
     value = re.sub(r"\$\{env:([^}]+)\}", lambda m: env.getenv(m.group(1)), value)
-    path = _expand_home(env, value)
+    path = expand_home(env, value)
     return path if path.is_absolute() else workspace / path
 
 
@@ -88,10 +88,10 @@ def _interpreter_in(env: Env, path: Path) -> Path:
 
 def check_editor(env: Env) -> Finding:
     settings = _vscode_settings(env)
-    running = _interpreter_id(env, env.executable)
+    running = interpreter_id(env, env.executable)
     for file in settings:
         try:
-            data = json.loads(strip_jsonc(_read_text(file) or "{}"))
+            data = json.loads(strip_jsonc(read_text(file) or "{}"))
         except ValueError as exc:
             return Finding(
                 "editor",
@@ -123,7 +123,7 @@ def check_editor(env: Env) -> Finding:
                 code="AF-EDITOR-001",
                 details=details,
             )
-        if _interpreter_id(env, configured) != running:
+        if interpreter_id(env, configured) != running:
             return Finding(
                 "editor",
                 "warn",

@@ -8,8 +8,8 @@ import time
 import warnings
 from typing import Any
 
-from aiforge.doctor.installs import _pip_cmd
-from aiforge.doctor.model import Env, Finding, _gib
+from aiforge.doctor.installs import pip_command
+from aiforge.doctor.model import Env, Finding, gib
 
 MATMUL_N = 512  # big enough to hit real BLAS/cuBLAS kernels, small enough to be instant
 DTYPE_N = 256
@@ -75,7 +75,7 @@ def check_torch_import(env: Env) -> tuple[Finding, Any]:
             "torch",
             "warn",
             f"torch is not installed ({exc})",
-            fix=f'{_pip_cmd(env)} install "aiforge[ml]"',
+            fix=f'{pip_command(env)} install "aiforge[ml]"',
             code="AF-TORCH-001",
         ), None
     except Exception as exc:  # DLL load failures, undefined symbols, ABI mismatches
@@ -83,7 +83,7 @@ def check_torch_import(env: Env) -> tuple[Finding, Any]:
             "torch",
             "fail",
             f"`import torch` failed: {type(exc).__name__}: {exc}",
-            fix=f"Reinstall it cleanly: `{_pip_cmd(env)} install --force-reinstall --no-cache-dir torch`",
+            fix=f"Reinstall it cleanly: `{pip_command(env)} install --force-reinstall --no-cache-dir torch`",
             code="AF-TORCH-002",
         ), None
     build = _torch_build(torch)
@@ -121,7 +121,7 @@ def check_cuda(env: Env, torch: Any, smi: dict[str, Any] | None) -> Finding:
     }
     driver = f"NVIDIA driver {smi.get('driver', '?')} (CUDA <= {smi.get('cuda', '?')})" if smi else ""
     reinstall = (
-        f"`{_pip_cmd(env)} install --force-reinstall torch torchvision --index-url {index}`"
+        f"`{pip_command(env)} install --force-reinstall torch torchvision --index-url {index}`"
         if index
         else "update the NVIDIA driver (https://www.nvidia.com/Download/index.aspx)"
     )
@@ -169,7 +169,7 @@ def check_cuda(env: Env, torch: Any, smi: dict[str, Any] | None) -> Finding:
             f"torch is a CUDA {torch_cuda} build, but there is no NVIDIA driver "
             "(nvidia-smi not found): running on CPU",
             fix="On a GPU machine install the NVIDIA driver. On a CPU-only machine the CPU wheel is "
-            f"~4 GB smaller: `{_pip_cmd(env)} install --force-reinstall torch torchvision "
+            f"~4 GB smaller: `{pip_command(env)} install --force-reinstall torch torchvision "
             "--index-url https://download.pytorch.org/whl/cpu`",
             code="AF-CUDA-002",
             details=details,
@@ -236,7 +236,7 @@ def check_mps(env: Env, torch: Any) -> Finding | None:
             "warn",
             f"Apple silicon but {why}",
             fix=f"Update macOS to >= 12.3 and install the standard macOS arm64 torch wheel: "
-            f"`{_pip_cmd(env)} install --upgrade torch`",
+            f"`{pip_command(env)} install --upgrade torch`",
             code="AF-MPS-001",
             details=details,
         )
@@ -310,8 +310,8 @@ def _device_label(torch: Any, device: str) -> tuple[str, dict[str, Any]]:
     }
     with contextlib.suppress(Exception):
         info["free_bytes"] = int(torch.cuda.mem_get_info(idx)[0])
-    mem = f"{_gib(info['free_bytes'])} free / " if "free_bytes" in info else ""
-    return f"{device} {props.name} ({info['capability']}, {mem}{_gib(info['total_bytes'])})", info
+    mem = f"{gib(info['free_bytes'])} free / " if "free_bytes" in info else ""
+    return f"{device} {props.name} ({info['capability']}, {mem}{gib(info['total_bytes'])})", info
 
 
 def check_device(env: Env, torch: Any, device: str, a: Any, b: Any, ref: Any) -> Finding:
@@ -410,7 +410,7 @@ def check_packages(env: Env) -> list[Finding]:
                     f"pkg:{name}",
                     "warn",
                     f"{name} is not installed",
-                    fix=f'{_pip_cmd(env)} install "aiforge[ml]"',
+                    fix=f'{pip_command(env)} install "aiforge[ml]"',
                     code="AF-PKG-001",
                 )
             )

@@ -12,25 +12,25 @@ from aiforge.doctor.model import Env
 ANACONDA_CHANNEL_NAMES = {"defaults", "main", "anaconda", "r", "msys2", "free", "pro", "mro"}
 
 
-def _norm(env: Env, path: str | Path) -> str:
+def comparable_path(env: Env, path: str | Path) -> str:
     """Comparable form of a path: forward slashes, case-folded on Windows."""
     text = str(path).replace("\\", "/") if env.windows else str(path)
     text = text.rstrip("/") or "/"
     return text.lower() if env.windows else text
 
 
-def _is_windowsapps(env: Env, path: str | Path) -> bool:
+def is_windowsapps(env: Env, path: str | Path) -> bool:
     # %LOCALAPPDATA%\Microsoft\WindowsApps holds the Store "App execution alias" stubs.
-    return "/windowsapps/" in _norm(env, path).replace("\\", "/").lower() + "/"
+    return "/windowsapps/" in comparable_path(env, path).replace("\\", "/").lower() + "/"
 
 
-def _pip_cmd(env: Env) -> str:
+def pip_command(env: Env) -> str:
     """`python -m pip` for the running interpreter: the one invocation that cannot hit the wrong pip."""
     exe = env.executable or "python"
     return f'"{exe}" -m pip' if " " in exe else f"{exe} -m pip"
 
 
-def _read_text(path: Path, limit: int = 1_000_000) -> str | None:
+def read_text(path: Path, limit: int = 1_000_000) -> str | None:
     try:
         with open(path, encoding="utf-8", errors="replace") as fh:
             return fh.read(limit)
@@ -38,12 +38,12 @@ def _read_text(path: Path, limit: int = 1_000_000) -> str | None:
         return None
 
 
-def _is_shim(path: Path) -> bool:
+def is_shim(path: Path) -> bool:
     # pyenv / asdf / mise put bash (or .bat) dispatchers in a "shims" folder on PATH.
     return "shims" in {p.lower() for p in path.parts}
 
 
-def _shim_target(env: Env, path: Path) -> str | None:
+def shim_target(env: Env, path: Path) -> str | None:
     """Ask a shim which interpreter it dispatches to; None when it has none (pyenv: command not found)."""
     key = f"shim:{path}"
     if key not in env.memo:
@@ -62,7 +62,7 @@ def _pyenv_selected(env: Env, root: Path) -> list[str]:
         return env.getenv("PYENV_VERSION").split(":")
     files = [d / ".python-version" for d in (env.cwd, *env.cwd.parents)] + [root / "version"]
     for file in files:
-        text = _read_text(file, 10_000) if file.is_file() else None
+        text = read_text(file, 10_000) if file.is_file() else None
         if text is not None:
             return [w for line in text.splitlines() for w in line.split("#")[0].split()]
     return ["system"]
@@ -81,7 +81,7 @@ def _pyenv_target(env: Env, shim: Path) -> str | None:
             return None
         folder = root / "versions" / version
         if not folder.is_dir():  # pyenv >= 2.3 accepts a prefix such as "3.11" for the latest 3.11.x
-            matches = [p for p in _glob(root / "versions", f"{version}.*") if p.is_dir()]
+            matches = [p for p in glob_sorted(root / "versions", f"{version}.*") if p.is_dir()]
             matches.sort(key=lambda p: [int(x) if x.isdigit() else -1 for x in re.split(r"[.-]", p.name)])
             folder = matches[-1] if matches else folder
         candidate = folder / "bin" / shim.name
@@ -90,32 +90,32 @@ def _pyenv_target(env: Env, shim: Path) -> str | None:
     return None
 
 
-def _interpreter_id(env: Env, exe: str | Path, *, ask_shims: bool = True) -> str:
+def interpreter_id(env: Env, exe: str | Path, *, ask_shims: bool = True) -> str:
     """Identity of the Python installation behind an executable path.
 
     A venv's ``bin/python`` is a symlink to the base interpreter, so resolving symlinks
     alone would call every venv "the system Python": a ``pyvenv.cfg`` next to it wins.
     """
     path = env.path(exe)
-    if ask_shims and _is_shim(path):
-        target = _shim_target(env, path)
+    if ask_shims and is_shim(path):
+        target = shim_target(env, path)
         if target:
-            return _interpreter_id(env, target, ask_shims=False)
-    for candidate in (path, _resolve(path)):
+            return interpreter_id(env, target, ask_shims=False)
+    for candidate in (path, resolved_path(path)):
         for root in (candidate.parent.parent, candidate.parent):
             if (root / "pyvenv.cfg").is_file():
-                return _norm(env, root)
-    return _norm(env, _resolve(path))
+                return comparable_path(env, root)
+    return comparable_path(env, resolved_path(path))
 
 
-def _resolve(path: Path) -> Path:
+def resolved_path(path: Path) -> Path:
     try:
         return path.resolve()
     except (OSError, RuntimeError):
         return path
 
 
-def _conda_root(env: Env, prefix: Path) -> Path | None:
+def conda_root(env: Env, prefix: Path) -> Path | None:
     """The conda installation that owns ``prefix`` (itself, or the parent of ``envs/``)."""
     if prefix.parent.name == "envs" and (prefix.parent.parent / "conda-meta").is_dir():
         return prefix.parent.parent
@@ -129,7 +129,7 @@ def _conda_root(env: Env, prefix: Path) -> Path | None:
     return None
 
 
-def _conda_flavour(root: Path) -> str:
+def conda_flavour(root: Path) -> str:
     """miniforge / miniconda / anaconda, from install-dir names, then from files the installers leave."""
     name = root.name.lower()
     for marker, flavour in (
@@ -144,41 +144,41 @@ def _conda_flavour(root: Path) -> str:
     meta = root / "conda-meta"
     # The Anaconda Distribution installs the `anaconda` metapackage (anaconda-2024.02-py311_0.json);
     # anaconda-client / anaconda-anon-usage also exist in Miniconda, hence the digit.
-    if any(re.match(r"anaconda-(\d|custom)", p.name) for p in _glob(meta, "anaconda-*.json")):
+    if any(re.match(r"anaconda-(\d|custom)", p.name) for p in glob_sorted(meta, "anaconda-*.json")):
         return "anaconda"
-    history = (_read_text(meta / "history", 20_000) or "").lower()
+    history = (read_text(meta / "history", 20_000) or "").lower()
     if "miniforge" in history or "mambaforge" in history:
         return "miniforge"
     if "miniconda" in history:
         return "miniconda"
     # Miniforge ships <root>/.condarc pinning conda-forge; conda itself from conda-forge says the same.
-    condarc = (_read_text(root / ".condarc", 20_000) or "").lower()
+    condarc = (read_text(root / ".condarc", 20_000) or "").lower()
     conda_channel = _package_channel(meta, "conda")
     if "conda-forge" in condarc or conda_channel == "conda-forge":
         return "miniforge"
-    if conda_channel and _is_anaconda_channel(conda_channel):
+    if conda_channel and is_anaconda_channel(conda_channel):
         return "miniconda"
     return "conda"
 
 
-def _glob(directory: Path, pattern: str) -> list[Path]:
+def glob_sorted(directory: Path, pattern: str) -> list[Path]:
     try:
         return sorted(directory.glob(pattern))
     except OSError:
         return []
 
 
-def _record_name(record: Path) -> str:
+def record_name(record: Path) -> str:
     # conda-meta records are named <name>-<version>-<build>.json; names may contain dashes.
     m = re.match(r"(.+)-[^-]+-[^-]+\.json$", record.name)
     return m.group(1) if m else record.stem
 
 
-def _record_channel(record: Path) -> str | None:
+def record_channel(record: Path) -> str | None:
     """The channel of one conda-meta record without parsing it: records of big packages list every
     file and can be megabytes, while the channel keys sit near the top."""
     for limit in (65_536, 100_000_000):
-        text = _read_text(record, limit) or ""
+        text = read_text(record, limit) or ""
         m = re.search(r'"schannel":\s*"([^"]+)"', text) or re.search(r'"channel":\s*"([^"]+)"', text)
         if m:
             return _channel_name(m.group(1))
@@ -188,17 +188,17 @@ def _record_channel(record: Path) -> str | None:
 
 
 def _package_channel(meta: Path, package: str) -> str | None:
-    for record in _glob(meta, f"{package}-[0-9]*.json"):
-        if _record_name(record) == package:
-            return _record_channel(record)
+    for record in glob_sorted(meta, f"{package}-[0-9]*.json"):
+        if record_name(record) == package:
+            return record_channel(record)
     return None
 
 
-def _classify_install(env: Env, root: Path) -> str:
+def classify_install(env: Env, root: Path) -> str:
     """Where a (base) Python installation came from, from its prefix path and marker files."""
     if (root / "conda-meta").is_dir():
-        return _conda_flavour(_conda_root(env, root) or root)
-    p = _norm(env, root).lower() + "/"
+        return conda_flavour(conda_root(env, root) or root)
+    p = comparable_path(env, root).lower() + "/"
     rules = (
         (("/.pyenv/versions/", "/pyenv-win/versions/"), "pyenv"),
         (("/uv/python/",), "uv-managed"),
@@ -235,7 +235,7 @@ def _channel_name(channel: str) -> str:
     return c
 
 
-def _is_anaconda_channel(channel: str) -> bool:
+def is_anaconda_channel(channel: str) -> bool:
     low = channel.strip().lower().rstrip("/")
     if "repo.anaconda.com" in low or "repo.continuum.io" in low:
         return True
@@ -243,5 +243,5 @@ def _is_anaconda_channel(channel: str) -> bool:
     return name in ANACONDA_CHANNEL_NAMES or name.startswith("pkgs/")
 
 
-def _expand_home(env: Env, text: str) -> Path:
+def expand_home(env: Env, text: str) -> Path:
     return env.path(str(env.home) + text[1:] if text.startswith("~") else text)

@@ -8,14 +8,14 @@ from pathlib import Path
 from typing import Any
 
 from aiforge.doctor.installs import (
-    _classify_install,
-    _conda_root,
-    _interpreter_id,
-    _is_shim,
-    _is_windowsapps,
-    _norm,
-    _pip_cmd,
-    _shim_target,
+    classify_install,
+    comparable_path,
+    conda_root,
+    interpreter_id,
+    is_shim,
+    is_windowsapps,
+    pip_command,
+    shim_target,
 )
 from aiforge.doctor.model import Env, Finding
 
@@ -25,18 +25,18 @@ MIN_PYTHON = (3, 10)  # matches requires-python in pyproject.toml
 def python_origin(env: Env) -> dict[str, Any]:
     """Facts about where the running interpreter comes from (used by two checks)."""
     prefix, base = env.path(env.prefix), env.path(env.base_prefix)
-    venv = (prefix / "pyvenv.cfg").is_file() or _norm(env, prefix) != _norm(env, base)
+    venv = (prefix / "pyvenv.cfg").is_file() or comparable_path(env, prefix) != comparable_path(env, base)
     conda_env = (prefix / "conda-meta").is_dir()
     install = base if venv else prefix
-    root = _conda_root(env, install) if (install / "conda-meta").is_dir() else None
+    root = conda_root(env, install) if (install / "conda-meta").is_dir() else None
     return {
         "venv": venv,
         "conda_env": conda_env,
         "conda_root": str(root) if root else None,
-        "conda_base": bool(root and _norm(env, root) == _norm(env, prefix)),
-        "install": _classify_install(env, install),
+        "conda_base": bool(root and comparable_path(env, root) == comparable_path(env, prefix)),
+        "install": classify_install(env, install),
         "install_prefix": str(install),
-        "windows_store": _is_windowsapps(env, env.executable),
+        "windows_store": is_windowsapps(env, env.executable),
     }
 
 
@@ -119,17 +119,17 @@ def pythons_on_path(env: Env) -> list[dict[str, str]]:
             path = Path(entry.path)
             if not _PYTHON_NAME.match(entry.name) or not env.is_executable(path):
                 continue
-            if _is_windowsapps(env, path):
-                ident = _norm(env, path)  # never execute a Store alias: running one opens the Store
-            elif _is_shim(path):
+            if is_windowsapps(env, path):
+                ident = comparable_path(env, path)  # never execute a Store alias: running one opens the Store
+            elif is_shim(path):
                 if re.sub(r"\.(exe|bat|cmd)$", "", entry.name.lower()) not in ("python", "python3"):
                     continue  # running every versioned shim is slow and lists versions not selected here
-                target = _shim_target(env, path)
+                target = shim_target(env, path)
                 if target is None:
                     continue  # a pyenv shim for a version that is not selected here runs nothing
-                ident = _interpreter_id(env, target, ask_shims=False)
+                ident = interpreter_id(env, target, ask_shims=False)
             else:
-                ident = _interpreter_id(env, path)
+                ident = interpreter_id(env, path)
             seen.setdefault(ident, str(path))
     return [{"path": p, "id": i} for i, p in seen.items()]
 
@@ -145,7 +145,7 @@ def _activate_hint(env: Env) -> str:
 
 
 def check_python_path(env: Env) -> Finding:
-    running = _interpreter_id(env, env.executable)
+    running = interpreter_id(env, env.executable)
     found = pythons_on_path(env)
     paths = [f["path"] for f in found]
     problems: list[str] = []
@@ -156,10 +156,10 @@ def check_python_path(env: Env) -> Finding:
         if not hits:
             continue
         on_path.append(f"`{name}`")
-        if _is_windowsapps(env, hits[0]):
+        if is_windowsapps(env, hits[0]):
             store_alias = True
             problems.append(f"`{name}` on PATH is the Microsoft Store alias {hits[0]}")
-        elif _interpreter_id(env, hits[0]) != running:
+        elif interpreter_id(env, hits[0]) != running:
             problems.append(f"`{name}` on PATH is {hits[0]}, not the running interpreter")
     details = {"pythons": paths, "running": env.executable}
     listing = f"{len(paths)} interpreter(s) on PATH: " + (", ".join(paths) if paths else "none")
@@ -225,20 +225,20 @@ def _pip_site(env: Env, pip: Path) -> str | None:
 
 def _pip_owner(env: Env, pip: Path) -> tuple[str | None, bool | None]:
     """(what pip installs into, whether that is the running interpreter); (None, None) if unknown."""
-    if _norm(env, pip.parent) == _norm(env, env.scripts_dir(env.prefix)):
+    if comparable_path(env, pip.parent) == comparable_path(env, env.scripts_dir(env.prefix)):
         return env.executable, True
     owner = _shebang_interpreter(env, pip)
     sibling = pip.with_name("python" + pip.suffix)
-    if _is_shim(pip) and env.is_executable(sibling):
+    if is_shim(pip) and env.is_executable(sibling):
         # A pip shim dispatches to the same selected version as the python shim beside it.
-        owner = _shim_target(env, sibling)
+        owner = shim_target(env, sibling)
     if owner and env.path(owner).name.lower().startswith("python"):
-        return owner, _interpreter_id(env, owner) == _interpreter_id(env, env.executable)
+        return owner, interpreter_id(env, owner) == interpreter_id(env, env.executable)
     # Shims, shell wrappers, unreadable launchers: pip's own answer is authoritative.
     site = _pip_site(env, pip)
     if site is None:
         return None, None
-    return site, _norm(env, site).startswith(_norm(env, env.prefix) + "/")
+    return site, comparable_path(env, site).startswith(comparable_path(env, env.prefix) + "/")
 
 
 def check_pip(env: Env) -> Finding:
@@ -260,7 +260,7 @@ def check_pip(env: Env) -> Finding:
         "pip",
         "warn",
         f"`pip` on PATH ({pip}) installs into {owner}, not into {env.prefix}",
-        fix=f"Use `{_pip_cmd(env)} install ...` (or activate the environment: {_activate_hint(env)}).",
+        fix=f"Use `{pip_command(env)} install ...` (or activate the environment: {_activate_hint(env)}).",
         code="AF-PY-004",
         details=details,
     )

@@ -9,8 +9,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from aiforge.doctor.installs import _expand_home, _glob, _read_text
-from aiforge.doctor.model import Env, Finding, Status, _gib, _human
+from aiforge.doctor.installs import expand_home, glob_sorted, read_text
+from aiforge.doctor.model import Env, Finding, Status, gib, human_size
 
 DISK_WARN_BYTES = 10 * 2**30  # a couple of checkpoints plus the HF cache
 DISK_FAIL_BYTES = 1 * 2**30  # pip installs and checkpoint writes start failing
@@ -24,9 +24,9 @@ def hf_cache_dir(env: Env) -> tuple[Path, str]:
     """The hub cache in effect and which setting chose it (same precedence as huggingface_hub)."""
     for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "TRANSFORMERS_CACHE"):
         if env.getenv(var):
-            return _expand_home(env, env.getenv(var)), var
+            return expand_home(env, env.getenv(var)), var
     if env.getenv("HF_HOME"):
-        return _expand_home(env, env.getenv("HF_HOME")) / "hub", "HF_HOME"
+        return expand_home(env, env.getenv("HF_HOME")) / "hub", "HF_HOME"
     xdg = env.getenv("XDG_CACHE_HOME")
     base = env.path(xdg) if xdg else env.home / ".cache"
     return base / "huggingface" / "hub", "XDG_CACHE_HOME" if xdg else "default"
@@ -85,7 +85,7 @@ def check_hf_cache(env: Env) -> Finding:
     offline_vars = [v for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE") if env.getenv(v).lower() in TRUTHY]
     exists = cache.is_dir()
     size, complete = dir_size(cache) if exists else (0, True)
-    models = len(_glob(cache, "models--*")) if exists else 0
+    models = len(glob_sorted(cache, "models--*")) if exists else 0
     writable = _writable(cache)
     details = {
         "path": str(cache),
@@ -97,7 +97,7 @@ def check_hf_cache(env: Env) -> Finding:
         "offline": bool(offline_vars),
         "writable": writable,
     }
-    size_text = ("" if complete else ">= ") + _human(size)
+    size_text = ("" if complete else ">= ") + human_size(size)
     offline = f"offline ({', '.join(offline_vars)})" if offline_vars else "online"
     message = (
         f"{cache} ({source}): {size_text}, {models} model(s), {offline}, "
@@ -152,7 +152,7 @@ def check_disk(env: Env) -> list[Finding]:
             continue  # same filesystem as an earlier line
         seen.add(dev)
         details = {"path": str(target), "free_bytes": free, "total_bytes": total}
-        message = f"{_gib(free)} free of {_gib(total)} at {target}"
+        message = f"{gib(free)} free of {gib(total)} at {target}"
         status: Status = "fail" if free < DISK_FAIL_BYTES else "warn" if free < DISK_WARN_BYTES else "ok"
         if status == "ok":
             findings.append(Finding(f"disk:{label}", "ok", message, details=details))
@@ -161,7 +161,7 @@ def check_disk(env: Env) -> list[Finding]:
                 Finding(
                     f"disk:{label}",
                     status,
-                    message + f" (< {_gib(DISK_WARN_BYTES)})",
+                    message + f" (< {gib(DISK_WARN_BYTES)})",
                     fix="Free space: `pip cache purge`, `conda clean --all`, `hf cache delete`, "
                     "or move the Hugging Face cache to a bigger disk with HF_HOME.",
                     code="AF-DISK-001",
@@ -181,7 +181,7 @@ def memory_info(env: Env) -> tuple[int, int] | None:
         pass
     if env.platform != "linux":
         return None
-    text = _read_text(env.meminfo_path) or ""
+    text = read_text(env.meminfo_path) or ""
     values = {m.group(1): int(m.group(2)) * 1024 for m in re.finditer(r"^(\w+):\s+(\d+) kB", text, re.M)}
     if "MemTotal" not in values:
         return None
@@ -198,12 +198,12 @@ def check_memory(env: Env) -> Finding:
         )
     available, total = info
     details = {"available_bytes": available, "total_bytes": total}
-    message = f"{_gib(available)} available of {_gib(total)}"
+    message = f"{gib(available)} available of {gib(total)}"
     if available < MEM_WARN_BYTES:
         return Finding(
             "memory",
             "warn",
-            message + f" (< {_gib(MEM_WARN_BYTES)})",
+            message + f" (< {gib(MEM_WARN_BYTES)})",
             fix="Close other programs, use a smaller model / batch size, or add swap.",
             code="AF-MEM-001",
             details=details,
