@@ -5,4 +5,5 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 .venv/bin/ruff check src tests bench
+.venv/bin/lint-imports  # layers point down and no import cycles ([tool.importlinter], pyproject.toml)
 .venv/bin/python -m pytest -q -ra "$@"
