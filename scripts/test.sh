@@ -6,4 +6,5 @@ bash scripts/setup.sh
 export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 .venv/bin/ruff check src tests bench
 .venv/bin/mypy  # settings and file list: [tool.mypy] in pyproject.toml
+.venv/bin/lint-imports  # layers point down and no import cycles ([tool.importlinter], pyproject.toml)
 .venv/bin/python -m pytest -q -ra "$@"

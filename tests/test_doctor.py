@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from aiforge import doctor
-from aiforge.doctor import Env, Finding
+from aiforge.doctor import Env, Finding, gpu, installs, runner
 
 GiB = 2**30
 
@@ -354,12 +354,12 @@ def test_pyenv_shims_are_resolved_from_version_files_without_running(tmp_path: P
     new = make_exe(root / "versions" / "3.12.1" / "bin" / "python")
     (root / "version").write_text("3.10.13\n")
     env = make_env(tmp_path, environ={"PATH": str(root / "shims")})
-    assert doctor._shim_target(env, root / "shims" / "python") == str(old)
+    assert installs.shim_target(env, root / "shims" / "python") == str(old)
     (tmp_path / "proj" / ".python-version").write_text("3.12  # project pin, prefix form\n")
     env = make_env(tmp_path, environ={"PATH": str(root / "shims")})
-    assert doctor._shim_target(env, root / "shims" / "python") == str(new)
+    assert installs.shim_target(env, root / "shims" / "python") == str(new)
     env = make_env(tmp_path, environ={"PATH": str(root / "shims"), "PYENV_VERSION": "3.10.13"})
-    assert doctor._shim_target(env, root / "shims" / "python") == str(old)
+    assert installs.shim_target(env, root / "shims" / "python") == str(old)
     finding = doctor.check_python_path(env)
     assert finding.code == "AF-PY-003" and finding.details["pythons"] == [str(root / "shims" / "python")]
     assert env.run.calls == []  # type: ignore[attr-defined]
@@ -535,7 +535,7 @@ def test_no_conda_is_ok(tmp_path: Path) -> None:
     ],
 )
 def test_anaconda_channel_classification(channel: str, anaconda: bool) -> None:
-    assert doctor._is_anaconda_channel(channel) is anaconda
+    assert installs.is_anaconda_channel(channel) is anaconda
 
 
 # --------------------------------------------------------------------------- editor
@@ -699,12 +699,12 @@ def test_device_failure_and_wrong_result_fail(tmp_path: Path, monkeypatch: pytes
     def boom(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("MPS backend out of memory\nmore")
 
-    monkeypatch.setattr(doctor, "_timed_matmul", boom)
+    monkeypatch.setattr(gpu, "_timed_matmul", boom)
     failed = doctor.check_device(env, torch, "mps", a, b, ref)
     assert (failed.status, failed.code) == ("fail", "AF-MPS-002")
     assert "MPS backend out of memory" in failed.message
 
-    monkeypatch.setattr(doctor, "_timed_matmul", lambda torch, device, a, b: ((a @ b) * 1.01, 1.0))
+    monkeypatch.setattr(gpu, "_timed_matmul", lambda torch, device, a, b: ((a @ b) * 1.01, 1.0))
     wrong = doctor.check_device(env, torch, "cpu", a, b, ref)
     assert (wrong.status, wrong.code) == ("fail", "AF-TORCH-003")
     assert "WRONG RESULT" in wrong.message
@@ -821,7 +821,7 @@ def test_run_checks_on_a_fabricated_machine(tmp_path: Path, monkeypatch: pytest.
     json.dumps(doctor.to_json(findings))
 
     # a crashing check is reported, the others still run
-    monkeypatch.setattr(doctor, "check_editor", lambda env: 1 / 0)
+    monkeypatch.setattr(runner, "check_editor", lambda env: 1 / 0)
     findings = doctor.run_checks(env, device_ops=False)
     crashed = by_check(findings, "editor")
     assert (crashed.status, crashed.code) == ("warn", "AF-DOCTOR-001")

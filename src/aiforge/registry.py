@@ -16,11 +16,12 @@ import logging
 import os
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from aiforge.cache import cache_dir
 from aiforge.errors import AiforgeError
-from aiforge.models import ModelRef, cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +103,17 @@ def parse_ref(ref: str) -> tuple[str, str | None, str | None]:
     return match["name"], match["alias"], match["version"]
 
 
-def resolve_ref(ref: str, tracking_uri: str | None = None) -> ModelRef:
+@dataclass(frozen=True)
+class RegisteredVersion:
+    """A registered model version, downloaded into the cache (:func:`aiforge.models.resolve` turns it
+    into a ``ModelRef``)."""
+
+    name: str
+    version: str
+    path: Path
+
+
+def fetch_version(ref: str, tracking_uri: str | None = None) -> RegisteredVersion:
     """Find the model version a registry reference points at and download it (once)."""
     name, alias, version = parse_ref(ref)
     mlflow_client = client(tracking_uri)
@@ -136,14 +147,7 @@ def resolve_ref(ref: str, tracking_uri: str | None = None) -> ModelRef:
                 "register a trained model with `aiforge train CONFIG`, or point the alias at another version",
             )
         local = download_version(mv.source, local)
-    return ModelRef(
-        ref,
-        "registry",
-        str(local),
-        registry_name=name,
-        registry_version=str(mv.version),
-        format=_format_of(local),
-    )
+    return RegisteredVersion(name, str(mv.version), local)
 
 
 def download_version(source: str, target: Path) -> Path:
@@ -166,12 +170,6 @@ def download_version(source: str, target: Path) -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     (target / ".complete").touch()
     return target
-
-
-def _format_of(path: Path) -> str:
-    from aiforge.models import _detect_local_format
-
-    return _detect_local_format(path)
 
 
 # ---- tracking: runs, params, metrics, artifacts ------------------------------------------------------

@@ -13,7 +13,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from aiforge.scale.batch import RECORDS, decode_record, progress_file, resume_point, run_signature
+from aiforge.scale.batch import progress_file, resume_point, run_signature
+from aiforge.scale.records import RECORDS, decode_record
 from tests.scale.conftest import Cluster
 from tests.tiny_models import make_tiny_bert
 

@@ -10,7 +10,8 @@ import pytest
 
 from aiforge.errors import AiforgeError
 from aiforge.train.config import DataConfig
-from aiforge.train.data import Split, load_dataset, read_table, resolve_data_path, stratified_split
+from aiforge.train.data import Split, read_table, resolve_data_path, stratified_split
+from aiforge.train.dataset import load_dataset
 
 ROWS = [{"review": f"text {i}", "sentiment": "pos" if i % 2 else "neg"} for i in range(20)]
 

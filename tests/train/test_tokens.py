@@ -102,7 +102,7 @@ def test_ner_training_reports_seqeval_and_loads_as_a_pipeline(
 
 
 def test_mismatched_token_and_tag_counts_are_skipped(tiny_ner: Path, ner_files, tmp_path: Path) -> None:
-    from aiforge.train.data import load_dataset
+    from aiforge.train.dataset import load_dataset
 
     bad = tmp_path / "bad.jsonl"
     rows = _sentences(10, 2) + [{"tokens": ["a", "b"], "tags": ["O"]}]

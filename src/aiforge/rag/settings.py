@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from aiforge.models import cache_dir
+from aiforge.cache import cache_dir
 
 # Fields recorded in the index at creation (the index is meaningless with other values).
 INDEX_FIELDS = ("embedder", "chunk_tokens", "chunk_overlap", "embed_heading")

@@ -44,14 +44,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from aiforge.errors import AiforgeError
+from aiforge.scale.records import LINES, RECORDS, decode_record
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
 log = logging.getLogger("aiforge.scale")
 
-ERROR_KEY = "__aiforge_error__"  # how a record that failed to read travels to a worker
-RECORDS, LINES = "records", "lines"  # the columns: a window's records as JSON, its results' JSON lines
 IN_FLIGHT = 2  # windows queued per actor: one running, one waiting
 
 
@@ -100,18 +99,6 @@ class WindowPredictor:
     def run(self, window: list[str]) -> str:
         results = self.pipe.predict([decode_record(json.loads(r)) for r in window], batch_size=self.size)
         return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in results)
-
-
-def encode_record(record: Any) -> str:
-    if isinstance(record, AiforgeError):
-        record = {ERROR_KEY: record.to_dict()}
-    return json.dumps(record, ensure_ascii=False)
-
-
-def decode_record(record: Any) -> Any:
-    if isinstance(record, dict) and ERROR_KEY in record:
-        return AiforgeError(**record[ERROR_KEY])
-    return record
 
 
 def run_file(
@@ -262,20 +249,6 @@ def pool_size(ray: Any, workers: int | None, cpus_per_worker: float, n_windows: 
     if workers is None:
         workers = int(ray.cluster_resources().get("CPU", 1) // cpus_per_worker)
     return max(1, min(workers, n_windows or workers))
-
-
-def windows(records: Iterator[Any], window: int, skip: int = 0) -> Iterator[list[Any]]:
-    """Lists of ``window`` records, after the first ``skip``."""
-    chunk: list[Any] = []
-    for index, record in enumerate(records):
-        if index < skip:
-            continue
-        chunk.append(record)
-        if len(chunk) == window:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
 
 
 # ---- resume -------------------------------------------------------------------------------------------

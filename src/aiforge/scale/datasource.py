@@ -1,7 +1,8 @@
 """``InputRecords``: an input file's windows of records as a Ray Data dataset, read where the file is.
 
 Kept apart from ``aiforge.scale.batch`` because a ``Datasource`` subclass imports Ray, and
-``batch`` must import without it (a missing install is reported as AF-RAY-001).
+``batch`` must import without it (a missing install is reported as AF-RAY-001); the record format
+both share is :mod:`aiforge.scale.records`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from ray.data.block import BlockMetadata
 from ray.data.datasource import ReadTask
 
 from aiforge import io
-from aiforge.scale.batch import RECORDS, encode_record, windows
+from aiforge.scale.records import RECORDS, encode_record, windows
 
 
 class InputRecords(Datasource):

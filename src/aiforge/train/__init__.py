@@ -18,7 +18,7 @@ from aiforge.train.config import TrainConfig, init_template, load_config
 if TYPE_CHECKING:
     from aiforge.train.callbacks import Callback
     from aiforge.train.dryrun import DryRunReport
-    from aiforge.train.loop import TrainResult
+    from aiforge.train.report import TrainResult
 
 __all__ = ["TrainConfig", "load_config", "init_template", "train", "dry_run", "config_from_run"]
 

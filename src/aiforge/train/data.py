@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -122,7 +123,7 @@ def read_table(path: str | Path, max_rows: int | None = None):
         ) from None
 
 
-def file_hash(paths: list[str | Path], salt: str = "") -> str:
+def file_hash(paths: Sequence[str | Path], salt: str = "") -> str:
     """SHA-256 over the bytes of the data files (and ``salt``, e.g. the labels of image files): the
     run's data identity, logged with every model."""
     digest = hashlib.sha256(salt.encode())
@@ -287,64 +288,3 @@ def check_labels(split: Split, known: list[str], path: str) -> None:
             f"training labels: {', '.join(known[:20])}",
             "add examples of these labels to the training file, or remove those rows",
         )
-
-
-def load_dataset(
-    cfg: DataConfig, seed: int, strict: bool = False, sequence: bool = False, media: str | None = None
-) -> Dataset:
-    """Read, check and split the data of a run (``sequence``: token lists with one tag per token;
-    ``media``: "image" or "audio", class folders or tables of file paths, see :mod:`aiforge.train.media`)."""
-    if not cfg.train:
-        raise AiforgeError(
-            "AF-CONFIG-001",
-            "data.train is not set",
-            "set data.train to a CSV/TSV/JSONL/Parquet file (or, for images and audio, a class-folder tree)",
-        )
-    if media is None:
-        read = lambda name, path: read_split(name, path, cfg, strict, sequence)  # noqa: E731
-    else:
-        from aiforge.train.media import read_media_split
-
-        read = lambda name, path: read_media_split(name, path, cfg, strict, media)  # noqa: E731
-    train, skipped_train = read("train", cfg.train)
-    skipped = {"train": skipped_train}
-    from_train = cfg.validation is None
-    if from_train:
-        if len(train) < 2:
-            raise AiforgeError(
-                "AF-DATA-003",
-                f"'{cfg.train}' has {len(train)} usable row(s), too few to split",
-                "add rows or give data.validation",
-            )
-        train, validation = stratified_split(train, cfg.validation_split, seed, cfg.multi_label or sequence)
-    else:
-        validation, skipped["validation"] = read("validation", cfg.validation)
-    labels = label_vocabulary(train)
-    if len(labels) < 2 and not cfg.multi_label:
-        raise AiforgeError(
-            "AF-DATA-003",
-            f"'{cfg.train}' has a single label ({labels[0]!r}); nothing to learn",
-            f"check data.label_column ('{cfg.label_column}')"
-            + (", or add a class folder per label" if media else ""),
-        )
-    check_labels(validation, labels, cfg.validation or cfg.train)
-    test = None
-    if cfg.test:
-        test, skipped["test"] = read("test", cfg.test)
-        check_labels(test, labels, cfg.test)
-    files = [p for p in (cfg.train, cfg.validation, cfg.test) if p and not resolve_data_path(p).is_dir()]
-    salt = ""
-    if media is not None:  # the data is the files and their labels, not only a table that lists them
-        splits = [s for s in (train, validation, test) if s is not None]
-        pairs = sorted({(f, str(y)) for s in splits for f, y in zip(s.inputs, s.labels, strict=True)})
-        files += [f for f, _ in pairs]
-        salt = "\n".join(y for _, y in pairs)
-    return Dataset(
-        train,
-        validation,
-        test,
-        labels,
-        {k: v for k, v in skipped.items() if v},
-        file_hash(files, salt),
-        from_train,
-    )

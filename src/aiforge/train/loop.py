@@ -17,13 +17,10 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import json
 import logging
 import math
 import shutil
-import subprocess
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,87 +31,15 @@ from aiforge.models import ModelRef
 from aiforge.train.callbacks import Callback, CallbackRunner, TrainState
 from aiforge.train.checkpoint import load_checkpoint, save_checkpoint, seed_everything, set_rng_state
 from aiforge.train.config import TrainConfig, default_model, dump_yaml, trainer_card
-from aiforge.train.data import Dataset, load_dataset
-from aiforge.train.metrics import plot_confusion_matrix, plot_loss_curve, scalar_metrics
+from aiforge.train.data import Dataset
+from aiforge.train.dataset import load_dataset
+from aiforge.train.metrics import scalar_metrics
 from aiforge.train.parallel import SINGLE, DataParallel
-from aiforge.train.text import Encoded, TextClassificationTask, epoch_batches
+from aiforge.train.prepared import Prepared
+from aiforge.train.report import TrainResult, git_commit, write_metadata, write_reports
+from aiforge.train.text import TextClassificationTask, epoch_batches
 
 log = logging.getLogger(__name__)
-
-METADATA_FILE = "aiforge.json"
-
-
-@dataclass
-class TrainResult:
-    """What a finished run produced; ``summary()`` is what the CLI prints."""
-
-    output_dir: Path
-    model_dir: Path
-    backbone: str
-    metrics: dict[str, Any]  # {"validation": {...}, "test": {...}} of the best model
-    baseline: dict[str, Any] | None
-    seconds: float
-    steps: int
-    run_id: str | None = None
-    registered_name: str | None = None
-    registered_version: str | None = None
-    alias: str | None = None
-    warnings: list[str] = field(default_factory=list)
-
-    @property
-    def ref(self) -> str | None:
-        """The registry reference that loads this model, e.g. ``registry:nsmc-sentiment@production``."""
-        if not self.registered_name:
-            return None
-        suffix = f"@{self.alias}" if self.alias else f"/{self.registered_version}"
-        return f"registry:{self.registered_name}{suffix}"
-
-    def lines(self) -> list[str]:
-        """What the CLI prints after a run: the model, its score next to the baseline's, the registry ref."""
-        split = "test" if "test" in self.metrics else "validation"
-        ours = self.metrics[split]
-        took = f"{self.steps} steps, {self.seconds / 60:.1f} min"
-        out = [f"model         {self.model_dir} ({self.backbone}, {took})"]
-        shown = [k for k in ("accuracy", "macro_f1", "f1") if k in ours]
-        line = f"{split:<14}" + ", ".join(f"{k} {ours[k]:.4f}" for k in shown)
-        if self.baseline and split in self.baseline:
-            base = self.baseline[split]
-            line += f"  (baseline {self.baseline['name']}: accuracy {base['accuracy']:.4f})"
-        out.append(line)
-        if self.run_id:
-            out.append(f"mlflow run    {self.run_id}")
-        if self.ref:
-            out.append(f"registered    {self.ref} (version {self.registered_version})")
-        return out
-
-    def summary(self) -> dict[str, Any]:
-        return {
-            "model_dir": str(self.model_dir),
-            "backbone": self.backbone,
-            "seconds": round(self.seconds, 1),
-            "steps": self.steps,
-            "metrics": {k: scalar_metrics(v) for k, v in self.metrics.items()},
-            "baseline": self.baseline,
-            "run_id": self.run_id,
-            "registered": self.ref,
-        }
-
-
-@dataclass
-class Prepared:
-    """Data, task and model, checked and ready: shared by the real run and the dry run."""
-
-    config: TrainConfig
-    dataset: Dataset
-    task: TextClassificationTask
-    model: torch.nn.Module
-    backbone: str
-    train: Encoded
-    validation: Encoded
-    test: Encoded | None
-    train_lengths: list[int]
-    device: str
-    frozen: int
 
 
 # ---- prepare ------------------------------------------------------------------------------------------
@@ -531,11 +456,8 @@ def _finish(
     if prep.test is not None:
         metrics["test"] = task.evaluate(best, prep.test, prep.device, batch, autocast)
     report_split = "test" if "test" in metrics else "validation"
-    artifacts = _write_reports(out, prep, state, metrics, baseline, report_split)
-    metadata = _metadata(config, prep, metrics, baseline, state)
-    (model_dir / METADATA_FILE).write_text(
-        json.dumps(metadata, indent=2, ensure_ascii=False), encoding="utf-8"
-    )
+    artifacts = write_reports(out, prep, state, metrics, baseline, report_split)
+    write_metadata(model_dir, config, prep, metrics, baseline, state)
 
     final = {
         **scalar_metrics(metrics["validation"], "final_val_"),
@@ -566,107 +488,3 @@ def _finish(
         state.registered_version,
         config.tracking.alias if state.registered_version else None,
     )
-
-
-def _write_reports(
-    out: Path,
-    prep: Prepared,
-    state: TrainState,
-    metrics: dict[str, Any],
-    baseline: dict[str, Any] | None,
-    report_split: str,
-) -> list[str]:
-    """metrics.json, the confusion matrix and loss curve PNGs, the resolved config and the environment."""
-    files = [out / "config.yaml"]
-    payload = {
-        "metrics": metrics,
-        "baseline": baseline,
-        "history": state.history,
-        "skipped_rows": prep.dataset.skipped,
-        "data_hash": prep.dataset.data_hash,
-    }
-    (out / "metrics.json").write_text(json.dumps(payload, indent=2, ensure_ascii=False), encoding="utf-8")
-    files.append(out / "metrics.json")
-    matrix = metrics[report_split].get("confusion_matrix")
-    if matrix is not None:
-        files.append(
-            plot_confusion_matrix(
-                matrix, prep.task.labels, out / "confusion_matrix.png", f"{report_split}: {prep.backbone}"
-            )
-        )
-    if state.history["steps"]:
-        files.append(
-            plot_loss_curve(
-                state.history["steps"],
-                state.history["loss"],
-                state.history["evals"],
-                out / "loss_curve.png",
-                prep.task.metric_name(),
-            )
-        )
-    environment = doctor_environment()
-    if environment is not None:
-        (out / "environment.json").write_text(
-            json.dumps(environment, indent=2, default=str), encoding="utf-8"
-        )
-        files.append(out / "environment.json")
-    return [str(f) for f in files]
-
-
-def _metadata(
-    config: TrainConfig,
-    prep: Prepared,
-    metrics: dict[str, Any],
-    baseline: dict[str, Any] | None,
-    state: TrainState,
-) -> dict[str, Any]:
-    from aiforge import __version__
-
-    return {
-        "aiforge_version": __version__,
-        "task": config.task,
-        "backbone": prep.backbone,
-        "labels": prep.task.labels,
-        "multi_label": prep.task.multi_label,
-        "max_length": prep.task.max_length,
-        "data_hash": prep.dataset.data_hash,
-        "n_examples": {
-            "train": len(prep.train),
-            "validation": len(prep.validation),
-            "test": len(prep.test) if prep.test is not None else 0,
-        },
-        "metrics": {k: scalar_metrics(v) for k, v in metrics.items()},
-        "baseline": baseline,
-        "steps": state.step,
-        "run_id": state.run_id,
-        "git_commit": git_commit(),
-        "config": config.model_dump(mode="json"),
-    }
-
-
-def git_commit() -> str | None:
-    """The commit of the working directory's repository (with '-dirty' when it has changes), if any."""
-    try:
-        sha = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True
-        )
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
-
-
-def doctor_environment() -> dict[str, Any] | None:
-    """`aiforge doctor --json` without the device tensor test, for reproducibility records."""
-    try:
-        from aiforge import doctor
-
-        return doctor.to_json(doctor.run_checks(device_ops=False))
-    except Exception as exc:  # noqa: BLE001 - an environment report must never fail a finished run
-        log.warning("could not record the doctor environment: %s", exc)
-        return None

@@ -1,0 +1,249 @@
+"""What a finished run leaves behind: the result the CLI prints, ``metrics.json``, the confusion
+matrix and loss curve PNGs, the environment, and the model dir's ``aiforge.json``.
+
+Plots use matplotlib's Agg backend (no display needed).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from aiforge.train.callbacks import TrainState
+from aiforge.train.config import TrainConfig
+from aiforge.train.metrics import scalar_metrics
+from aiforge.train.prepared import Prepared
+
+log = logging.getLogger(__name__)
+
+METADATA_FILE = "aiforge.json"
+
+
+@dataclass
+class TrainResult:
+    """What a finished run produced; ``summary()`` is what the CLI prints."""
+
+    output_dir: Path
+    model_dir: Path
+    backbone: str
+    metrics: dict[str, Any]  # {"validation": {...}, "test": {...}} of the best model
+    baseline: dict[str, Any] | None
+    seconds: float
+    steps: int
+    run_id: str | None = None
+    registered_name: str | None = None
+    registered_version: str | None = None
+    alias: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def ref(self) -> str | None:
+        """The registry reference that loads this model, e.g. ``registry:nsmc-sentiment@production``."""
+        if not self.registered_name:
+            return None
+        suffix = f"@{self.alias}" if self.alias else f"/{self.registered_version}"
+        return f"registry:{self.registered_name}{suffix}"
+
+    def lines(self) -> list[str]:
+        """What the CLI prints after a run: the model, its score next to the baseline's, the registry ref."""
+        split = "test" if "test" in self.metrics else "validation"
+        ours = self.metrics[split]
+        took = f"{self.steps} steps, {self.seconds / 60:.1f} min"
+        out = [f"model         {self.model_dir} ({self.backbone}, {took})"]
+        shown = [k for k in ("accuracy", "macro_f1", "f1") if k in ours]
+        line = f"{split:<14}" + ", ".join(f"{k} {ours[k]:.4f}" for k in shown)
+        if self.baseline and split in self.baseline:
+            base = self.baseline[split]
+            line += f"  (baseline {self.baseline['name']}: accuracy {base['accuracy']:.4f})"
+        out.append(line)
+        if self.run_id:
+            out.append(f"mlflow run    {self.run_id}")
+        if self.ref:
+            out.append(f"registered    {self.ref} (version {self.registered_version})")
+        return out
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "model_dir": str(self.model_dir),
+            "backbone": self.backbone,
+            "seconds": round(self.seconds, 1),
+            "steps": self.steps,
+            "metrics": {k: scalar_metrics(v) for k, v in self.metrics.items()},
+            "baseline": self.baseline,
+            "run_id": self.run_id,
+            "registered": self.ref,
+        }
+
+
+def write_reports(
+    out: Path,
+    prep: Prepared,
+    state: TrainState,
+    metrics: dict[str, Any],
+    baseline: dict[str, Any] | None,
+    report_split: str,
+) -> list[str]:
+    """metrics.json, the confusion matrix and loss curve PNGs, the resolved config and the environment."""
+    files = [out / "config.yaml"]
+    payload = {
+        "metrics": metrics,
+        "baseline": baseline,
+        "history": state.history,
+        "skipped_rows": prep.dataset.skipped,
+        "data_hash": prep.dataset.data_hash,
+    }
+    (out / "metrics.json").write_text(json.dumps(payload, indent=2, ensure_ascii=False), encoding="utf-8")
+    files.append(out / "metrics.json")
+    matrix = metrics[report_split].get("confusion_matrix")
+    if matrix is not None:
+        files.append(
+            plot_confusion_matrix(
+                matrix, prep.task.labels, out / "confusion_matrix.png", f"{report_split}: {prep.backbone}"
+            )
+        )
+    if state.history["steps"]:
+        files.append(
+            plot_loss_curve(
+                state.history["steps"],
+                state.history["loss"],
+                state.history["evals"],
+                out / "loss_curve.png",
+                prep.task.metric_name(),
+            )
+        )
+    environment = doctor_environment()
+    if environment is not None:
+        (out / "environment.json").write_text(
+            json.dumps(environment, indent=2, default=str), encoding="utf-8"
+        )
+        files.append(out / "environment.json")
+    return [str(f) for f in files]
+
+
+def write_metadata(
+    model_dir: Path,
+    config: TrainConfig,
+    prep: Prepared,
+    metrics: dict[str, Any],
+    baseline: dict[str, Any] | None,
+    state: TrainState,
+) -> None:
+    """The model dir's ``aiforge.json``: what produced this model, and how well it did."""
+    from aiforge import __version__
+
+    metadata = {
+        "aiforge_version": __version__,
+        "task": config.task,
+        "backbone": prep.backbone,
+        "labels": prep.task.labels,
+        "multi_label": prep.task.multi_label,
+        "max_length": prep.task.max_length,
+        "data_hash": prep.dataset.data_hash,
+        "n_examples": {
+            "train": len(prep.train),
+            "validation": len(prep.validation),
+            "test": len(prep.test) if prep.test is not None else 0,
+        },
+        "metrics": {k: scalar_metrics(v) for k, v in metrics.items()},
+        "baseline": baseline,
+        "steps": state.step,
+        "run_id": state.run_id,
+        "git_commit": git_commit(),
+        "config": config.model_dump(mode="json"),
+    }
+    (model_dir / METADATA_FILE).write_text(
+        json.dumps(metadata, indent=2, ensure_ascii=False), encoding="utf-8"
+    )
+
+
+def git_commit() -> str | None:
+    """The commit of the working directory's repository (with '-dirty' when it has changes), if any."""
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+
+
+def doctor_environment() -> dict[str, Any] | None:
+    """`aiforge doctor --json` without the device tensor test, for reproducibility records."""
+    try:
+        from aiforge import doctor
+
+        return doctor.to_json(doctor.run_checks(device_ops=False))
+    except Exception as exc:  # noqa: BLE001 - an environment report must never fail a finished run
+        log.warning("could not record the doctor environment: %s", exc)
+        return None
+
+
+# ---- plots ----------------------------------------------------------------------------------------------
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; never needs a display
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_confusion_matrix(matrix: list[list[int]], labels: list[str], path: Path, title: str = "") -> Path:
+    plt = _pyplot()
+    data = np.asarray(matrix)
+    size = max(4.0, 0.5 * len(labels) + 2)
+    fig, ax = plt.subplots(figsize=(size, size))
+    ax.imshow(data, cmap="Blues")
+    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title or "confusion matrix")
+    if len(labels) <= 30:
+        threshold = data.max() / 2 if data.size else 0
+        for (i, j), value in np.ndenumerate(data):
+            ax.text(
+                j, i, str(value), ha="center", va="center", color="white" if value > threshold else "black"
+            )
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_loss_curve(
+    steps: list[int], losses: list[float], evals: list[dict[str, float]], path: Path, metric: str
+) -> Path:
+    """Training loss per logged step, validation loss and the chosen metric per evaluation."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(steps, losses, label="train loss", alpha=0.8)
+    eval_steps = [e["step"] for e in evals]
+    if evals and "loss" in evals[0]:
+        ax.plot(eval_steps, [e["loss"] for e in evals], "o-", label="validation loss")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("loss")
+    if evals and metric in evals[0]:
+        other = ax.twinx()
+        other.plot(
+            eval_steps, [e[metric] for e in evals], "s--", color="tab:green", label=f"validation {metric}"
+        )
+        other.set_ylabel(metric)
+        other.legend(loc="upper right")
+    ax.legend(loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
