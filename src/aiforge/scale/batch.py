@@ -51,7 +51,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("aiforge.scale")
 
 ERROR_KEY = "__aiforge_error__"  # how a record that failed to read travels to a worker
-RECORDS, LINES = "records", "lines"  # the columns: a window's records as JSON, its results' JSON lines
+# the columns: a window's records as JSON; its results' JSON lines and how many of them are errors
+RECORDS, LINES, FAILED = "records", "lines", "failed"
 IN_FLIGHT = 2  # windows queued per actor: one running, one waiting
 
 
@@ -92,14 +93,19 @@ class WindowPredictor:
         self.size = size
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        """Each window (a row) in ``batch``: its results as JSON lines, one string."""
+        """Each window (a row) in ``batch``: its results as JSON lines (one string) and its failures."""
         import pyarrow as pa
 
-        return pa.table({LINES: [self.run(window) for window in batch.column(RECORDS).to_pylist()]})
+        lines, failed = zip(*(self.run(window) for window in batch.column(RECORDS).to_pylist()), strict=True)
+        return pa.table({LINES: list(lines), FAILED: list(failed)})
 
-    def run(self, window: list[str]) -> str:
+    def run(self, window: list[str]) -> tuple[str, int]:
+        """One window's JSON lines, and how many are error records (``ItemError``)."""
+        from aiforge.tasks.execute import is_error
+
         results = self.pipe.predict([decode_record(json.loads(r)) for r in window], batch_size=self.size)
-        return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in results)
+        lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in results)
+        return lines, sum(map(is_error, results))
 
 
 def encode_record(record: Any) -> str:
@@ -173,12 +179,12 @@ def run_file(
             actors = pool_size(ray, workers, cpus_per_worker, n_windows)
             results = predict_lines(ray, records, predictor, actors=actors, cpus_per_actor=cpus_per_worker)
             bar = _progress(total, report.resumed_from, progress)
-            for text in results:
+            for text, failed in results:
                 sink.write(text)
                 sink.flush()
                 n = text.count("\n")
                 report.written += n
-                report.failures += sum(1 for line in text.splitlines() if _is_error(line))
+                report.failures += failed
                 bar.update(n)
             bar.close()
     finally:
@@ -193,8 +199,9 @@ def run_file(
 
 def predict_lines(
     ray: Any, records: Any, predictor: dict[str, Any], *, actors: int, cpus_per_actor: float
-) -> Iterator[str]:
-    """Each window's JSON lines, in input order, as ``actors`` ``WindowPredictor``s produce them.
+) -> Iterator[tuple[str, int]]:
+    """Each window's JSON lines and its count of error lines, in input order, as ``actors``
+    ``WindowPredictor``s produce them.
 
     ``records`` is the ``InputRecords`` datasource, ``predictor`` the actors' constructor arguments.
     """
@@ -223,7 +230,7 @@ def predict_lines(
         # prefetch_batches=0: with Ray Data's default of 1, a window reached the output only once
         # the next window on the same actor was done (measured: the first output 5 s later)
         for batch in lines.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=0):
-            yield "".join(batch.column(LINES).to_pylist())
+            yield "".join(batch.column(LINES).to_pylist()), sum(batch.column(FAILED).to_pylist())
 
 
 @contextmanager
@@ -353,15 +360,6 @@ def truncate_lines(path: Path, keep: int) -> None:
         fh.truncate(offset)
         fh.flush()
         os.fsync(fh.fileno())
-
-
-def _is_error(line: str) -> bool:
-    if not line.startswith('{"error"'):
-        return False
-    try:
-        return set(json.loads(line)) == {"error"}
-    except ValueError:
-        return False
 
 
 class _NoBar:
