@@ -151,9 +151,7 @@ class Batcher:
     # ---- lifecycle --------------------------------------------------------------------------------
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._task = self._loop.create_task(
-            self._dispatch_forever(), name=f"batcher-{self.name}"
-        )
+        self._task = self._loop.create_task(self._dispatch_forever(), name=f"batcher-{self.name}")
 
     async def close(self, timeout_s: float) -> None:
         """Stop admitting, answer everything queued or running (up to ``timeout_s``), stop the thread."""
