@@ -225,6 +225,7 @@ def run(
     """Run a pretrained model on inputs; prints one JSON object per input, in input order."""
     from aiforge import io
     from aiforge.tasks import get_task, load_pipeline
+    from aiforge.tasks.execute import is_error
 
     spec = get_task(task)
     if not inputs and input_file is None:
@@ -256,7 +257,7 @@ def run(
 
             results = tqdm(results, total=total, unit="item", file=sys.stderr, disable=None)
         for result in results:
-            failures += "error" in result and len(result) == 1
+            failures += is_error(result)
             io.write_jsonl(result, sink)
     finally:
         if output:

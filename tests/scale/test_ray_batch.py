@@ -127,6 +127,31 @@ def test_output_of_another_input_is_started_over(reviews: Path, local_output: Pa
         assert resume_point(out, changed, WINDOW) == 0 and out.read_bytes() == b""
 
 
+def test_an_input_that_crashes_the_model_is_an_error_line_locally_and_on_ray(
+    ray_cluster: Cluster, classifier: Path, tmp_path: Path
+):
+    """The shared failure policy: a token limit beyond the model's 512 positions makes forward raise
+    for the one input that long; its window runs again item by item, so it alone becomes an error
+    line (AF-TASK-002), the others are answered, and a Ray run writes what a local run does."""
+    texts = [f"짧은 리뷰 {i}" for i in range(9)]
+    texts.insert(4, "long " * 600)
+    reviews = tmp_path / "reviews.jsonl"
+    reviews.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts), encoding="utf-8")
+    options = ("-b", "4", "-p", "max_length=1024", "-p", "packing=false")
+    outputs = {}
+    for backend in ("local", "ray"):
+        out = tmp_path / f"{backend}.jsonl"
+        command = ["run", "text-classification", "-m", str(classifier), "-i", str(reviews), "-o", str(out)]
+        result = aiforge(*command, *options, "--backend", backend, env=ray_cluster.env)
+        assert result.returncode == 0, result.stderr
+        assert "1 input(s) failed" in result.stderr
+        outputs[backend] = out.read_text(encoding="utf-8")
+    assert outputs["ray"] == outputs["local"]
+    rows = [json.loads(line) for line in outputs["ray"].splitlines()]
+    assert len(rows) == 10 and rows[4]["error"]["code"] == "AF-TASK-002"
+    assert all("label" in row for i, row in enumerate(rows) if i != 4)
+
+
 def test_input_records_skip_whole_windows_and_keep_read_errors(reviews: Path):
     """The datasource alone (no cluster): a one-row block per window after ``skip`` records, the
     task's fields only, a malformed line as the error record a local run reads there."""

@@ -89,6 +89,35 @@ def test_bad_input_is_a_4xx_openai_error(api: Server, body: bytes, status: int, 
     assert error["type"] == "invalid_request_error" and error["code"].startswith("AF-") and error["fix"]
 
 
+def test_an_input_that_crashes_the_model_fails_alone_with_a_500(api: Server, monkeypatch) -> None:
+    """The execution core's policy on the wire: the batch holding the bad input runs again item by
+    item, the other requests get their 200s, the bad one a JSON 500 (AF-SERVE-009)."""
+    pipe = api.app.state.runtime.get("clf").active.pipe
+    boom = pipe.tokenizer.convert_tokens_to_ids("boom")
+    model_forward = pipe.forward
+
+    def forward(batch: list) -> list:
+        if any(boom in features["input_ids"] for features in batch):
+            raise RuntimeError("this input crashes the model")
+        return model_forward(batch)
+
+    monkeypatch.setattr(pipe, "forward", forward)
+    texts = [*TEXTS[:3], "boom", *TEXTS[3:6]]
+    with api.client() as client, ThreadPoolExecutor(len(texts)) as pool:
+        responses = list(pool.map(lambda t: predict(client, "clf", [t]), texts))
+        together = predict(client, "clf", ["good", "boom"])
+    crashed = responses.pop(3)
+    assert crashed.status_code == 500, crashed.text
+    error = crashed.json()["error"]
+    assert error["code"] == "AF-SERVE-009" and error["fix"]
+    assert "RuntimeError: this input crashes the model" in error["message"]
+    assert [r.status_code for r in responses] == [200] * len(responses)
+    offline = pipe.predict([*TEXTS[:6], "boom"])
+    assert [r.json()["outputs"][0]["label"] for r in responses] == [o["label"] for o in offline[:6]]
+    assert offline[6]["error"]["code"] == "AF-TASK-002"  # offline: the same failure, as a record
+    assert together.status_code == 500  # a request fails when any of its items does, as before
+
+
 def test_unknown_model_route_and_media_type(api: Server) -> None:
     with api.client() as client:
         missing = predict(client, "nope", ["x"])

@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from aiforge.errors import AiforgeError
-from aiforge.scale.records import LINES, RECORDS, decode_record
+from aiforge.scale.records import FAILED, LINES, RECORDS, decode_record
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -91,14 +91,19 @@ class WindowPredictor:
         self.size = size
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        """Each window (a row) in ``batch``: its results as JSON lines, one string."""
+        """Each window (a row) in ``batch``: its results as JSON lines (one string) and its failures."""
         import pyarrow as pa
 
-        return pa.table({LINES: [self.run(window) for window in batch.column(RECORDS).to_pylist()]})
+        lines, failed = zip(*(self.run(window) for window in batch.column(RECORDS).to_pylist()), strict=True)
+        return pa.table({LINES: list(lines), FAILED: list(failed)})
 
-    def run(self, window: list[str]) -> str:
+    def run(self, window: list[str]) -> tuple[str, int]:
+        """One window's JSON lines, and how many are error records (``ItemError``)."""
+        from aiforge.tasks.execute import is_error
+
         results = self.pipe.predict([decode_record(json.loads(r)) for r in window], batch_size=self.size)
-        return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in results)
+        lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in results)
+        return lines, sum(map(is_error, results))
 
 
 def run_file(
@@ -160,12 +165,12 @@ def run_file(
             actors = pool_size(ray, workers, cpus_per_worker, n_windows)
             results = predict_lines(ray, records, predictor, actors=actors, cpus_per_actor=cpus_per_worker)
             bar = _progress(total, report.resumed_from, progress)
-            for text in results:
+            for text, failed in results:
                 sink.write(text)
                 sink.flush()
                 n = text.count("\n")
                 report.written += n
-                report.failures += sum(1 for line in text.splitlines() if _is_error(line))
+                report.failures += failed
                 bar.update(n)
             bar.close()
     finally:
@@ -180,8 +185,9 @@ def run_file(
 
 def predict_lines(
     ray: Any, records: Any, predictor: dict[str, Any], *, actors: int, cpus_per_actor: float
-) -> Iterator[str]:
-    """Each window's JSON lines, in input order, as ``actors`` ``WindowPredictor``s produce them.
+) -> Iterator[tuple[str, int]]:
+    """Each window's JSON lines and its count of error lines, in input order, as ``actors``
+    ``WindowPredictor``s produce them.
 
     ``records`` is the ``InputRecords`` datasource, ``predictor`` the actors' constructor arguments.
     """
@@ -210,7 +216,7 @@ def predict_lines(
         # prefetch_batches=0: with Ray Data's default of 1, a window reached the output only once
         # the next window on the same actor was done (measured: the first output 5 s later)
         for batch in lines.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=0):
-            yield "".join(batch.column(LINES).to_pylist())
+            yield "".join(batch.column(LINES).to_pylist()), sum(batch.column(FAILED).to_pylist())
 
 
 @contextmanager
@@ -326,15 +332,6 @@ def truncate_lines(path: Path, keep: int) -> None:
         fh.truncate(offset)
         fh.flush()
         os.fsync(fh.fileno())
-
-
-def _is_error(line: str) -> bool:
-    if not line.startswith('{"error"'):
-        return False
-    try:
-        return set(json.loads(line)) == {"error"}
-    except ValueError:
-        return False
 
 
 class _NoBar:

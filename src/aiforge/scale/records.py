@@ -14,7 +14,8 @@ from typing import Any
 from aiforge.errors import AiforgeError
 
 ERROR_KEY = "__aiforge_error__"  # how a record that failed to read travels to a worker
-RECORDS, LINES = "records", "lines"  # the columns: a window's records as JSON, its results' JSON lines
+# the columns: a window's records as JSON; its results' JSON lines and how many of them are errors
+RECORDS, LINES, FAILED = "records", "lines", "failed"
 
 
 def encode_record(record: Any) -> str:

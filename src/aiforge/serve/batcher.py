@@ -16,7 +16,7 @@ forms batches::
     (a pipeline that packs texts without padding, ``pipe.packs``, skips both: its items keep
         arrival order and are cut into the fewest, equal batches)
     for each batch, on the next free inference worker:
-        raws = pipe.forward(features)         # in an inference thread, off the loop
+        outputs = run_batch(pipe, items, features, on_batch)   # in an inference thread, off the loop
         answer each item; a request is answered when all its items are
 
 Why cut at all: on a CPU, padded tokens cost as much as real ones, and a server only sees the
@@ -31,10 +31,13 @@ count: on 2 cores, two workers with one torch thread each beat one worker with t
 of stalling both of torch's threads at every barrier. The dispatcher takes from the queue only
 when a worker is free, so requests that arrive meanwhile still join the next batch.
 
-The model always receives a list and returns a list, whatever the batch size. A request that
-times out or whose client disconnects is marked done: its queued items are skipped (a forward pass
-already running for other requests finishes, and its share of the output is discarded). An item
-that makes ``forward`` raise fails only its own request: the batch is re-run one item at a time.
+``run_batch`` is the execution core ``pipe.predict`` and the Ray batch actors share
+(``tasks/execute.py``): inference mode, the re-run item by item when a batch's forward raises, and
+an ``ItemError`` for each item that still fails, which fails only its own request (its own 4xx, or
+a 500 when the model raised). Its ``on_batch`` hook feeds this model's batch timing, cost model and
+metrics. A request that times out or whose client disconnects is marked done: its queued items are
+skipped (a forward pass already running for other requests finishes, and its share of the output
+is discarded).
 """
 
 from __future__ import annotations
@@ -48,12 +51,14 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from aiforge.errors import AiforgeError
 from aiforge.serve.batchplan import CostModel, cut_by_cost, cut_by_padding, cut_evenly
 from aiforge.serve.metrics import ServeMetrics
 from aiforge.tasks.base import Pipeline, TaskInput, set_torch_threads
+from aiforge.tasks.execute import BatchStats, ItemError, is_error, run_batch
 
 log = logging.getLogger("aiforge.serve")
 
@@ -137,6 +142,7 @@ class Batcher:
         self._streams = 0  # open token streams, which also hold queue capacity
         self._arrived = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._closing = False
         self._failures = 0
         self._last_error = ""
@@ -144,9 +150,8 @@ class Batcher:
 
     # ---- lifecycle --------------------------------------------------------------------------------
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(
-            self._dispatch_forever(), name=f"batcher-{self.name}"
-        )
+        self._loop = asyncio.get_running_loop()
+        self._task = self._loop.create_task(self._dispatch_forever(), name=f"batcher-{self.name}")
 
     async def close(self, timeout_s: float) -> None:
         """Stop admitting, answer everything queued or running (up to ``timeout_s``), stop the thread."""
@@ -424,17 +429,26 @@ class Batcher:
         runner = chunk[0].job.runner
         features = [s.job.features[s.index] for s in chunk]  # type: ignore[index]
         items = [s.job.items[s.index] for s in chunk]
+        on_batch = partial(self._batch_done_threadsafe, chunk)
         loop = asyncio.get_running_loop()
-        outcomes = await loop.run_in_executor(self.executor, infer, runner, features, items)
-        elapsed = time.monotonic() - started
-        self.metrics.inference.labels(self.name).observe(elapsed)
-        rate = len(chunk) / max(elapsed, 1e-6)
+        outputs = await loop.run_in_executor(self.executor, run_batch, runner, items, features, on_batch)
+        self._track_failures(outputs)
+        for slot, output in zip(chunk, outputs, strict=True):
+            self._deliver(slot, output)
+
+    def _batch_done_threadsafe(self, chunk: list[_Slot], stats: BatchStats) -> None:
+        """``run_batch``'s hook, in the inference thread: the bookkeeping runs on the event loop,
+        where all of this batcher's state lives (two workers must not update the cost fit at once)."""
+        assert self._loop is not None
+        with contextlib.suppress(RuntimeError):  # the loop closed while the batch ran (shutdown timed out)
+            self._loop.call_soon_threadsafe(self._batch_done, chunk, stats)
+
+    def _batch_done(self, chunk: list[_Slot], stats: BatchStats) -> None:
+        self.metrics.inference.labels(self.name).observe(stats.seconds)
+        rate = len(chunk) / max(stats.seconds, 1e-6)
         self._items_per_s = rate if self._items_per_s == 0 else 0.8 * self._items_per_s + 0.2 * rate
-        self._track_failures(outcomes)
-        if self.cost is not None and not any(isinstance(o, BaseException) for o in outcomes):
-            self._observe_cost(self.cost, chunk, elapsed)  # a re-run-one-by-one batch is no sample
-        for slot, outcome in zip(chunk, outcomes, strict=True):
-            self._deliver(slot, outcome)
+        if self.cost is not None and not stats.failed and not stats.retried:
+            self._observe_cost(self.cost, chunk, stats.seconds)  # a re-run-one-by-one batch is no sample
 
     def _observe_cost(self, cost: CostModel, chunk: list[_Slot], elapsed: float) -> None:
         cost.observe(chunk[0].job.runner.batch_units([s.job.lengths[s.index] for s in chunk]), elapsed)
@@ -447,7 +461,7 @@ class Batcher:
         job = slot.job
         if job.done:
             return
-        if isinstance(outcome, BaseException):
+        if is_error(outcome):
             self._finish(job, "failed")
             job.future.set_exception(as_request_error(outcome, self.name))
             return
@@ -479,11 +493,9 @@ class Batcher:
                 slot.job.future.set_exception(error)
         self._queue.clear()
 
-    def _track_failures(self, outcomes: list[Any]) -> None:
-        server_errors = [
-            o for o in outcomes if isinstance(o, BaseException) and not isinstance(o, AiforgeError)
-        ]
-        if outcomes and len(server_errors) == len(outcomes):
+    def _track_failures(self, outputs: list[Any]) -> None:
+        server_errors = [o.cause for o in outputs if is_error(o) and o.internal]
+        if outputs and len(server_errors) == len(outputs):
             self._failures += 1
             self._last_error = f"{type(server_errors[0]).__name__}: {server_errors[0]}"
         else:
@@ -491,35 +503,6 @@ class Batcher:
 
     def _set_depth(self) -> None:
         self.metrics.queue_depth.labels(self.name).set(self._queued)
-
-
-# ---- the inference threads' work ------------------------------------------------------------------------
-def infer(runner: Pipeline, features: list[Any], items: list[TaskInput]) -> list[Any]:
-    """forward + postprocess of one batch; each item's outcome is its output dict or its exception.
-
-    When a batch raises, it is re-run one item at a time so one bad item fails only its own request.
-    """
-    try:
-        raws = runner.forward(features)
-        if len(raws) != len(features):
-            raise RuntimeError(
-                f"{type(runner).__name__}.forward returned {len(raws)} outputs for {len(features)} inputs"
-            )
-    except Exception as exc:
-        if len(features) == 1:
-            return [exc]
-        log.warning(
-            "batch of %d failed (%s: %s); re-running item by item", len(features), type(exc).__name__, exc
-        )
-        return [infer(runner, [f], [i])[0] for f, i in zip(features, items, strict=True)]
-    return [_postprocess(runner, raw, item) for raw, item in zip(raws, items, strict=True)]
-
-
-def _postprocess(runner: Pipeline, raw: Any, item: TaskInput) -> Any:
-    try:
-        return runner.postprocess(raw, item)
-    except Exception as exc:
-        return exc
 
 
 def each_or_4xx(step: Callable[[Any], Any], values: list[Any]) -> list[Any]:
@@ -547,11 +530,12 @@ def preprocess_error(exc: Exception, index: int, total: int) -> AiforgeError:
     return AiforgeError(code, where + message, fix, status=415 if code == "AF-INPUT-005" else 422)
 
 
-def as_request_error(exc: BaseException, model: str) -> AiforgeError:
-    """An item's failure as the error its request gets: input errors keep their code, the rest are 500s."""
-    if isinstance(exc, AiforgeError):
-        return exc
-    log.error("model %s failed on an item", model, exc_info=(type(exc), exc, exc.__traceback__))
+def as_request_error(failed: ItemError, model: str) -> AiforgeError:
+    """A failed item as the error its request gets: input errors keep their code and status, a model
+    that raised is a 500 (``run_batch`` logged its traceback)."""
+    if not failed.internal:
+        return failed.error
+    exc = failed.cause
     return AiforgeError(
         "AF-SERVE-009",
         f"model '{model}' failed on this input: {type(exc).__name__}: {exc}",

@@ -33,6 +33,7 @@ from aiforge.serve.settings import ModelSettings, ServeSettings
 from aiforge.tasks import default_model_ref, get_task, load_pipeline
 from aiforge.tasks.base import Pipeline, TaskInput
 from aiforge.tasks.card import OpenAIRoute, tasks_for_route
+from aiforge.tasks.execute import is_error
 
 log = logging.getLogger("aiforge.serve")
 
@@ -488,6 +489,8 @@ async def warm_up(deployment: Deployment, sample: Any) -> None:
     max_wait_ms nor timeout_s applies and the batch metrics only count real traffic)."""
     loop = asyncio.get_running_loop()
     [output] = await loop.run_in_executor(deployment.batcher.executor, deployment.pipe.predict, [sample])
-    if set(output) == {"error"}:
-        error = output["error"]
-        raise AiforgeError(error["code"], f"warm-up input failed: {error['message']}", error.get("fix", ""))
+    if is_error(output):
+        if output.internal:  # the model raised: the load fails with what it raised
+            raise output.cause
+        error = output.error
+        raise AiforgeError(error.code, f"warm-up input failed: {error.message}", error.fix)

@@ -19,12 +19,14 @@ import logging
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from aiforge.errors import AiforgeError
 from aiforge.models import ModelRef
+from aiforge.tasks.execute import ItemError, is_error, run_batch
 
 log = logging.getLogger(__name__)
 
@@ -43,12 +45,6 @@ class TaskParams(BaseModel):
 
 class NoParams(TaskParams):
     pass
-
-
-class ItemError(BaseModel):
-    """Stands in for the output of one item that failed (bad image, malformed record)."""
-
-    error: dict[str, str]
 
 
 def resolve_device(device: str = "auto") -> str:
@@ -177,11 +173,10 @@ class Pipeline(ABC):
 
     # ---- running --------------------------------------------------------------------------------
     def __call__(self, item: Any) -> dict[str, Any]:
-        """Run one input. Errors raise (no error records)."""
+        """Run one input. Errors raise (no error records): what failed raises as itself."""
         result = self.predict([item])[0]
-        if "error" in result and set(result) == {"error"}:
-            err = result["error"]
-            raise AiforgeError(err["code"], err["message"], err.get("fix", ""))
+        if is_error(result):
+            raise result.cause
         return result
 
     def predict(self, items: list[Any], batch_size: int | None = None) -> list[dict[str, Any]]:
@@ -194,7 +189,8 @@ class Pipeline(ABC):
         Items are read in windows of ``batch_size * sort_window_batches``; inside a window they are
         sorted by length so each batch pads little (on CPU, unsorted batching is slower than none;
         a pipeline that packs keeps arrival order, see ``packs``), then results are put back in
-        input order. A bad item yields an error record, not an abort.
+        input order. An item that fails (a bad record, an input that makes forward or postprocess
+        raise) yields an :class:`ItemError` in its place, not an abort (``tasks/execute.py``).
         """
         self.ensure_setup()
         size = max(1, batch_size or self.default_batch_size)
@@ -232,27 +228,22 @@ class Pipeline(ABC):
             try:
                 valid.append((i, self.parse_input(raw)))
             except AiforgeError as exc:
-                results[i] = {"error": exc.to_dict()}
+                results[i] = ItemError(exc)
         parsed: list[tuple[int, TaskInput, Any]] = []
         features = self._preprocess_all([item for _, item in valid]) if valid else []
         for (i, item), feats in zip(valid, features, strict=True):
             if isinstance(feats, AiforgeError):
-                results[i] = {"error": feats.to_dict()}
+                results[i] = ItemError(feats)
             else:
                 parsed.append((i, item, feats))
         if not self.packs:  # packed batches fill their rows best with mixed lengths
             parsed.sort(key=lambda entry: self.length(entry[2]))
         chunks = [parsed[start : start + size] for start in range(0, len(parsed), size)]
-        outputs = self._forward_each([[features for _, _, features in chunk] for chunk in chunks])
-        for chunk, raw_outputs in zip(chunks, outputs, strict=True):
-            if len(raw_outputs) != len(chunk):
-                raise RuntimeError(
-                    f"{type(self).__name__}.forward returned {len(raw_outputs)} outputs "
-                    f"for {len(chunk)} inputs; "
-                    "forward must return one output per input"
-                )
-            for (i, item, _), raw_out in zip(chunk, raw_outputs, strict=True):
-                results[i] = self.postprocess(raw_out, item)
+        items = [[item for _, item, _ in chunk] for chunk in chunks]
+        feature_lists = [[feats for _, _, feats in chunk] for chunk in chunks]
+        for chunk, outputs in zip(chunks, self._run_each(items, feature_lists), strict=True):
+            for (i, _, _), output in zip(chunk, outputs, strict=True):
+                results[i] = output
         return results  # type: ignore[return-value]
 
     def side_by_side(self) -> int:
@@ -267,15 +258,16 @@ class Pipeline(ABC):
 
         return torch.get_num_threads()  # the caller's: a worker that holds one CPU stays serial
 
-    def _forward_each(self, batches: list[list[Any]]) -> Iterator[list[Any]]:
-        """``forward`` over each batch, in order; side by side when ``side_by_side()`` allows."""
-        threads = self.side_by_side() if len(batches) > 1 else 1
+    def _run_each(self, items: list[list[TaskInput]], features: list[list[Any]]) -> Iterator[list[Any]]:
+        """``run_batch`` over each batch, in order; side by side when ``side_by_side()`` allows."""
+        run = partial(run_batch, self)
+        threads = self.side_by_side() if len(features) > 1 else 1
         if threads < 2:
-            return map(self.forward, batches)
+            return map(run, items, features)
         pools = self._forward_pools
         if threads not in pools:
             pools[threads] = ThreadPoolExecutor(threads, "aiforge-forward", set_torch_threads, (1,))
-        return pools[threads].map(self.forward, batches)
+        return pools[threads].map(run, items, features)
 
     # ---- description ----------------------------------------------------------------------------
     @classmethod
