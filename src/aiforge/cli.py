@@ -467,6 +467,14 @@ def serve(
             "or auto (direct where HAProxy is available; the default)",
         ),
     ] = None,
+    settings_pairs: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            help="override a setting KEY=VALUE (YAML value): port=9000, models.max_batch_size=16, "
+            "models.NAME.timeout_s=5, 'models.params.candidate_labels=[a, b]'",
+        ),
+    ] = None,
 ) -> None:
     """Serve models over HTTP: dynamic batching, OpenAI-compatible routes, /demo, /metrics, auth."""
     from aiforge.serve import is_config_file, load_settings, run_server, server_urls
@@ -477,19 +485,18 @@ def serve(
         raise AiforgeError(
             "AF-CONFIG-001", "nothing to serve", "aiforge serve TASK[:MODEL] ... or aiforge serve serve.yaml"
         )
-    settings = load_settings(
-        config,
-        specs,
-        host=host,
-        port=port,
-        max_batch_size=max_batch_size,
-        max_wait_ms=max_wait_ms,
-        max_queue=max_queue,
-        timeout_s=timeout_s,
-        device=device,
-        api_key_file=api_key_file,
-        demo=False if no_demo else None,
-    )
+    flags = {  # each flag is shorthand for its --set key; models.FIELD sets every served model
+        "host": host,
+        "port": port,
+        "api_key_file": api_key_file,
+        "demo": False if no_demo else None,
+        "models.max_batch_size": max_batch_size,
+        "models.max_wait_ms": max_wait_ms,
+        "models.max_queue": max_queue,
+        "models.timeout_s": timeout_s,
+        "models.device": device,
+    }
+    settings = load_settings(config, specs, overrides=flags, sets=settings_pairs or [])
     ray_only = {
         "replicas": replicas,
         "min_replicas": min_replicas,

@@ -267,7 +267,7 @@ def _clause(
         )
     messages = dict.fromkeys(str(e["msg"]).removeprefix("Value error, ") for e in errors)
     got = _short(errors[0].get("input")) if errors[0]["type"] != "missing" else None
-    source = " ".join(filter(None, [f"got {got}" if got is not None else "", f"from {origin}" if origin else ""]))
+    source = " ".join(filter(None, [f"got {got}" if got is not None else "", origin and f"from {origin}"]))
     return f"{path + ': ' if path else ''}{', or '.join(messages)}" + (f" ({source})" if source else "")
 
 
@@ -295,7 +295,7 @@ def format_path(loc: Iterable[Any]) -> str:
 
 
 def _short(value: Any) -> str | None:
-    if isinstance(value, (dict, list, tuple, set)) or isinstance(value, BaseModel):
+    if isinstance(value, (dict, list, tuple, set, BaseModel)):
         return None
     text = repr(str(value) if isinstance(value, PurePath) else value)
     return text if len(text) <= 80 else text[:77] + "..."
