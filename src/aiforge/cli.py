@@ -59,19 +59,12 @@ def friendly(func: F) -> F:
 
 
 def parse_params(pairs: list[str] | None) -> dict[str, Any]:
-    """`-p top_k=3 -p candidate_labels='["a","b"]'` -> {"top_k": 3, "candidate_labels": ["a", "b"]}."""
-    params: dict[str, Any] = {}
-    for pair in pairs or []:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise AiforgeError(
-                "AF-INPUT-002", f"parameter '{pair}' is not KEY=VALUE", "write e.g. -p top_k=3"
-            )
-        try:
-            params[key.strip()] = json.loads(value)
-        except json.JSONDecodeError:
-            params[key.strip()] = value
-    return params
+    """`-p top_k=3 -p candidate_labels='["a","b"]'` -> {"top_k": 3, "candidate_labels": ["a", "b"]}
+    (values in the grammar of :mod:`aiforge.config`; the task's Params model validates them)."""
+    from aiforge.config import parse_sets
+
+    overrides = parse_sets(pairs or [], flag="-p", example="top_k=3", code="AF-INPUT-002")
+    return {o.key: o.value() for o in overrides}
 
 
 BackendOption = Annotated[
@@ -523,23 +516,20 @@ def serve(
 
 # ---- rag ------------------------------------------------------------------------------------------------
 IndexOption = Annotated[str, typer.Option("--index", "-x", help="index name")]
-SetOption = Annotated[list[str] | None, typer.Option("--set", help="RAG setting KEY=VALUE (see RagSettings)")]
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="RAG setting KEY=VALUE, value in YAML: top_k=8 (see RagSettings)"),
+]
+RagConfigOption = Annotated[
+    Path | None,
+    typer.Option("--config", help="YAML file of RAG settings (under AIFORGE_RAG_* and --set)"),
+]
 
 
-def _rag_settings(pairs: list[str] | None, **overrides: Any):
-    from pydantic import ValidationError
-
+def _rag_settings(config: Path | None, pairs: list[str] | None):
     from aiforge.rag import RagSettings
 
-    try:
-        return RagSettings.from_env(**parse_params(pairs), **overrides)
-    except ValidationError as exc:
-        bad = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise AiforgeError(
-            "AF-CONFIG-001",
-            f"invalid RAG setting: {bad}",
-            f"valid settings: {', '.join(RagSettings.model_fields)}",
-        ) from None
+    return RagSettings.load(config, pairs or [])
 
 
 @rag_app.command("ingest")
@@ -550,6 +540,7 @@ def rag_ingest(
     ],
     index: IndexOption,
     settings_pairs: SetOption = None,
+    rag_config: RagConfigOption = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
     backend: BackendOption = "local",
     workers: Annotated[
@@ -564,10 +555,10 @@ def rag_ingest(
     if check_backend(backend, workers=workers, ray_address=ray_address):
         from aiforge.scale.ingest import ingest as ingest_on_ray
 
-        settings = _rag_settings(settings_pairs)
+        settings = _rag_settings(rag_config, settings_pairs)
         report = ingest_on_ray(sources, index, settings, workers=workers or 2, address=ray_address).to_dict()
     else:
-        report = ingest(sources, index, _rag_settings(settings_pairs)).to_dict()
+        report = ingest(sources, index, _rag_settings(rag_config, settings_pairs)).to_dict()
     if as_json:
         typer.echo(json.dumps(report, indent=2, ensure_ascii=False))
     else:
@@ -589,6 +580,7 @@ def rag_ask(
         str | None, typer.Option("--source", help="only chunks of sources matching this glob")
     ] = None,
     settings_pairs: SetOption = None,
+    rag_config: RagConfigOption = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Answer a question from an index, citing file, page and character offsets."""
@@ -597,7 +589,7 @@ def rag_ask(
     answer = ask(
         question,
         index,
-        _rag_settings(settings_pairs),
+        _rag_settings(rag_config, settings_pairs),
         top_k=top_k,
         filters={"source": source} if source else None,
     )
@@ -622,13 +614,13 @@ def rag_eval(
     mode: Annotated[str, typer.Option("--mode", help="hybrid | bm25 | dense")] = "hybrid",
     answers: Annotated[bool, typer.Option("--answers/--no-answers", help="also score EM/F1")] = True,
     settings_pairs: SetOption = None,
+    rag_config: RagConfigOption = None,
 ) -> None:
     """Retrieval recall@1/5/10 and MRR, answer EM and F1."""
     from aiforge.rag import evaluate
 
-    metrics = evaluate(
-        str(qa_file), index, _rag_settings(settings_pairs), answers=answers, limit=limit, mode=mode
-    )
+    settings = _rag_settings(rag_config, settings_pairs)
+    metrics = evaluate(str(qa_file), index, settings, answers=answers, limit=limit, mode=mode)
     typer.echo(json.dumps(metrics, indent=2, ensure_ascii=False))
 
 
