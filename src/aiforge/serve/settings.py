@@ -65,6 +65,7 @@ REQUEST_PARAMS: dict[str, tuple[str, ...]] = {
     "text-to-audio": ("seed",),
 }
 
+
 class ModelSettings(BaseModel):
     """One served model and its batching and admission limits."""
 
@@ -326,4 +327,3 @@ def infer_task(model: str) -> str:
         f"cannot tell which task model '{model}' serves (architectures: {architectures or 'unknown'})",
         f"name the task: aiforge serve TASK:{model} (e.g. text-classification:{model}); see `aiforge tasks`",
     )
-
