@@ -54,7 +54,12 @@ def read_yaml_file(path: str | Path, example_hint: str) -> Tree:
     if not path.exists():
         raise AiforgeError("AF-CONFIG-001", f"config file '{path}' does not exist", example_hint)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        loader = _FileLoader(path.read_text(encoding="utf-8"))
+        loader.origin = str(path)
+        try:
+            data = loader.get_single_data()
+        finally:
+            loader.dispose()
     except OSError as exc:
         raise AiforgeError(
             "AF-CONFIG-001", f"cannot read config '{path}': {exc.strerror}", f"check the path; {example_hint}"
@@ -139,8 +144,8 @@ def parse_value(text: str, where: str = "value") -> Any:
 
 @dataclass(frozen=True)
 class Override:
-    """One ``KEY=VALUE`` from ``--set``, ``-p`` or the environment. ``origin`` names where it came
-    from in errors: ``--set training.lr`` or ``AIFORGE_TRAIN_TRAINING__LR``."""
+    """One ``KEY=VALUE`` from ``--set``, ``-p``, the environment or a file's scalar. ``origin`` names
+    where it came from in errors: ``--set training.lr``, ``AIFORGE_TRAIN_TRAINING__LR``, ``train.yaml``."""
 
     key: str
     text: str
@@ -152,6 +157,22 @@ class Override:
 
     def value(self) -> Any:
         return parse_value(self.text, self.origin)
+
+
+class _FileLoader(_CoreLoader):
+    """A config file's numbers and booleans stay as written (an :class:`Override` from the file) until
+    the field they land in is known, so ``alias: 2024`` in a file is the text "2024", as it is from
+    ``--set`` or the environment, while ``lr: 3e-5`` is a number everywhere."""
+
+    origin = "the config file"
+
+
+def _as_written(loader: _FileLoader, node: yaml.ScalarNode) -> Override:
+    return Override("", str(loader.construct_scalar(node)), loader.origin)
+
+
+for _tag in ("bool", "int", "float"):
+    _FileLoader.add_constructor(f"tag:yaml.org,2002:{_tag}", _as_written)
 
 
 def parse_sets(
@@ -361,6 +382,7 @@ def _resolve(node: Any, annotation: Any, loc: tuple[Any, ...], origins: dict[tup
     if isinstance(node, dict):
         out = {}
         for key, value in node.items():
+            key = key.value() if isinstance(key, Override) else key  # noqa: PLW2901 - a number as a key
             field = model.model_fields.get(key) if model is not None else None
             inner = field.annotation if field is not None else _item_type(annotation)
             out[key] = _resolve(value, inner, (*loc, key), origins)
