@@ -199,3 +199,16 @@ def test_cli_config_errors_exit_2_without_a_traceback(args: list[str], tmp_path:
     )
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr and "AF-CONFIG-001" in result.stderr
+
+
+def test_run_p_is_short_for_set_params() -> None:
+    from aiforge.cli import parse_params
+
+    short = parse_params(["candidate_labels=[긍정, 부정]", "top_k=3", "language=no"])
+    long = parse_params(
+        None, ["params.candidate_labels=[긍정, 부정]", "params.top_k=3", "params.language=no"]
+    )
+    assert short == long == {"candidate_labels": ["긍정", "부정"], "top_k": 3, "language": "no"}
+    assert parse_params(['candidate_labels=["a", "b"]']) == {"candidate_labels": ["a", "b"]}  # JSON still
+    with pytest.raises(AiforgeError, match="params.KEY"):
+        parse_params(None, ["top_k=3"])

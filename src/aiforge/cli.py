@@ -58,13 +58,28 @@ def friendly(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def parse_params(pairs: list[str] | None) -> dict[str, Any]:
-    """`-p top_k=3 -p candidate_labels='["a","b"]'` -> {"top_k": 3, "candidate_labels": ["a", "b"]}
-    (values in the grammar of :mod:`aiforge.config`; the task's Params model validates them)."""
+def parse_params(pairs: list[str] | None, sets: list[str] | None = None) -> dict[str, Any]:
+    """`-p top_k=3 -p candidate_labels='["a","b"]'` -> {"top_k": 3, "candidate_labels": ["a", "b"]}.
+
+    ``-p KEY=VALUE`` is short for ``--set params.KEY=VALUE`` (run's only settings are the task's
+    parameters); values in the grammar of :mod:`aiforge.config`, validated by the task's Params."""
     from aiforge.config import parse_sets
 
-    overrides = parse_sets(pairs or [], flag="-p", example="top_k=3", code="AF-INPUT-002")
-    return {o.key: o.value() for o in overrides}
+    overrides = [
+        *parse_sets(pairs or [], flag="-p", example="top_k=3", code="AF-INPUT-002", prefix="params."),
+        *parse_sets(sets or [], example="params.top_k=3", code="AF-INPUT-002"),
+    ]
+    params: dict[str, Any] = {}
+    for override in overrides:
+        section, _, key = override.key.partition(".")
+        if section != "params" or not key:
+            raise AiforgeError(
+                "AF-CONFIG-001",
+                f"{override.origin}: `aiforge run` settings are task parameters, params.KEY",
+                "write --set params.top_k=3 (the model, device and batch size have their own flags)",
+            )
+        params[key] = override.value()
+    return params
 
 
 BackendOption = Annotated[
@@ -222,6 +237,9 @@ def run(
     batch_size: Annotated[int | None, typer.Option("--batch-size", "-b", min=1)] = None,
     device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N | mps")] = "auto",
     param: Annotated[list[str] | None, typer.Option("--param", "-p", help="task parameter KEY=VALUE")] = None,
+    settings_pairs: Annotated[
+        list[str] | None, typer.Option("--set", help="params.KEY=VALUE, the same as -p KEY=VALUE")
+    ] = None,
     backend: BackendOption = "local",
     workers: Annotated[
         int | None, typer.Option("--workers", min=1, help="Ray: model actors (default: one per cluster CPU)")
@@ -238,8 +256,9 @@ def run(
             "AF-INPUT-001", "no input given", f'aiforge run {spec.name} "some input" or --input-file FILE'
         )
     if check_backend(backend, workers=workers, ray_address=ray_address):
+        params = parse_params(param, settings_pairs)
         _run_on_ray(
-            spec.name, input_file, output, model, column, batch_size, device, param, workers, ray_address
+            spec.name, input_file, output, model, column, batch_size, device, params, workers, ray_address
         )
         return
     cls = spec.load_class()
@@ -251,7 +270,8 @@ def run(
             io.project_record(r, fields, cls.primary_field, column) for r in io.read_records(input_file)
         )
         total = io.count_records(input_file)
-    pipe = load_pipeline(spec.name, model, device=device, **parse_params(param))
+    params = parse_params(param, settings_pairs)
+    pipe = load_pipeline(spec.name, model, device=device, **params)
 
     sink = output.open("w", encoding="utf-8") if output else sys.stdout
     failures = 0
@@ -281,7 +301,7 @@ def _run_on_ray(
     column: str | None,
     batch_size: int | None,
     device: str,
-    param: list[str] | None,
+    params: dict[str, Any],
     workers: int | None,
     ray_address: str | None,
 ) -> None:
@@ -301,7 +321,7 @@ def _run_on_ray(
         column=column,
         batch_size=batch_size,
         device="cpu" if device == "auto" else device,
-        params=parse_params(param),
+        params=params,
         workers=workers,
         address=ray_address,
     )
