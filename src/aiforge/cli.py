@@ -338,7 +338,7 @@ def train(
     config: Annotated[Path | None, typer.Argument(help="train.yaml (see --init)")] = None,
     init: Annotated[str | None, typer.Option("--init", help="print a commented template for TASK")] = None,
     overrides: Annotated[
-        list[str] | None, typer.Option("--set", help="override a field KEY=VALUE (YAML value): training.lr=3e-5")
+        list[str] | None, typer.Option("--set", help="override a field (YAML value): training.lr=3e-5")
     ] = None,
     dry: Annotated[
         bool, typer.Option("--dry-run", help="check data and model, estimate time; no training")
