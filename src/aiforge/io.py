@@ -134,4 +134,3 @@ def project_record(record: Any, fields: dict[str, Any], primary: str | None, col
 
 def write_jsonl(obj: Any, stream=sys.stdout) -> None:
     stream.write(json.dumps(obj, ensure_ascii=False) + "\n")
-
