@@ -58,19 +58,27 @@ def friendly(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def parse_params(pairs: list[str] | None) -> dict[str, Any]:
-    """`-p top_k=3 -p candidate_labels='["a","b"]'` -> {"top_k": 3, "candidate_labels": ["a", "b"]}."""
+def parse_params(pairs: list[str] | None, sets: list[str] | None = None) -> dict[str, Any]:
+    """`-p top_k=3 -p candidate_labels='["a","b"]'` -> {"top_k": 3, "candidate_labels": ["a", "b"]}.
+
+    ``-p KEY=VALUE`` is short for ``--set params.KEY=VALUE`` (run's only settings are the task's
+    parameters); values in the grammar of :mod:`aiforge.config`, validated by the task's Params."""
+    from aiforge.config import parse_sets
+
+    overrides = [
+        *parse_sets(pairs or [], flag="-p", example="top_k=3", code="AF-INPUT-002", prefix="params."),
+        *parse_sets(sets or [], example="params.top_k=3", code="AF-INPUT-002"),
+    ]
     params: dict[str, Any] = {}
-    for pair in pairs or []:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
+    for override in overrides:
+        section, _, key = override.key.partition(".")
+        if section != "params" or not key:
             raise AiforgeError(
-                "AF-INPUT-002", f"parameter '{pair}' is not KEY=VALUE", "write e.g. -p top_k=3"
+                "AF-CONFIG-001",
+                f"{override.origin}: `aiforge run` settings are task parameters, params.KEY",
+                "write --set params.top_k=3 (the model, device and batch size have their own flags)",
             )
-        try:
-            params[key.strip()] = json.loads(value)
-        except json.JSONDecodeError:
-            params[key.strip()] = value
+        params[key] = override.value()
     return params
 
 
@@ -216,6 +224,9 @@ def run(
     batch_size: Annotated[int | None, typer.Option("--batch-size", "-b", min=1)] = None,
     device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N | mps")] = "auto",
     param: Annotated[list[str] | None, typer.Option("--param", "-p", help="task parameter KEY=VALUE")] = None,
+    settings_pairs: Annotated[
+        list[str] | None, typer.Option("--set", help="params.KEY=VALUE, the same as -p KEY=VALUE")
+    ] = None,
     backend: BackendOption = "local",
     workers: Annotated[
         int | None, typer.Option("--workers", min=1, help="Ray: model actors (default: one per cluster CPU)")
@@ -233,8 +244,9 @@ def run(
             "AF-INPUT-001", "no input given", f'aiforge run {spec.name} "some input" or --input-file FILE'
         )
     if check_backend(backend, workers=workers, ray_address=ray_address):
+        params = parse_params(param, settings_pairs)
         _run_on_ray(
-            spec.name, input_file, output, model, column, batch_size, device, param, workers, ray_address
+            spec.name, input_file, output, model, column, batch_size, device, params, workers, ray_address
         )
         return
     cls = spec.load_class()
@@ -246,7 +258,8 @@ def run(
             io.project_record(r, fields, cls.primary_field, column) for r in io.read_records(input_file)
         )
         total = io.count_records(input_file)
-    pipe = load_pipeline(spec.name, model, device=device, **parse_params(param))
+    params = parse_params(param, settings_pairs)
+    pipe = load_pipeline(spec.name, model, device=device, **params)
 
     sink = output.open("w", encoding="utf-8") if output else sys.stdout
     failures = 0
@@ -276,7 +289,7 @@ def _run_on_ray(
     column: str | None,
     batch_size: int | None,
     device: str,
-    param: list[str] | None,
+    params: dict[str, Any],
     workers: int | None,
     ray_address: str | None,
 ) -> None:
@@ -296,7 +309,7 @@ def _run_on_ray(
         column=column,
         batch_size=batch_size,
         device="cpu" if device == "auto" else device,
-        params=parse_params(param),
+        params=params,
         workers=workers,
         address=ray_address,
     )
@@ -313,7 +326,7 @@ def train(
     config: Annotated[Path | None, typer.Argument(help="train.yaml (see --init)")] = None,
     init: Annotated[str | None, typer.Option("--init", help="print a commented template for TASK")] = None,
     overrides: Annotated[
-        list[str] | None, typer.Option("--set", help="override a field: training.lr=3e-5")
+        list[str] | None, typer.Option("--set", help="override a field (YAML value): training.lr=3e-5")
     ] = None,
     dry: Annotated[
         bool, typer.Option("--dry-run", help="check data and model, estimate time; no training")
@@ -455,6 +468,14 @@ def serve(
             "or auto (direct where HAProxy is available; the default)",
         ),
     ] = None,
+    settings_pairs: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            help="override a setting KEY=VALUE (YAML value): port=9000, models.max_batch_size=16, "
+            "models.NAME.timeout_s=5, 'models.params.candidate_labels=[a, b]'",
+        ),
+    ] = None,
 ) -> None:
     """Serve models over HTTP: dynamic batching, OpenAI-compatible routes, /demo, /metrics, auth."""
     from aiforge.serve import is_config_file, load_settings, run_server, server_urls
@@ -465,19 +486,18 @@ def serve(
         raise AiforgeError(
             "AF-CONFIG-001", "nothing to serve", "aiforge serve TASK[:MODEL] ... or aiforge serve serve.yaml"
         )
-    settings = load_settings(
-        config,
-        specs,
-        host=host,
-        port=port,
-        max_batch_size=max_batch_size,
-        max_wait_ms=max_wait_ms,
-        max_queue=max_queue,
-        timeout_s=timeout_s,
-        device=device,
-        api_key_file=api_key_file,
-        demo=False if no_demo else None,
-    )
+    flags = {  # each flag is shorthand for its --set key; models.FIELD sets every served model
+        "host": host,
+        "port": port,
+        "api_key_file": api_key_file,
+        "demo": False if no_demo else None,
+        "models.max_batch_size": max_batch_size,
+        "models.max_wait_ms": max_wait_ms,
+        "models.max_queue": max_queue,
+        "models.timeout_s": timeout_s,
+        "models.device": device,
+    }
+    settings = load_settings(config, specs, overrides=flags, sets=settings_pairs or [])
     ray_only = {
         "replicas": replicas,
         "min_replicas": min_replicas,
@@ -504,23 +524,20 @@ def serve(
 
 # ---- rag ------------------------------------------------------------------------------------------------
 IndexOption = Annotated[str, typer.Option("--index", "-x", help="index name")]
-SetOption = Annotated[list[str] | None, typer.Option("--set", help="RAG setting KEY=VALUE (see RagSettings)")]
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="RAG setting KEY=VALUE, value in YAML: top_k=8 (see RagSettings)"),
+]
+RagConfigOption = Annotated[
+    Path | None,
+    typer.Option("--config", help="YAML file of RAG settings (under AIFORGE_RAG_* and --set)"),
+]
 
 
-def _rag_settings(pairs: list[str] | None, **overrides: Any):
-    from pydantic import ValidationError
-
+def _rag_settings(config: Path | None, pairs: list[str] | None):
     from aiforge.rag import RagSettings
 
-    try:
-        return RagSettings.from_env(**parse_params(pairs), **overrides)
-    except ValidationError as exc:
-        bad = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise AiforgeError(
-            "AF-CONFIG-001",
-            f"invalid RAG setting: {bad}",
-            f"valid settings: {', '.join(RagSettings.model_fields)}",
-        ) from None
+    return RagSettings.load(config, pairs or [])
 
 
 @rag_app.command("ingest")
@@ -531,6 +548,7 @@ def rag_ingest(
     ],
     index: IndexOption,
     settings_pairs: SetOption = None,
+    rag_config: RagConfigOption = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
     backend: BackendOption = "local",
     workers: Annotated[
@@ -545,10 +563,10 @@ def rag_ingest(
     if check_backend(backend, workers=workers, ray_address=ray_address):
         from aiforge.scale.ingest import ingest as ingest_on_ray
 
-        settings = _rag_settings(settings_pairs)
+        settings = _rag_settings(rag_config, settings_pairs)
         report = ingest_on_ray(sources, index, settings, workers=workers or 2, address=ray_address).to_dict()
     else:
-        report = ingest(sources, index, _rag_settings(settings_pairs)).to_dict()
+        report = ingest(sources, index, _rag_settings(rag_config, settings_pairs)).to_dict()
     if as_json:
         typer.echo(json.dumps(report, indent=2, ensure_ascii=False))
     else:
@@ -570,6 +588,7 @@ def rag_ask(
         str | None, typer.Option("--source", help="only chunks of sources matching this glob")
     ] = None,
     settings_pairs: SetOption = None,
+    rag_config: RagConfigOption = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Answer a question from an index, citing file, page and character offsets."""
@@ -578,7 +597,7 @@ def rag_ask(
     answer = ask(
         question,
         index,
-        _rag_settings(settings_pairs),
+        _rag_settings(rag_config, settings_pairs),
         top_k=top_k,
         filters={"source": source} if source else None,
     )
@@ -603,13 +622,13 @@ def rag_eval(
     mode: Annotated[str, typer.Option("--mode", help="hybrid | bm25 | dense")] = "hybrid",
     answers: Annotated[bool, typer.Option("--answers/--no-answers", help="also score EM/F1")] = True,
     settings_pairs: SetOption = None,
+    rag_config: RagConfigOption = None,
 ) -> None:
     """Retrieval recall@1/5/10 and MRR, answer EM and F1."""
     from aiforge.rag import evaluate
 
-    metrics = evaluate(
-        str(qa_file), index, _rag_settings(settings_pairs), answers=answers, limit=limit, mode=mode
-    )
+    settings = _rag_settings(rag_config, settings_pairs)
+    metrics = evaluate(str(qa_file), index, settings, answers=answers, limit=limit, mode=mode)
     typer.echo(json.dumps(metrics, indent=2, ensure_ascii=False))
 
 

@@ -134,32 +134,3 @@ def project_record(record: Any, fields: dict[str, Any], primary: str | None, col
 
 def write_jsonl(obj: Any, stream=sys.stdout) -> None:
     stream.write(json.dumps(obj, ensure_ascii=False) + "\n")
-
-
-def read_yaml_mapping(path: str | Path, example_hint: str) -> dict[str, Any]:
-    """A YAML config file -> its top-level mapping. Missing file, bad YAML or a non-mapping is an
-    AF-CONFIG-001 error; ``example_hint`` tells where a valid example comes from."""
-    import yaml
-
-    path = Path(path)
-    if not path.exists():
-        raise AiforgeError("AF-CONFIG-001", f"config file '{path}' does not exist", example_hint)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise AiforgeError(
-            "AF-CONFIG-001", f"cannot read config '{path}': {exc.strerror}", f"check the path; {example_hint}"
-        ) from None
-    except yaml.YAMLError as exc:
-        raise AiforgeError(
-            "AF-CONFIG-001", f"'{path}' is not valid YAML: {exc}", "fix the YAML syntax"
-        ) from None
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise AiforgeError(
-            "AF-CONFIG-001",
-            f"'{path}' must hold a mapping of fields, got {type(data).__name__}",
-            example_hint,
-        )
-    return data

@@ -83,7 +83,7 @@ def step_run(console: Console, model_ref: str | None) -> None:
 def step_serve(console: Console, model_ref: str, host: str, port: int) -> None:
     from aiforge.serve import load_settings, run_server
 
-    settings = load_settings(models=[f"{MODEL_NAME}={model_ref}"], host=host, port=port)
+    settings = load_settings(models=[f"{MODEL_NAME}={model_ref}"], overrides={"host": host, "port": port})
     console.print(
         f"demo page: http://{host}:{port}/demo   API docs: http://{host}:{port}/docs  (Ctrl-C stops)"
     )

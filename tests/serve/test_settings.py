@@ -57,7 +57,9 @@ def test_yaml_then_specs_then_flags(tmp_path: Path, model_dirs: dict[str, Path])
         "  - {name: a, task: sentiment-analysis, model: " + str(model_dirs["clf"]) + ", max_wait_ms: 20}\n"
     )
     settings = load_settings(
-        config, ["e5=sentence-embeddings"], port=9100, host=None, max_queue=7, max_batch_size=None
+        config,
+        ["e5=sentence-embeddings"],
+        overrides={"port": 9100, "host": None, "models.max_queue": 7, "models.max_batch_size": None},
     )
     assert settings.port == 9100  # the flag beats the file
     assert settings.max_body_bytes == 4096  # the file beats the default
@@ -88,10 +90,10 @@ def test_duplicate_names_are_refused(models: list[str], message: str | None) -> 
 
 def test_bad_values_name_the_field(tmp_path: Path) -> None:
     with pytest.raises(AiforgeError) as err:
-        load_settings(models=["sentence-embeddings"], max_batch_size=0)
+        load_settings(models=["sentence-embeddings"], overrides={"models.max_batch_size": 0})
     assert "max_batch_size" in err.value.message
     with pytest.raises(AiforgeError) as err:
-        load_settings(models=["sentence-embeddings"], api_key_file=tmp_path / "missing.txt")
+        load_settings(models=["sentence-embeddings"], overrides={"api_key_file": tmp_path / "missing.txt"})
     assert "api_key_file" in err.value.message
     bad = tmp_path / "bad.yaml"
     bad.write_text("models: [{name: a, task: not-a-task}]\n")

@@ -5,19 +5,23 @@ builds one per request from its own settings, tests construct it directly. Field
 index itself (embedder, chunking) are recorded in the index at creation: reopening the index with
 different explicit values is an error rather than a silently mixed index.
 
-Environment: ``RagSettings.from_env()`` reads ``AIFORGE_RAG_<FIELD>`` (e.g. ``AIFORGE_RAG_STORE_URL``),
-so a server and a CLI on the same machine agree on where indexes live without repeating flags.
+Layering (``RagSettings.load``, the grammar of :mod:`aiforge.config`): defaults < a YAML file
+(``--config``) < ``AIFORGE_RAG_<FIELD>`` variables (e.g. ``AIFORGE_RAG_STORE_URL``, so a server and a
+CLI on the same machine agree on where indexes live without repeating flags) < ``--set FIELD=VALUE``.
 """
 
 from __future__ import annotations
 
-import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from aiforge.cache import cache_dir
+from aiforge.config import apply, apply_values, build, env_overrides, parse_sets, read_yaml_file
+
+CONFIG_HINT = "a RAG config is a YAML mapping of RagSettings fields, e.g. 'top_k: 8'"
 
 # Fields recorded in the index at creation (the index is meaningless with other values).
 INDEX_FIELDS = ("embedder", "chunk_tokens", "chunk_overlap", "embed_heading")
@@ -108,10 +112,21 @@ class RagSettings(BaseModel):
     @classmethod
     def from_env(cls, **overrides: Any) -> RagSettings:
         """Settings from ``AIFORGE_RAG_*`` variables, then ``overrides`` (None values are ignored)."""
-        values: dict[str, Any] = {}
-        for name in cls.model_fields:
-            raw = os.environ.get(f"AIFORGE_RAG_{name.upper()}")
-            if raw is not None:
-                values[name] = raw
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)
+        return cls.load(overrides=overrides)
+
+    @classmethod
+    def load(
+        cls,
+        config: str | Path | None = None,
+        sets: Sequence[str] = (),
+        overrides: Mapping[str, Any] | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> RagSettings:
+        """Defaults < ``config`` (a YAML file of these fields) < ``AIFORGE_RAG_*`` variables <
+        ``overrides`` (typed values; None = not given) < ``sets`` (``--set KEY=VALUE``), the grammar
+        of :mod:`aiforge.config`. Errors raise AF-CONFIG-001 naming the setting and the value."""
+        raw: dict[str, Any] = read_yaml_file(config, CONFIG_HINT) if config else {}
+        apply(raw, env_overrides("rag", environ))
+        apply_values(raw, overrides or {})
+        apply(raw, parse_sets(sets, example="top_k=8"))
+        return build(cls, raw, "RAG settings", "fix the value; `aiforge rag ask --help`")

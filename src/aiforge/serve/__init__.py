@@ -4,7 +4,11 @@ Python use (what the CLI does)::
 
     from aiforge.serve import load_settings, run_server
     settings = load_settings("serve.yaml")                       # or: models=["sentence-embeddings"]
-    settings = load_settings(models=["nsmc=registry:nsmc@production"], port=8080, max_batch_size=32)
+    settings = load_settings(
+        models=["nsmc=registry:nsmc@production"],
+        overrides={"port": 8080, "models.max_batch_size": 32},  # typed flag values by dotted key
+        sets=["models.nsmc.timeout_s=10"],                        # --set KEY=VALUE strings
+    )
     run_server(settings)                                          # blocks; Ctrl-C drains and stops
 
 ``create_app(settings)`` returns the FastAPI app for embedding in another ASGI server. Importing this

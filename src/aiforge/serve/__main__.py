@@ -19,7 +19,7 @@ def main(argv: list[str] | None = None) -> int:
     config = next((s for s in args.specs if is_config_file(s)), None)
     models = [s for s in args.specs if s != config]
     try:
-        run_server(load_settings(config, models, host=args.host, port=args.port))
+        run_server(load_settings(config, models, overrides={"host": args.host, "port": args.port}))
     except AiforgeError as exc:
         print(exc, file=sys.stderr)
         return 2

@@ -1,7 +1,9 @@
 """What `aiforge serve` runs: one typed settings object, filled from serve.yaml, model specs and flags.
 
-Layering is ``defaults < serve.yaml < model specs on the command line < flags``; a flag left unset
-(None) changes nothing. Model-level flags (``--max-batch-size`` ...) apply to every served model.
+Layering is ``defaults < serve.yaml < model specs on the command line < AIFORGE_SERVE_* variables <
+flags < --set KEY=VALUE`` (the grammar of :mod:`aiforge.config`); a flag left unset changes nothing.
+A flag is shorthand for its dotted key: ``--port`` is ``port``, ``--max-batch-size`` is
+``models.max_batch_size``, which sets every served model (``models.NAME.max_batch_size`` sets one).
 
 A model spec on the command line is ``[NAME=]TASK[:MODEL]`` or ``[NAME=]MODEL``::
 
@@ -25,18 +27,17 @@ from __future__ import annotations
 import difflib
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from aiforge.config import build, env_overrides, parse_sets, read_yaml_file, set_path
 from aiforge.errors import AiforgeError
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 
-# The fields of ModelSettings that a command-line flag sets for every model at once.
-MODEL_FLAGS = ("max_batch_size", "max_wait_ms", "max_queue", "timeout_s", "device")
 
 
 class ModelSettings(BaseModel):
@@ -156,41 +157,64 @@ class ServeSettings(BaseModel):
 
 
 # ---- building settings from the command line ---------------------------------------------------------
+CONFIG_FIX = "fix the value in serve.yaml or on the command line (`aiforge serve --help`)"
+
+
 def load_settings(
     config: str | Path | None = None,
     models: Sequence[str] = (),
-    **overrides: Any,
+    overrides: Mapping[str, Any] | None = None,
+    sets: Sequence[str] = (),
+    environ: Mapping[str, str] | None = None,
 ) -> ServeSettings:
-    """serve.yaml (optional) + model specs + flag overrides -> validated :class:`ServeSettings`.
+    """serve.yaml (optional) + model specs + ``AIFORGE_SERVE_*`` + ``overrides`` + ``sets`` ->
+    validated :class:`ServeSettings` (later layers win; see :mod:`aiforge.config`).
 
-    ``overrides`` holds flag values by field name; None means "flag not given". Keys in
-    :data:`MODEL_FLAGS` apply to every model; the others are server fields. Raises AiforgeError
-    (AF-CONFIG-001) naming the bad field and value.
+    ``overrides`` holds typed values by dotted key (the CLI's flags: ``{"port": 9000,
+    "models.max_batch_size": 16}``; None means "not given"); ``sets`` holds ``--set KEY=VALUE``
+    strings. A ``models.FIELD`` key sets that field of every served model, ``models.NAME.FIELD`` of
+    the model named NAME. Raises AiforgeError (AF-CONFIG-001) naming the bad field and value.
     """
     data: dict[str, Any] = read_config(config) if config else {}
     if models:
         data["models"] = [*data.get("models", []), *(parse_model_spec(spec) for spec in models)]
-    model_overrides = {k: v for k, v in overrides.items() if k in MODEL_FLAGS and v is not None}
-    server_overrides = {k: v for k, v in overrides.items() if k not in MODEL_FLAGS and v is not None}
-    data.update(server_overrides)
-    data["models"] = [
-        {**m, **model_overrides} if isinstance(m, dict) else m for m in data.get("models") or []
-    ]
-    try:
-        return ServeSettings(**data)
-    except ValidationError as exc:
+    for override in env_overrides("serve", environ):
+        _set(data, override.parts, override, override.origin)
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            _set(data, key.split("."), value, key)
+    for override in parse_sets(sets, example="models.max_batch_size=16"):
+        _set(data, override.parts, override, override.origin)
+    return build(ServeSettings, data, "serve settings", CONFIG_FIX)
+
+
+def _set(data: dict[str, Any], parts: list[str], value: Any, origin: str) -> None:
+    """Write one override: ``models.FIELD`` into every served model, ``models.NAME.FIELD`` into one."""
+    if parts[0] != "models" or len(parts) < 2:
+        set_path(data, parts, value, origin)
+        return
+    served = [m for m in data.get("models") or [] if isinstance(m, dict)]
+    if parts[1] in ModelSettings.model_fields:
+        targets, field_path = served, parts[1:]
+    else:
+        targets, field_path = [m for m in served if m.get("name") == parts[1]], parts[2:]
+    if not targets or not field_path:
+        names = [str(m.get("name")) for m in served]
+        close = difflib.get_close_matches(parts[1], [*ModelSettings.model_fields, *names], n=1, cutoff=0.6)
         raise AiforgeError(
             "AF-CONFIG-001",
-            f"invalid serve settings: {_summary(exc)}",
-            "fix the value in serve.yaml or on the command line (`aiforge serve --help`)",
-        ) from None
+            f"{origin}: '{parts[1]}' is neither a model field nor a served model's name"
+            + (f"; did you mean 'models.{close[0]}'?" if close else ""),
+            f"models.FIELD sets every model (fields: {', '.join(ModelSettings.model_fields)}); "
+            f"models.NAME.FIELD one model (served: {', '.join(names) or 'none'})",
+        )
+    for model in targets:
+        set_path(model, field_path, value, origin)
 
 
 def read_config(path: str | Path) -> dict[str, Any]:
     """A serve.yaml file -> its mapping; a missing file or bad YAML is an AF-CONFIG-001 error."""
-    from aiforge.io import read_yaml_mapping
-
-    return read_yaml_mapping(path, "a serve.yaml holds a 'models' list; see `aiforge serve --help`")
+    return read_yaml_file(path, "a serve.yaml holds a 'models' list; see `aiforge serve --help`")
 
 
 def is_config_file(arg: str) -> bool:
@@ -260,7 +284,3 @@ def infer_task(model: str) -> str:
         f"cannot tell which task model '{model}' serves (architectures: {architectures or 'unknown'})",
         f"name the task: aiforge serve TASK:{model} (e.g. text-classification:{model}); see `aiforge tasks`",
     )
-
-
-def _summary(exc: ValidationError) -> str:
-    return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}" for e in exc.errors())

@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from aiforge.config import describe_errors
 from aiforge.errors import AiforgeError
 from aiforge.models import ModelRef
 from aiforge.tasks.execute import ItemError, is_error, run_batch
@@ -133,7 +134,7 @@ class Pipeline(ABC):
         except ValidationError as exc:
             raise AiforgeError(
                 "AF-INPUT-002",
-                f"invalid parameters for task '{cls.task}': {_pydantic_summary(exc)}",
+                f"invalid parameters for task '{cls.task}': {describe_errors(exc, cls.Params)}",
                 f"valid parameters: {', '.join(cls.Params.model_fields) or 'none'}",
             ) from None
 
@@ -162,7 +163,7 @@ class Pipeline(ABC):
         except ValidationError as exc:
             raise AiforgeError(
                 "AF-INPUT-002",
-                f"invalid input for task '{cls.task}': {_pydantic_summary(exc)}",
+                f"invalid input for task '{cls.task}': {describe_errors(exc, cls.Input)}",
                 f"fields: {_schema_summary(cls.Input)}",
             ) from None
 
@@ -294,7 +295,3 @@ def _schema_summary(model: type[BaseModel]) -> str:
         ann = getattr(f.annotation, "__name__", None) or str(f.annotation).replace("typing.", "")
         parts.append(f"{name}: {ann}" + ("" if f.is_required() else " (optional)"))
     return ", ".join(parts) or "-"
-
-
-def _pydantic_summary(exc: ValidationError) -> str:
-    return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'input'}: {e['msg']}" for e in exc.errors())

@@ -1,19 +1,23 @@
 """The fine-tuning configuration: one typed pydantic model, loaded from YAML.
 
-Layering, lowest first: field defaults < the YAML file < ``--set section.field=value`` overrides.
+Layering, lowest first: field defaults < the YAML file < ``AIFORGE_TRAIN_<SECTION>__<FIELD>``
+variables < ``--set section.field=value`` overrides (the grammar of :mod:`aiforge.config`).
 Unknown keys are errors that name the field path and the closest valid name, so a typo such as
 ``training.learning_rat`` fails in a second instead of being silently ignored for an hour.
 """
 
 from __future__ import annotations
 
+import copy
 import difflib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from aiforge.config import apply, build, env_overrides, merge, parse_sets, read_yaml_file
 from aiforge.errors import AiforgeError
 
 if TYPE_CHECKING:
@@ -187,93 +191,24 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 # ---- loading ---------------------------------------------------------------------------------------
+TEMPLATE_HINT = "write one with `aiforge train --init text-classification > train.yaml`"
+
+
 def load_config(
-    path: str | Path | None = None, overrides: list[str] | None = None, base: dict[str, Any] | None = None
+    path: str | Path | None = None,
+    overrides: list[str] | None = None,
+    base: dict[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
 ) -> TrainConfig:
-    """Defaults < ``base`` (e.g. a previous run's config) < the YAML file < ``overrides``."""
-    raw: dict[str, Any] = dict(base or {})
+    """Defaults < ``base`` (e.g. a previous run's config) < the YAML file < ``AIFORGE_TRAIN_*``
+    variables < ``overrides`` (``--set``); see :mod:`aiforge.config` for the grammar."""
+    raw: dict[str, Any] = copy.deepcopy(base or {})
     if path is not None:
-        raw = _merge(raw, read_yaml(Path(path)))
-    for override in overrides or []:
-        apply_override(raw, override)
-    return validate(raw, source=str(path) if path else "config")
-
-
-def read_yaml(path: Path) -> dict[str, Any]:
-    from aiforge.io import read_yaml_mapping
-
-    return read_yaml_mapping(path, "write one with `aiforge train --init text-classification > train.yaml`")
-
-
-def apply_override(raw: dict[str, Any], override: str) -> None:
-    """``training.lr=3e-5`` -> ``raw["training"]["lr"] = 3e-5`` (the value is parsed as YAML)."""
-    key, sep, value = override.partition("=")
-    if not sep or not key.strip():
-        raise AiforgeError(
-            "AF-CONFIG-001", f"override '{override}' is not KEY=VALUE", "write e.g. --set training.lr=3e-5"
-        )
-    node = raw
-    parts = key.strip().split(".")
-    for part in parts[:-1]:
-        child = node.setdefault(part, {})
-        if not isinstance(child, dict):
-            raise AiforgeError(
-                "AF-CONFIG-001",
-                f"override '{override}': '{part}' is not a section",
-                "sections are data, training and tracking",
-            )
-        node = child
-    node[parts[-1]] = yaml.safe_load(value) if value.strip() else ""
-
-
-def _merge(low: dict[str, Any], high: dict[str, Any]) -> dict[str, Any]:
-    out = dict(low)
-    for key, value in high.items():
-        out[key] = (
-            _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-        )
-    return out
-
-
-def validate(raw: dict[str, Any], source: str = "config") -> TrainConfig:
-    """Build the config; the first error names the field path and, for typos, the closest valid name."""
-    try:
-        return TrainConfig.model_validate(raw)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        path = ".".join(str(p) for p in first["loc"])
-        if first["type"] == "extra_forbidden":
-            message, fix = _typo_message(first["loc"])
-        else:
-            message = f"{source}: {path}: {first['msg']} (got {first.get('input')!r})"
-            fix = f"`aiforge train --init TASK` documents every field; {path}: {_describe(first['loc'])}"
-        raise AiforgeError("AF-CONFIG-001", message, fix) from None
-
-
-def _section_model(loc: tuple[Any, ...]) -> type[BaseModel]:
-    model: type[BaseModel] = TrainConfig
-    for part in loc:
-        field = model.model_fields.get(str(part))
-        annotation = getattr(field, "annotation", None)
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            model = annotation
-    return model
-
-
-def _typo_message(loc: tuple[Any, ...]) -> tuple[str, str]:
-    path = ".".join(str(p) for p in loc)
-    valid = list(_section_model(loc[:-1]).model_fields)
-    close = difflib.get_close_matches(str(loc[-1]), valid, n=1, cutoff=0.5)
-    prefix = ".".join(str(p) for p in loc[:-1])
-    suggestion = f"{prefix + '.' if prefix else ''}{close[0]}" if close else None
-    message = f"unknown config field '{path}'" + (f"; did you mean '{suggestion}'?" if suggestion else "")
-    return message, f"valid fields here: {', '.join(valid)}"
-
-
-def _describe(loc: tuple[Any, ...]) -> str:
-    model = _section_model(loc[:-1])
-    field = model.model_fields.get(str(loc[-1]))
-    return (field.description or "") if field else ""
+        raw = merge(raw, read_yaml_file(path, TEMPLATE_HINT))
+    apply(raw, env_overrides("train", environ))
+    apply(raw, parse_sets(overrides or []))
+    where = f"config '{path}'" if path else "config"
+    return build(TrainConfig, raw, where, "`aiforge train --init TASK` documents every field")
 
 
 def dump_yaml(config: TrainConfig) -> str:

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.datastructures import UploadFile
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from aiforge.config import describe_errors
 from aiforge.errors import AiforgeError
 from aiforge.serve.batcher import ClientGone
 from aiforge.serve.deps import RuntimeDep, disconnected, mark_model
@@ -174,11 +175,11 @@ def parse_json(raw: bytes, schema: type[BaseModelT]) -> BaseModelT:
     try:
         return schema.model_validate(data)
     except ValidationError as exc:
-        details = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()[:5]
-        )
         raise AiforgeError(
-            "AF-SERVE-002", f"invalid request: {details}", "see the request schema at /docs", status=422
+            "AF-SERVE-002",
+            f"invalid request: {describe_errors(exc, schema)}",
+            "see the request schema at /docs",
+            status=422,
         ) from None
 
 
