@@ -108,6 +108,11 @@ class AiforgeError(Exception):
     def to_dict(self) -> dict[str, str]:
         return {"code": self.code, "message": self.message, "fix": self.fix}
 
+    def as_value_error(self) -> ValueError:
+        """This error for a pydantic field validator, which reports ValueErrors with the field's
+        location (so a bad `task:` in any config reads the same as any other bad field)."""
+        return ValueError(f"{self.message}; {self.fix}" if self.fix else self.message)
+
 
 def missing_extra(package: str, extra: str) -> AiforgeError:
     """The error for an optional dependency that is not installed."""

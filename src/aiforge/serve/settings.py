@@ -89,7 +89,7 @@ class ModelSettings(BaseModel):
         try:
             return get_task(value).name
         except AiforgeError as exc:
-            raise ValueError(f"{exc.message}; {exc.fix}") from None
+            raise exc.as_value_error() from None
 
     @field_validator("max_padding")
     @classmethod

@@ -146,7 +146,7 @@ class TrainConfig(Section):
         try:
             return trainer_card(value).name
         except AiforgeError as exc:
-            raise ValueError(f"{exc.message}; {exc.fix}") from None
+            raise exc.as_value_error() from None
 
     def flat(self) -> dict[str, Any]:
         """``{"training.lr": 1e-4, ...}``: the shape MLflow params and ``--set`` use."""
