@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from aiforge.train.batches import epoch_batches
 from aiforge.train.config import TrainConfig
 from aiforge.train.loop import autocast_factory, build_optimizer, plan_steps, prepare
-from aiforge.train.text import epoch_batches
 
 IMBALANCE_WARN_RATIO = 5.0  # largest / smallest class: beyond this, accuracy alone misleads
 TRUNCATION_WARN_SHARE = 0.05
