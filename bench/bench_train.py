@@ -20,9 +20,9 @@ import time
 import torch
 
 from aiforge.train import load_config
+from aiforge.train.batches import epoch_batches
 from aiforge.train.callbacks import Callback, TrainState
 from aiforge.train.loop import build_optimizer, get_lr_lambda, prepare, train
-from aiforge.train.text import epoch_batches
 
 
 class StepClock(Callback):

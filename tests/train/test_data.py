@@ -32,7 +32,7 @@ def _write(frame: pd.DataFrame, path: Path) -> Path:
 @pytest.mark.parametrize("suffix", [".csv", ".tsv", ".jsonl", ".parquet"])
 def test_every_format_reads_the_same_rows(suffix: str, tmp_path: Path) -> None:
     path = _write(pd.DataFrame(ROWS), tmp_path / f"train{suffix}")
-    cfg = DataConfig(train=str(path), text_column="review", label_column="sentiment")
+    cfg = DataConfig(train=str(path), input_column="review", label_column="sentiment")
     data = load_dataset(cfg, seed=0)
     assert len(data.train) + len(data.validation) == 20
     assert data.labels == ["neg", "pos"]
@@ -45,7 +45,7 @@ def test_missing_column_lists_the_columns_found(tmp_path: Path) -> None:
         load_dataset(DataConfig(train=str(path)), seed=0)  # default columns: text, label
     assert err.value.code == "AF-DATA-001"
     assert "columns found: review, sentiment" in err.value.message
-    assert "data.text_column" in err.value.fix
+    assert "data.input_column" in err.value.fix
 
 
 def test_unseen_validation_labels_are_an_error(tmp_path: Path) -> None:
@@ -54,7 +54,7 @@ def test_unseen_validation_labels_are_an_error(tmp_path: Path) -> None:
         pd.DataFrame([{"review": "x", "sentiment": "neutral"}, {"review": "y", "sentiment": "pos"}]),
         tmp_path / "val.csv",
     )
-    cfg = DataConfig(train=str(train), validation=str(val), text_column="review", label_column="sentiment")
+    cfg = DataConfig(train=str(train), validation=str(val), input_column="review", label_column="sentiment")
     with pytest.raises(AiforgeError) as err:
         load_dataset(cfg, seed=0)
     assert err.value.code == "AF-DATA-002"
@@ -103,7 +103,7 @@ def test_multi_label_cells_are_split(tmp_path: Path) -> None:
 
 def test_data_hash_changes_with_the_data(tmp_path: Path) -> None:
     path = _write(pd.DataFrame(ROWS), tmp_path / "train.csv")
-    cfg = DataConfig(train=str(path), text_column="review", label_column="sentiment")
+    cfg = DataConfig(train=str(path), input_column="review", label_column="sentiment")
     first = load_dataset(cfg, seed=0).data_hash
     assert load_dataset(cfg, seed=1).data_hash == first  # the split seed is not the data
     _write(pd.DataFrame(ROWS[:-2]), path)

@@ -139,7 +139,7 @@ def test_dry_run_checks_and_estimates(make_config) -> None:
 
 def test_wrong_column_fails_before_the_model_loads(make_config) -> None:
     with pytest.raises(AiforgeError) as err:
-        dry_run(make_config("data.text_column=document"))
+        dry_run(make_config("data.input_column=document"))
     assert err.value.code == "AF-DATA-001" and "columns found: id, text, label" in err.value.message
 
 

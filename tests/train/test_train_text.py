@@ -9,8 +9,9 @@ import pytest
 from transformers import AutoTokenizer
 
 from aiforge.models import resolve
+from aiforge.train.batches import epoch_batches
 from aiforge.train.data import Dataset, Split
-from aiforge.train.text import Encoded, TextClassificationTask, epoch_batches, hangul_fallback
+from aiforge.train.text import Encoded, TextClassificationTask, hangul_fallback
 from tests.tiny_models import minilm_dir
 
 KOREAN = ["명성때문에 봤지만 참 어려운 영화.", "오늘밤은 잠들지 못할 것 같습니다.", "했다 있었다 괜찮았어요"]
@@ -77,7 +78,7 @@ def test_collate_pads_to_the_longest_item_of_the_batch(tiny_bert: Path) -> None:
 
 def test_auto_max_length_is_a_percentile_rounded_to_8(tiny_bert: Path) -> None:
     task = _task(tiny_bert, percentile=50)
-    lengths = task.token_lengths(task.dataset.train)
+    lengths = task.input_lengths(task.dataset.train)
     value = task.resolve_max_length(lengths)
     assert value % 8 == 0 and value >= np.percentile(lengths, 50) and value < max(lengths)
     encoded = task.encode(task.dataset.train)

@@ -16,26 +16,31 @@ Baseline: logistic regression on the mean and standard deviation of each log-mel
 from __future__ import annotations
 
 import math
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
+from aiforge.train.classifier import ClassifierTask
 from aiforge.train.data import Split
 from aiforge.train.media import MediaEncoded
-from aiforge.train.text import TextClassificationTask
+
+if TYPE_CHECKING:
+    from aiforge.train.prepared import Prepared
+    from aiforge.train.task import TrainingTask
 
 BASELINE_MEL_BANDS = 40
 
 
-class AudioClassificationTask(TextClassificationTask):
-    """Reuses the text task's head loading, evaluation and metrics; replaces inputs, batches,
-    saving and the baseline."""
+class AudioClassificationTask(ClassifierTask[MediaEncoded]):
+    """Audio files in (decoded once, kept as samples), any transformers audio classifier, log-mel
+    statistics as the baseline."""
 
     name = "audio-classification"
     auto_class = "AutoModelForAudioClassification"
     backbone_hint = "use an audio classifier backbone (AST, Wav2Vec2, HuBERT...) from the hub or a local dir"
-    length_unit = "samples"
+    length_unit: str | None = "samples"
 
     extractor: Any = None
     sampling_rate = 16000
@@ -48,8 +53,8 @@ class AudioClassificationTask(TextClassificationTask):
         self.sampling_rate = int(self.extractor.sampling_rate)
         self._decoded = {}
 
-    def save(self, model: torch.nn.Module, directory: Any) -> None:
-        model.save_pretrained(directory)
+    def save(self, model: torch.nn.Module, directory: Path) -> None:
+        model.save_pretrained(directory)  # type: ignore[operator]
         self.extractor.save_pretrained(directory)
 
     # ---- data -------------------------------------------------------------------------------------
@@ -61,7 +66,7 @@ class AudioClassificationTask(TextClassificationTask):
             self._decoded[path] = load_audio(path, self.sampling_rate)
         return self._decoded[path]
 
-    def token_lengths(self, split: Split) -> list[int]:
+    def input_lengths(self, split: Split) -> list[int]:
         return [len(self.samples(path)) for path in split.inputs]
 
     def resolve_max_length(self, lengths: list[int]) -> int:
@@ -98,7 +103,7 @@ class AudioClassificationTask(TextClassificationTask):
         return {k: v.to(device) for k, v in batch.items()}
 
     # ---- baseline ---------------------------------------------------------------------------------
-    def fit_baseline(self, prep: Any) -> dict[str, Any]:
+    def fit_baseline(self, prep: Prepared[MediaEncoded]) -> dict[str, Any] | None:
         """Logistic regression on per-band log-mel mean and standard deviation."""
         from aiforge.train.baseline import fit_feature_baseline
 
@@ -138,3 +143,9 @@ def log_mel_statistics(
         mel_floor=1e-10,
     )  # (bands, frames)
     return np.concatenate([mel.mean(axis=1), mel.std(axis=1)]).astype(np.float32)
+
+
+if TYPE_CHECKING:
+
+    def _implements_the_protocol(task: AudioClassificationTask) -> TrainingTask[MediaEncoded]:
+        return task  # mypy checks the adapter against TrainingTask here

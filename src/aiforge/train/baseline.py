@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from aiforge.train.data import Split
 from aiforge.train.metrics import classification_metrics
+
+if TYPE_CHECKING:
+    from aiforge.train.prepared import Prepared
 
 
 def fit_logreg(
@@ -52,7 +55,7 @@ def fit_logreg(
 
 
 def fit_feature_baseline(
-    name: str, featurize: Callable[[Any], np.ndarray], prep: Any, labels: list[str]
+    name: str, featurize: Callable[[Any], np.ndarray], prep: Prepared[Any], labels: list[str]
 ) -> dict[str, Any]:
     """Standardised features -> logistic regression: ``featurize(encoded split)`` gives one row per
     item of ``prep.train`` (fit) and of ``prep.validation`` / ``prep.test`` (scored)."""

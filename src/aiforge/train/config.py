@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import copy
 import difflib
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from aiforge.config import apply, build, env_overrides, merge, parse_sets, read_yaml_file
 from aiforge.errors import AiforgeError
@@ -29,6 +30,9 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+DEPRECATED_INPUT_COLUMN = "text_column"  # data.input_column's name before images and audio
+
+
 class DataConfig(Section):
     train: str = Field(
         default="",
@@ -36,8 +40,9 @@ class DataConfig(Section):
     )
     validation: str | None = Field(default=None, description="validation file; default: split from train")
     test: str | None = Field(default=None, description="test file, evaluated once with the best model")
-    text_column: str = Field(
-        default="text", description="column holding the input text (images/audio: the file path)"
+    input_column: str = Field(
+        default="text",
+        description="column holding the input: the text, the token list (NER), or the image/audio file path",
     )
     label_column: str = Field(default="label", description="column holding the label(s)")
     validation_split: float = Field(
@@ -58,6 +63,35 @@ class DataConfig(Section):
         description="images: timm's ImageNet recipe (crops down to 8 %, flips, jitter); light (crops "
         "down to 50 %, no flips: digits, text, small data); none",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _text_column_alias(cls, data: Any) -> Any:
+        """``text_column``, the name ``input_column`` had when only text was trained, still works
+        (deprecated): configs, ``--set`` and saved runs written before the rename keep loading."""
+        if not isinstance(data, dict) or DEPRECATED_INPUT_COLUMN not in data:
+            return data
+        data = dict(data)
+        old = data.pop(DEPRECATED_INPUT_COLUMN)
+        if "input_column" in data and data["input_column"] != old:
+            raise ValueError(
+                f"input_column ({data['input_column']!r}) and text_column ({old!r}), its deprecated "
+                "name, disagree: keep input_column only"
+            )
+        data["input_column"] = old
+        warnings.warn(
+            "data.text_column is deprecated: rename it to data.input_column", DeprecationWarning, stacklevel=2
+        )
+        return data
+
+    @property
+    def text_column(self) -> str:
+        """Deprecated: the old name of ``input_column``."""
+        return self.input_column
+
+    @text_column.setter
+    def text_column(self, value: str) -> None:
+        self.input_column = value
 
 
 class TrainingConfig(Section):
@@ -218,10 +252,10 @@ def dump_yaml(config: TrainConfig) -> str:
 # ---- the commented template --------------------------------------------------------------------------
 # The columns `--init` suggests, by what a task's training input holds.
 _DATA_HINTS: dict[str, dict[str, str]] = {
-    "text": {"text_column": "text", "label_column": "label", "train": "data/train.csv"},
-    "tokens": {"text_column": "tokens", "label_column": "tags", "train": "data/train.jsonl"},
-    "image": {"text_column": "image", "label_column": "label", "train": "data/train/"},
-    "audio": {"text_column": "audio", "label_column": "label", "train": "data/train/"},
+    "text": {"input_column": "text", "label_column": "label", "train": "data/train.csv"},
+    "tokens": {"input_column": "tokens", "label_column": "tags", "train": "data/train.jsonl"},
+    "image": {"input_column": "image", "label_column": "label", "train": "data/train/"},
+    "audio": {"input_column": "audio", "label_column": "label", "train": "data/train/"},
 }
 
 

@@ -113,8 +113,10 @@ def read_table(path: str | Path, max_rows: int | None = None):
         if kind == "jsonl":
             return pd.read_json(path, lines=True, nrows=max_rows, encoding="utf-8", encoding_errors="replace")
         if kind == "json":
-            return pd.read_json(path, encoding="utf-8", encoding_errors="replace").head(max_rows)
-        return pd.read_parquet(path).head(max_rows)
+            frame = pd.read_json(path, encoding="utf-8", encoding_errors="replace")
+        else:
+            frame = pd.read_parquet(path)
+        return frame if max_rows is None else frame.head(max_rows)
     except (ValueError, OSError, pd.errors.ParserError) as exc:
         raise AiforgeError(
             "AF-INPUT-001",
@@ -148,7 +150,7 @@ def _check_columns(frame, path: str, columns: list[str]) -> None:
             "AF-DATA-001",
             f"column {', '.join(repr(m) for m in missing)} not found in '{path}'; "
             f"columns found: {', '.join(found)}",
-            "map your columns: --set data.text_column=NAME --set data.label_column=NAME"
+            "map your columns: --set data.input_column=NAME --set data.label_column=NAME"
             + (f" ({hint})" if hint else ""),
         )
 
@@ -190,22 +192,22 @@ def read_split(
         raise AiforgeError(
             "AF-DATA-003", f"'{path}' has no rows", f"point data.{name} at a file with examples"
         )
-    _check_columns(frame, path, [cfg.text_column, cfg.label_column])
+    _check_columns(frame, path, [cfg.input_column, cfg.label_column])
     inputs, labels = [], []
     skipped: Counter[str] = Counter()
-    for row, (text, label) in enumerate(zip(frame[cfg.text_column], frame[cfg.label_column], strict=True)):
-        text, label = _plain(text), _plain(label)
-        reason = _sequence_problem(text, label) if sequence else _row_problem(text, label)
+    for row, (value, label) in enumerate(zip(frame[cfg.input_column], frame[cfg.label_column], strict=True)):
+        value, label = _plain(value), _plain(label)
+        reason = _sequence_problem(value, label) if sequence else _row_problem(value, label)
         if reason:
             skip_or_raise(strict, f"'{path}' row {row + 1}", reason, skipped, "row")
             continue
-        inputs.append(list(text) if isinstance(text, list | tuple) else str(text))
+        inputs.append(list(value) if isinstance(value, list | tuple) else str(value))
         labels.append(_parse_labels(label, cfg, sequence))
     if not inputs:
         raise AiforgeError(
             "AF-DATA-003",
             f"'{path}': all {len(frame)} rows are empty or undecodable",
-            f"check data.text_column ('{cfg.text_column}') and the file's encoding (UTF-8)",
+            f"check data.input_column ('{cfg.input_column}') and the file's encoding (UTF-8)",
         )
     return Split(name, inputs, labels), dict(skipped)
 

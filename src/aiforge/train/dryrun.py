@@ -18,9 +18,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from aiforge.train.batches import epoch_batches
 from aiforge.train.config import TrainConfig
 from aiforge.train.loop import autocast_factory, build_optimizer, plan_steps, prepare
-from aiforge.train.text import epoch_batches
+from aiforge.train.prepared import Prepared
 
 IMBALANCE_WARN_RATIO = 5.0  # largest / smallest class: beyond this, accuracy alone misleads
 TRUNCATION_WARN_SHARE = 0.05
@@ -148,7 +149,7 @@ def _padded_tokens(lengths: list[int], indices: list[int]) -> int:
     return max(lengths[i] for i in indices) * len(indices)
 
 
-def _time_steps(prep: Any, measure_steps: int) -> float:
+def _time_steps(prep: Prepared[Any], measure_steps: int) -> float:
     """Seconds per padded token of forward+backward+step, over the first (shuffled) batches."""
     cfg, task, model, device = prep.config.training, prep.task, prep.model, prep.device
     autocast, _ = autocast_factory(cfg.mixed_precision, device)

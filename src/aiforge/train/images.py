@@ -24,16 +24,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from aiforge.models import ModelRef, resolve
+from aiforge.train.classifier import ClassifierTask
 from aiforge.train.config import TrainConfig
 from aiforge.train.data import Dataset, Split
 from aiforge.train.media import MediaEncoded
-from aiforge.train.text import TextClassificationTask
+
+if TYPE_CHECKING:
+    from aiforge.train.prepared import Prepared
+    from aiforge.train.task import TrainingTask
 
 
 @dataclass
@@ -51,7 +55,7 @@ class TimmClassifier(torch.nn.Module):
 
     def __init__(self, model: torch.nn.Module) -> None:
         super().__init__()
-        self.model = model
+        self.model: Any = model  # a timm model: forward_features, forward_head, reset_classifier
 
     def forward(self, pixel_values: torch.Tensor, labels: torch.Tensor | None = None) -> ClassifierOutput:
         logits = self.model(pixel_values)
@@ -63,14 +67,13 @@ class TimmClassifier(torch.nn.Module):
         return self.model.forward_head(self.model.forward_features(pixel_values), pre_logits=True)
 
 
-class ImageClassificationTask(TextClassificationTask):
-    """Reuses the text task's head loading, evaluation and metrics; replaces inputs, batches,
-    saving and the baseline."""
+class ImageClassificationTask(ClassifierTask[MediaEncoded]):
+    """Image files in (decoded as batches need them), timm or transformers backbones, a linear probe
+    as the baseline. Images have no length to truncate (``length_unit`` None, ``max_length`` 0)."""
 
     name = "image-classification"
     auto_class = "AutoModelForImageClassification"
     backbone_hint = "use a timm model (timm:NAME, packaged:efficientnet-lite0) or an image classifier"
-    length_unit = None  # images have no length to truncate
 
     def __init__(self, config: TrainConfig, dataset: Dataset, ref: ModelRef) -> None:
         from aiforge.tasks.vision import is_timm_ref
@@ -89,12 +92,13 @@ class ImageClassificationTask(TextClassificationTask):
         from aiforge.tasks.vision import load_timm_model
 
         model, data_config, _ = load_timm_model(self.ref)
-        model.reset_classifier(len(self.labels))  # a fresh head, seeded like every other init
+        classifier = TimmClassifier(model)
+        classifier.model.reset_classifier(len(self.labels))  # a fresh head, seeded like every other init
         size = self.config.data.image_size
         if size:
             data_config["input_size"] = (data_config["input_size"][0], size, size)
         self._set_transforms(data_config, eval_transform=None)
-        return TimmClassifier(model)
+        return classifier
 
     def load_processor(self) -> None:
         from transformers import AutoImageProcessor
@@ -130,25 +134,27 @@ class ImageClassificationTask(TextClassificationTask):
             self.train_transform = self.eval_transform
         else:
             # ImageNet's crop-to-8 % and mirror flips destroy small or orientation-bound images
-            light = {"scale": (0.5, 1.0), "hflip": 0.0, "color_jitter": None} if augment == "light" else {}
+            light: dict[str, Any] = (
+                {"scale": (0.5, 1.0), "hflip": 0.0, "color_jitter": None} if augment == "light" else {}
+            )
             self.train_transform = create_transform(**data_config, is_training=True, **light)
 
-    def save(self, model: torch.nn.Module, directory: Any) -> None:
+    def save(self, model: torch.nn.Module, directory: Path) -> None:
         if not self.uses_timm:
-            model.save_pretrained(directory)
+            model.save_pretrained(directory)  # type: ignore[operator]
             self.processor.save_pretrained(directory)
             return
         from timm.models import save_for_hf
 
         save_for_hf(
-            model.model,
+            model.model,  # type: ignore[arg-type]
             str(directory),
             model_config={"label_names": list(self.labels)},
             safe_serialization=True,
             data_config=dict(self.data_config),
         )
 
-    def reload(self, directory: Any, device: str) -> torch.nn.Module:
+    def reload(self, directory: Path, device: str) -> torch.nn.Module:
         if not self.uses_timm:
             return super().reload(directory, device)
         from aiforge.tasks.vision import load_timm_model
@@ -157,7 +163,7 @@ class ImageClassificationTask(TextClassificationTask):
         return TimmClassifier(model).to(device).eval()
 
     # ---- data -------------------------------------------------------------------------------------
-    def token_lengths(self, split: Split) -> list[int]:
+    def input_lengths(self, split: Split) -> list[int]:
         return [1] * len(split)
 
     def resolve_max_length(self, lengths: list[int]) -> int:
@@ -176,7 +182,7 @@ class ImageClassificationTask(TextClassificationTask):
         return {"pixel_values": pixels.to(device), "labels": labels.to(device)}
 
     # ---- baseline ---------------------------------------------------------------------------------
-    def fit_baseline(self, prep: Any) -> dict[str, Any]:
+    def fit_baseline(self, prep: Prepared[MediaEncoded]) -> dict[str, Any] | None:
         """Linear probe: logistic regression on the frozen pretrained backbone's pooled features."""
         from aiforge.train.baseline import fit_feature_baseline
 
@@ -208,7 +214,8 @@ def _pooled(model: torch.nn.Module, pixel_values: torch.Tensor) -> torch.Tensor:
     the last hidden state over its positions (ViT tokens, CNN feature-map cells)."""
     if isinstance(model, TimmClassifier):
         return model.pooled(pixel_values)
-    out = model.base_model(pixel_values=pixel_values)
+    base: Any = model.base_model
+    out = base(pixel_values=pixel_values)
     pooled = getattr(out, "pooler_output", None)
     if pooled is not None:
         return pooled.flatten(1)
@@ -224,3 +231,9 @@ def _processor_size(processor: Any) -> tuple[int, int]:
         return int(size["height"]), int(size["width"])
     edge = int(size.get("shortest_edge", 224))
     return edge, edge
+
+
+if TYPE_CHECKING:
+
+    def _implements_the_protocol(task: ImageClassificationTask) -> TrainingTask[MediaEncoded]:
+        return task  # mypy checks the adapter against TrainingTask here

@@ -28,6 +28,7 @@ import torch
 
 from aiforge.errors import AiforgeError
 from aiforge.models import ModelRef
+from aiforge.train.batches import epoch_batches
 from aiforge.train.callbacks import Callback, CallbackRunner, TrainState
 from aiforge.train.checkpoint import load_checkpoint, save_checkpoint, seed_everything, set_rng_state
 from aiforge.train.config import TrainConfig, default_model, dump_yaml, trainer_card
@@ -37,7 +38,7 @@ from aiforge.train.metrics import scalar_metrics
 from aiforge.train.parallel import SINGLE, DataParallel
 from aiforge.train.prepared import Prepared
 from aiforge.train.report import TrainResult, git_commit, write_metadata, write_reports
-from aiforge.train.text import TextClassificationTask, epoch_batches
+from aiforge.train.task import TrainingTask
 
 log = logging.getLogger(__name__)
 
@@ -51,16 +52,17 @@ def resolve_backbone(config: TrainConfig) -> tuple[str, ModelRef]:
     return ref_text, resolve(ref_text, task=config.task)
 
 
-def make_task(config: TrainConfig, dataset: Dataset, ref: ModelRef) -> TextClassificationTask:
-    """The training adapter the task's card names; every adapter has :class:`TextClassificationTask`'s
-    interface and is built from (config, dataset, backbone reference)."""
+def make_task(config: TrainConfig, dataset: Dataset, ref: ModelRef) -> TrainingTask[Any]:
+    """The training adapter the task's card names (``module:Class``), built from (config, dataset,
+    backbone reference); every adapter implements :class:`~aiforge.train.task.TrainingTask`."""
     adapter = trainer_card(config.task).trainer.adapter  # type: ignore[union-attr]
     module_name, _, class_name = adapter.partition(":")
     cls = getattr(importlib.import_module(module_name), class_name)
-    return cls(config, dataset, ref)  # type: ignore[no-any-return]
+    task: TrainingTask[Any] = cls(config, dataset, ref)
+    return task
 
 
-def prepare(config: TrainConfig, strict: bool = False) -> Prepared:
+def prepare(config: TrainConfig, strict: bool = False) -> Prepared[Any]:
     """Read and check the data, load the backbone, tokenise: every error a run can hit before step 1."""
     from aiforge.tasks import quiet_libraries
     from aiforge.tasks.base import resolve_device
@@ -76,8 +78,7 @@ def prepare(config: TrainConfig, strict: bool = False) -> Prepared:
     backbone, ref = resolve_backbone(config)
     task = make_task(config, dataset, ref)
     model = task.load()
-    task.model_config = getattr(model, "config", None)  # timm models have none
-    train_lengths = task.token_lengths(dataset.train)
+    train_lengths = task.input_lengths(dataset.train)
     task.resolve_max_length(train_lengths)
     frozen = freeze(model, config.training.freeze)
     model.to(device)
@@ -124,7 +125,8 @@ def freeze(model: torch.nn.Module, prefixes: list[str]) -> int:
 
 def build_optimizer(model: torch.nn.Module, cfg: Any) -> torch.optim.Optimizer:
     """AdamW; no weight decay on biases and norm weights (BERT's recipe)."""
-    decay, no_decay = [], []
+    decay: list[torch.nn.Parameter] = []
+    no_decay: list[torch.nn.Parameter] = []
     for name, param in model.named_parameters():
         if param.requires_grad:
             (no_decay if param.ndim < 2 or "norm" in name.lower() else decay).append(param)
@@ -315,7 +317,7 @@ def train(
                     elapsed = time.perf_counter() - window_start
                     state.logs = {
                         "loss": float(window_loss) * cfg.grad_accum / max(1, window_batches),
-                        "lr": scheduler.get_last_lr()[0],
+                        "lr": float(scheduler.get_last_lr()[0]),
                         "samples_per_s": window_items * parallel.world_size / elapsed,
                     }
                     state.history["steps"].append(state.step)
@@ -395,7 +397,7 @@ def _oom_error(config: TrainConfig) -> AiforgeError:
     )
 
 
-def save_model_dir(task: TextClassificationTask, model: torch.nn.Module, target: Path) -> None:
+def save_model_dir(task: TrainingTask[Any], model: torch.nn.Module, target: Path) -> None:
     """save_pretrained into a temporary dir, then swap it in: a crash never leaves half a model."""
     tmp = target.with_name(target.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)

@@ -4,7 +4,7 @@ Two layouts, for ``data.train`` / ``data.validation`` / ``data.test`` alike:
 
 * a folder per class: ``data.train: photos/train/`` holding ``photos/train/cat/1.jpg``,
   ``photos/train/dog/7.png``...; the label is the subfolder's name;
-* a CSV/TSV/JSONL/Parquet table whose ``data.text_column`` holds file paths (relative to the table
+* a CSV/TSV/JSONL/Parquet table whose ``data.input_column`` holds file paths (relative to the table
   or absolute) and ``data.label_column`` the label.
 
 Every file is decoded once while reading, so a missing or undecodable file is counted and skipped
@@ -105,7 +105,7 @@ def read_class_folders(name: str, root: Path, kind: MediaKind) -> tuple[Split, d
             f"put each label's {kind} files in a subfolder named after it, e.g. {root}/cat/001"
             f"{SUFFIXES[kind][0]}; or give a table (CSV/JSONL) with a path and a label column",
         )
-    inputs, labels, skipped = [], [], Counter()
+    inputs, labels, skipped = [], [], Counter[str]()
     stray = [p for p in root.iterdir() if p.is_file() and not p.name.startswith(".")]
     if stray:
         skipped["file outside the class folders"] = len(stray)

@@ -3,26 +3,28 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Generic
 
 import torch
 
 from aiforge.train.config import TrainConfig
 from aiforge.train.data import Dataset
-from aiforge.train.text import Encoded, TextClassificationTask
+from aiforge.train.task import EncodedT, TrainingTask
 
 
 @dataclass
-class Prepared:
-    """Data, task and model, checked and ready: shared by the real run and the dry run."""
+class Prepared(Generic[EncodedT]):
+    """Data, task and model, checked and ready: shared by the real run and the dry run. The splits
+    are encoded by ``task`` (its own type), the only one that reads their inside."""
 
     config: TrainConfig
     dataset: Dataset
-    task: TextClassificationTask
+    task: TrainingTask[EncodedT]
     model: torch.nn.Module
     backbone: str
-    train: Encoded
-    validation: Encoded
-    test: Encoded | None
+    train: EncodedT
+    validation: EncodedT
+    test: EncodedT | None
     train_lengths: list[int]
     device: str
     frozen: int

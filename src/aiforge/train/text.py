@@ -1,4 +1,4 @@
-"""Text classification for the training loop: tokenise, batch with little padding, evaluate, save.
+"""Text inputs for the training loop: tokenise, batch with little padding, save; text classification.
 
 Speed on CPU comes from padding: each batch is padded to its own longest item (never to a fixed
 128 or 512), and batches are built from items of similar length. ``max_length: auto`` takes a
@@ -9,19 +9,21 @@ cost of every batch.
 from __future__ import annotations
 
 import math
-import random
-from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from aiforge.errors import AiforgeError
 from aiforge.models import ModelRef
+from aiforge.train.classifier import ClassifierTask
 from aiforge.train.config import TrainConfig
 from aiforge.train.data import Dataset, Split
-from aiforge.train.metrics import classification_metrics, multilabel_metrics
+
+if TYPE_CHECKING:
+    from aiforge.train.prepared import Prepared
+    from aiforge.train.task import TrainingTask
 
 MAX_LENGTH_MULTIPLE = 8  # round the auto length up: tensor shapes that are multiples of 8 run faster
 
@@ -96,30 +98,24 @@ class Encoded:
         return len(self.input_ids)
 
 
-class TextClassificationTask:
-    """Everything task-specific the loop needs for (multi-label) text classification."""
+class TokenizedTask(ClassifierTask[Encoded]):
+    """Text in, token ids out: the tokenizer (with the Hangul fallback), ``max_length`` in tokens,
+    padding per batch, saving. Text and token classification build on it."""
 
-    name = "text-classification"
-    auto_class = "AutoModelForSequenceClassification"
+    backbone_hint = "use an encoder backbone (BERT, RoBERTa, ELECTRA, MiniLM...) with a classification head"
+    length_unit: str | None = "tokens"
+    split_into_words = False  # token classification: each input is a list of words
 
     def __init__(self, config: TrainConfig, dataset: Dataset, ref: ModelRef) -> None:
-        self.config = config
-        self.dataset = dataset
-        self.ref = ref
-        self.location = ref.location  # what from_pretrained reads
-        self.labels = dataset.labels
-        self.label_index = {name: i for i, name in enumerate(self.labels)}
-        self.multi_label = config.data.multi_label
+        super().__init__(config, dataset, ref)
         self.tokenizer: Any = None
         self.jamo_rewrites: dict[str, str] = {}
-        self.max_length = 0
+        self.model_config: Any = None  # the backbone's config: its position limit caps max_length
 
-    # ---- model ------------------------------------------------------------------------------------
     def load(self) -> torch.nn.Module:
-        """The input processor (here the tokenizer) and the backbone with a fresh head of
-        ``len(labels)`` outputs."""
-        self.load_processor()
-        return self.load_model()
+        model = super().load()
+        self.model_config = getattr(model, "config", None)
+        return model
 
     def load_processor(self) -> None:
         import transformers
@@ -128,68 +124,19 @@ class TextClassificationTask:
         if self.config.training.hangul_fallback and _has_hangul(self.dataset.train.inputs):
             self.tokenizer, self.jamo_rewrites = hangul_fallback(self.tokenizer)
 
-    backbone_hint = "use an encoder backbone (BERT, RoBERTa, ELECTRA, MiniLM...) with a classification head"
+    def tokenize(self, inputs: list[Any], **options: Any) -> Any:
+        """The tokenizer's BatchEncoding of ``inputs`` (texts, or word lists)."""
+        return self.tokenizer(inputs, is_split_into_words=self.split_into_words, **options)
 
-    def load_model(self) -> torch.nn.Module:
-        import transformers
-
-        try:
-            return getattr(transformers, self.auto_class).from_pretrained(
-                self.location,
-                num_labels=len(self.labels),
-                id2label=dict(enumerate(self.labels)),
-                label2id={label: i for i, label in enumerate(self.labels)},
-                ignore_mismatched_sizes=True,  # a backbone fine-tuned before has a head of another size
-                **self.head_kwargs(),
-            )
-        except (ValueError, KeyError) as exc:
-            raise AiforgeError(
-                "AF-MODEL-003",
-                f"'{self.config.model}' cannot be loaded for {self.name}: {exc}",
-                self.backbone_hint,
-            ) from None
-
-    def reload(self, directory: Any, device: str) -> torch.nn.Module:
-        """The model a finished run saved (``save``), for the final evaluation."""
-        import transformers
-
-        model = getattr(transformers, self.auto_class).from_pretrained(directory)
-        return model.to(device).eval()
-
-    def fit_baseline(self, prep: Any) -> dict[str, Any] | None:
-        """The cheap baseline reported next to the fine-tuned model (None: this task has none)."""
-        if self.multi_label:
-            return None
-        from aiforge.train.baseline import fit_text_baseline
-
-        data = prep.dataset
-        evaluate_on = {
-            "validation": data.validation,
-            **({"test": data.test} if data.test is not None else {}),
-        }
-        return fit_text_baseline(data.train, evaluate_on, data.labels)
-
-    def head_kwargs(self) -> dict[str, Any]:
-        kind = "multi_label_classification" if self.multi_label else "single_label_classification"
-        return {"problem_type": kind}
-
-    default_metric = "accuracy"
-    length_unit: str | None = "tokens"  # what token_lengths counts (the dry run reports it)
-
-    def metric_name(self) -> str:
-        """The validation metric that picks the best checkpoint (``training.metric``, or the task's)."""
-        wanted = self.config.training.metric
-        return self.default_metric if wanted == "auto" else wanted
-
-    def token_lengths(self, split: Split) -> list[int]:
+    def input_lengths(self, split: Split) -> list[int]:
         """Untruncated token counts (special tokens included), for max_length and the dry run."""
-        encoded = self.tokenizer(split.inputs, add_special_tokens=True, truncation=False)["input_ids"]
+        encoded = self.tokenize(split.inputs, add_special_tokens=True, truncation=False)["input_ids"]
         return [len(ids) for ids in encoded]
 
     def resolve_max_length(self, lengths: list[int]) -> int:
         """``max_length: auto`` -> a percentile of the training lengths, within the model's limit."""
         limit = min(int(self.tokenizer.model_max_length or 512), 512)
-        position_limit = getattr(getattr(self, "model_config", None), "max_position_embeddings", None)
+        position_limit = getattr(self.model_config, "max_position_embeddings", None)
         if position_limit:
             limit = min(limit, int(position_limit))
         wanted = self.config.training.max_length
@@ -203,23 +150,8 @@ class TextClassificationTask:
         self.max_length = max(8, min(int(wanted), limit))
         return self.max_length
 
-    def encode(self, split: Split) -> Encoded:
-        ids = self.tokenizer(split.inputs, truncation=True, max_length=self.max_length)["input_ids"]
-        full = self.tokenizer(split.inputs, truncation=False)["input_ids"]
-        truncated = sum(len(f) > self.max_length for f in full)
-        return Encoded(ids, [self._label_target(y) for y in split.labels], truncated)
-
-    def _label_target(self, label: Any) -> Any:
-        if self.multi_label:
-            row = [0.0] * len(self.labels)
-            for name in label:
-                row[self.label_index[str(name)]] = 1.0
-            return row
-        return self.label_index[str(label)]
-
-    # ---- batches ------------------------------------------------------------------------------------
-    def collate(self, encoded: Encoded, indices: list[int], device: str) -> dict[str, torch.Tensor]:
-        """Pad to the longest item of this batch only."""
+    def pad(self, encoded: Encoded, indices: list[int]) -> dict[str, torch.Tensor]:
+        """Token ids and attention mask, padded to the longest item of this batch only."""
         longest = max(len(encoded.input_ids[i]) for i in indices)
         pad_id = self.tokenizer.pad_token_id or 0
         input_ids = torch.full((len(indices), longest), pad_id, dtype=torch.long)
@@ -228,75 +160,51 @@ class TextClassificationTask:
             ids = encoded.input_ids[i]
             input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
             attention[row, : len(ids)] = 1
-        dtype = torch.float32 if self.multi_label else torch.long
-        labels = torch.tensor([encoded.labels[i] for i in indices], dtype=dtype)
-        batch = {"input_ids": input_ids, "attention_mask": attention, "labels": labels}
-        return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        return {"input_ids": input_ids, "attention_mask": attention}
 
-    # ---- evaluation -----------------------------------------------------------------------------------
-    def eval_batches(
-        self, model: torch.nn.Module, encoded: Encoded, device: str, batch_size: int, autocast: Any
-    ) -> Iterator[tuple[list[int], Any]]:
-        """(row indices, model output) over a split in length-sorted batches: evaluation order does
-        not matter, and sorted batches pad least. Callers run it under ``torch.inference_mode``."""
-        model.eval()
-        lengths = encoded.lengths()
-        order = sorted(range(len(encoded)), key=lengths.__getitem__)
-        for start in range(0, len(order), batch_size):
-            chunk = order[start : start + batch_size]
-            with autocast():
-                out = model(**self.collate(encoded, chunk, device))
-            yield chunk, out
-
-    @torch.inference_mode()
-    def evaluate(
-        self, model: torch.nn.Module, encoded: Encoded, device: str, batch_size: int, autocast: Any
-    ) -> dict[str, Any]:
-        """Loss and task metrics over a split."""
-        logits = np.zeros((len(encoded), len(self.labels)), dtype=np.float32)
-        total_loss = 0.0
-        for chunk, out in self.eval_batches(model, encoded, device, batch_size, autocast):
-            total_loss += float(out.loss) * len(chunk)
-            logits[chunk] = out.logits.float().cpu().numpy()
-        metrics = self.metrics(encoded, logits)
-        metrics["loss"] = total_loss / max(1, len(encoded))
-        return metrics
-
-    def metrics(self, encoded: Encoded, logits: np.ndarray) -> dict[str, Any]:
-        if self.multi_label:
-            return multilabel_metrics(np.asarray(encoded.labels), (logits > 0).astype(int), self.labels)
-        return classification_metrics(encoded.labels, logits.argmax(-1).tolist(), self.labels)
-
-    def save(self, model: torch.nn.Module, directory: Any) -> None:
-        model.save_pretrained(directory)
+    def save(self, model: torch.nn.Module, directory: Path) -> None:
+        model.save_pretrained(directory)  # type: ignore[operator]
         self.tokenizer.save_pretrained(directory)
 
 
-def epoch_batches(
-    lengths: list[int], batch_size: int, seed: int, epoch: int, group_by_length: bool
-) -> list[list[int]]:
-    """The batches of one epoch, a pure function of (seed, epoch): a resumed run replays the same order.
+class TextClassificationTask(TokenizedTask):
+    """(Multi-label) text classification: a label (or labels) per text; TF-IDF baseline."""
 
-    With length grouping, items are shuffled, cut into windows of 50 batches, sorted by length within
-    a window, batched, and the batches shuffled again: little padding, still random order.
-    """
-    rng = random.Random(seed * 100_003 + epoch)
-    indices = list(range(len(lengths)))
-    rng.shuffle(indices)
-    if group_by_length:
-        window = batch_size * 50
-        indices = [
-            i
-            for s in range(0, len(indices), window)
-            for i in sorted(indices[s : s + window], key=lambda i: lengths[i])
-        ]
-    batches = [indices[s : s + batch_size] for s in range(0, len(indices), batch_size)]
-    if group_by_length:
-        rng.shuffle(batches)
-    return batches
+    name = "text-classification"
+    auto_class = "AutoModelForSequenceClassification"
+
+    def encode(self, split: Split) -> Encoded:
+        ids = self.tokenize(split.inputs, truncation=True, max_length=self.max_length)["input_ids"]
+        full = self.tokenize(split.inputs, truncation=False)["input_ids"]
+        truncated = sum(len(f) > self.max_length for f in full)
+        return Encoded(ids, [self.label_target(y) for y in split.labels], truncated)
+
+    def collate(self, encoded: Encoded, indices: list[int], device: str) -> dict[str, torch.Tensor]:
+        batch = self.pad(encoded, indices)
+        dtype = torch.float32 if self.multi_label else torch.long
+        batch["labels"] = torch.tensor([encoded.labels[i] for i in indices], dtype=dtype)
+        return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+    def fit_baseline(self, prep: Prepared[Encoded]) -> dict[str, Any] | None:
+        if self.multi_label:
+            return None
+        from aiforge.train.baseline import fit_text_baseline
+
+        data = prep.dataset
+        evaluate_on = {
+            "validation": data.validation,
+            **({"test": data.test} if data.test is not None else {}),
+        }
+        return fit_text_baseline(data.train, evaluate_on, data.labels)
 
 
 def _has_hangul(texts: list[Any], sample: int = 500) -> bool:
     """Whether the first texts (strings, or token lists) contain Hangul syllables."""
     joined = " ".join(" ".join(t) if isinstance(t, list) else t for t in texts[:sample])
     return any("\uac00" <= ch <= "\ud7a3" for ch in joined)
+
+
+if TYPE_CHECKING:
+
+    def _implements_the_protocol(task: TextClassificationTask) -> TrainingTask[Encoded]:
+        return task  # mypy checks the adapter against TrainingTask here

@@ -11,40 +11,37 @@ both boundaries right.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from aiforge.train.data import Split
 from aiforge.train.metrics import seqeval_metrics
-from aiforge.train.text import Encoded, TextClassificationTask
+from aiforge.train.task import Autocast
+from aiforge.train.text import Encoded, TokenizedTask
+
+if TYPE_CHECKING:
+    from aiforge.train.task import TrainingTask
 
 IGNORE_INDEX = -100  # torch's CrossEntropyLoss skips these positions
 
 
-class TokenClassificationTask(TextClassificationTask):
-    """Reuses the text task's loading, max_length and saving; replaces encoding, batching and scoring."""
+class TokenClassificationTask(TokenizedTask):
+    """A tag per word of a word list: sub-word alignment, entity-level scores, no baseline (there is
+    no cheap one for entity spans)."""
 
     name = "token-classification"
     auto_class = "AutoModelForTokenClassification"
     default_metric = "f1"
+    split_into_words = True
 
     def head_kwargs(self) -> dict[str, Any]:
         return {}
 
-    def fit_baseline(self, prep: Any) -> None:
-        return None  # no cheap baseline for entity spans
-
-    def token_lengths(self, split: Split) -> list[int]:
-        encoded = self.tokenizer(split.inputs, is_split_into_words=True, truncation=False)["input_ids"]
-        return [len(ids) for ids in encoded]
-
     def encode(self, split: Split) -> Encoded:
         """Sub-word ids per sentence; tag ids on first sub-words, -100 elsewhere."""
-        enc = self.tokenizer(
-            split.inputs, is_split_into_words=True, truncation=True, max_length=self.max_length
-        )
+        enc = self.tokenize(split.inputs, truncation=True, max_length=self.max_length)
         labels, truncated = [], 0
         for row, tags in enumerate(split.labels):
             word_ids = enc.word_ids(row)
@@ -59,16 +56,16 @@ class TokenClassificationTask(TextClassificationTask):
         return Encoded(enc["input_ids"], labels, truncated)
 
     def collate(self, encoded: Encoded, indices: list[int], device: str) -> dict[str, torch.Tensor]:
-        batch = super().collate(Encoded(encoded.input_ids, [0] * len(encoded), 0), indices, device)
+        batch = self.pad(encoded, indices)
         labels = torch.full(batch["input_ids"].shape, IGNORE_INDEX, dtype=torch.long)
         for row, i in enumerate(indices):
             labels[row, : len(encoded.labels[i])] = torch.tensor(encoded.labels[i], dtype=torch.long)
-        batch["labels"] = labels.to(device)
-        return batch
+        batch["labels"] = labels
+        return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
     @torch.inference_mode()
     def evaluate(
-        self, model: torch.nn.Module, encoded: Encoded, device: str, batch_size: int, autocast: Any
+        self, model: torch.nn.Module, encoded: Encoded, device: str, batch_size: int, autocast: Autocast
     ) -> dict[str, Any]:
         """Entity-level precision/recall/F1 over the words the model saw (after truncation)."""
         true_tags: list[list[str]] = [[] for _ in range(len(encoded))]
@@ -85,3 +82,9 @@ class TokenClassificationTask(TextClassificationTask):
         metrics = seqeval_metrics(true_tags, pred_tags)
         metrics["loss"] = total_loss / max(1, len(encoded))
         return metrics
+
+
+if TYPE_CHECKING:
+
+    def _implements_the_protocol(task: TokenClassificationTask) -> TrainingTask[Encoded]:
+        return task  # mypy checks the adapter against TrainingTask here
