@@ -3,6 +3,7 @@ import, each call the one its CLI command makes, and the README snippet (docs/sn
 
 from __future__ import annotations
 
+import ast
 import json
 import runpy
 import subprocess
@@ -17,6 +18,7 @@ import aiforge
 
 ROOT = Path(__file__).resolve().parents[1]
 SNIPPET = ROOT / "docs" / "snippets" / "python_api.py"
+SNIPPET_KO = ROOT / "docs" / "snippets" / "python_api.ko.py"  # README.ko.md's copy, Korean comments
 PUBLIC = ["ask", "ingest", "pipeline", "serve_app", "train_model"]
 LABELS = {0: "negative", 1: "positive"}
 REVIEWS = ["정말 재미있는 영화였어요", "시간이 아까웠다", "good fun"]
@@ -164,3 +166,12 @@ def test_the_readme_snippet_runs(quick_training: Path, capsys: pytest.CaptureFix
     assert "runs/api-sentiment/model" in printed
     assert "'model': 'sentiment'" in printed and "'outputs': [{'label':" in printed
     assert "파이썬 3.10 이상" in printed and "install.md" in printed
+
+
+def test_the_korean_snippet_is_the_same_code():
+    def code(path: Path) -> str:
+        module = ast.parse(path.read_text(encoding="utf-8"))
+        del module.body[0]  # the docstring; comments are not in the tree at all
+        return ast.dump(module)
+
+    assert code(SNIPPET_KO) == code(SNIPPET)
