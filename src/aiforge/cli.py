@@ -374,7 +374,9 @@ def train(
 
         result = train_on_ray(cfg, workers=workers or 2, resume=resume, strict=strict, address=ray_address)
     else:
-        result = training.train(cfg, resume=resume, strict=strict)
+        from aiforge.api import train_model
+
+        result = train_model(cfg, resume=resume, strict=strict)
     if as_json:
         typer.echo(json.dumps(result.summary(), indent=2, ensure_ascii=False, default=str))
         return
@@ -534,12 +536,6 @@ RagConfigOption = Annotated[
 ]
 
 
-def _rag_settings(config: Path | None, pairs: list[str] | None):
-    from aiforge.rag import RagSettings
-
-    return RagSettings.load(config, pairs or [])
-
-
 @rag_app.command("ingest")
 @friendly
 def rag_ingest(
@@ -557,16 +553,16 @@ def rag_ingest(
     ray_address: RayAddressOption = None,
 ) -> None:
     """Parse, chunk and embed documents; re-ingest embeds only what changed."""
-    from aiforge.rag import ingest
+    from aiforge.api import ingest, rag_settings
 
-    sources = [str(p) for p in paths]
     if check_backend(backend, workers=workers, ray_address=ray_address):
         from aiforge.scale.ingest import ingest as ingest_on_ray
 
-        settings = _rag_settings(rag_config, settings_pairs)
+        settings = rag_settings(rag_config, settings_pairs or [])
+        sources = [str(p) for p in paths]
         report = ingest_on_ray(sources, index, settings, workers=workers or 2, address=ray_address).to_dict()
     else:
-        report = ingest(sources, index, _rag_settings(rag_config, settings_pairs)).to_dict()
+        report = ingest(paths, index=index, config=rag_config, sets=settings_pairs or []).to_dict()
     if as_json:
         typer.echo(json.dumps(report, indent=2, ensure_ascii=False))
     else:
@@ -592,15 +588,10 @@ def rag_ask(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Answer a question from an index, citing file, page and character offsets."""
-    from aiforge.rag import ask
+    from aiforge.api import ask
 
-    answer = ask(
-        question,
-        index,
-        _rag_settings(rag_config, settings_pairs),
-        top_k=top_k,
-        filters={"source": source} if source else None,
-    )
+    sets = settings_pairs or []
+    answer = ask(question, index=index, config=rag_config, sets=sets, top_k=top_k, source=source)
     if as_json:
         typer.echo(json.dumps(answer.to_dict(), indent=2, ensure_ascii=False))
         return
@@ -625,9 +616,10 @@ def rag_eval(
     rag_config: RagConfigOption = None,
 ) -> None:
     """Retrieval recall@1/5/10 and MRR, answer EM and F1."""
+    from aiforge.api import rag_settings
     from aiforge.rag import evaluate
 
-    settings = _rag_settings(rag_config, settings_pairs)
+    settings = rag_settings(rag_config, settings_pairs or [])
     metrics = evaluate(str(qa_file), index, settings, answers=answers, limit=limit, mode=mode)
     typer.echo(json.dumps(metrics, indent=2, ensure_ascii=False))
 

@@ -127,7 +127,15 @@ def quiet_libraries() -> None:
 
 
 def load_pipeline(task: str, model: str | None = None, device: str = "auto", **params: Any) -> Pipeline:
-    """The one way to get a ready pipeline: used by the CLI, the server and the Python API."""
+    """The one way to get a ready pipeline: used by the CLI, the server and the Python API.
+
+    ``task`` is a task name or alias (``aiforge tasks``); ``model`` a path, hub id, ``packaged:NAME``
+    or ``registry:NAME@ALIAS`` (None: the task's default); ``device`` auto, cpu, cuda, cuda:N or mps;
+    ``params`` the task's parameters (``top_k=3``), validated by its ``Params``. The weights are
+    loaded on return: ``pipe.predict(items)`` runs a list, ``pipe.stream(iterable)`` any number of
+    items in input order (an input that fails gets an ``{"error": ...}`` record in its place), and
+    ``pipe(item)`` runs one (and raises what failed).
+    """
     from aiforge.tasks.base import resolve_device
 
     card = get_task(task)
