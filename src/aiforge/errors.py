@@ -37,6 +37,7 @@ CODES: dict[str, str] = {
     # tasks and models
     "AF-TASK-001": "unknown task",
     "AF-TASK-002": "the model or its task code failed on an input (forward or postprocess raised)",
+    "AF-TASK-003": "a task name or alias is registered twice",
     "AF-MODEL-001": "model reference cannot be resolved",
     "AF-MODEL-002": "model not available offline",
     "AF-MODEL-003": "model does not fit the task",

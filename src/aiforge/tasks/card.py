@@ -151,14 +151,14 @@ def register_task(name: str, **card: Any) -> Callable[[PipelineT], PipelineT]:
         old = _CARDS.get(name)
         if old is not None and old.pipeline is not cls:
             raise AiforgeError(
-                "AF-TASK-002",
+                "AF-TASK-003",
                 f"task '{name}' is registered twice ({_where(old.pipeline)} and {_where(cls)})",
                 "give the new task another name",
             )
         for alias in new.aliases:
             if _ALIASES.get(alias, name) != name or alias in _CARDS:
                 raise AiforgeError(
-                    "AF-TASK-002", f"alias '{alias}' of task '{name}' is taken", "choose another alias"
+                    "AF-TASK-003", f"alias '{alias}' of task '{name}' is taken", "choose another alias"
                 )
         _CARDS[name] = new
         _ALIASES.update(dict.fromkeys(new.aliases, name))
@@ -192,8 +192,9 @@ def _import_task_module(module_name: str) -> None:
     if not module_name.startswith("aiforge."):
         try:
             importlib.import_module(module_name)
-        except ImportError as exc:
-            # a plug-in whose own dependency is missing: aiforge's own tasks still list and run
+        except (ImportError, AiforgeError) as exc:
+            # a plug-in whose own dependency is missing, or that takes a registered name: aiforge's
+            # own tasks (and the other plug-ins) still list and run
             log.warning("task plug-in %s skipped: %s", module_name, exc)
         return
     importlib.import_module(module_name)  # aiforge's own task modules import only its base dependencies
