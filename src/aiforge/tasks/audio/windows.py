@@ -132,7 +132,8 @@ def decode_windows(
         resumed = []
         for (k, part), segments in zip(pending, decode([part for _, part in pending]), strict=True):
             # where the transcript stopped, before word alignment moved segment ends onto words
-            stop_s = float(segments[-1].get("decoded_end", segments[-1]["end"])) if segments else 0.0
+            last = segments[-1] if segments else {"end": 0.0}
+            stop_s: float = last["decoded_end"] if "decoded_end" in last else last["end"]
             offset = (part.start - windows[k].start) / SAMPLING_RATE
             results[k] += [_shift_segment(seg, offset) for seg in segments if not _is_silence(seg)]
             stop = part.start + int(stop_s * SAMPLING_RATE)
