@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 from pydantic import Field, field_validator
 
+from aiforge.media import AUDIO_SAMPLING_RATE
 from aiforge.tasks.base import Pipeline, TaskInput
 
 _AUDIO_TYPES = (str, bytes, bytearray, Path, np.ndarray)
@@ -29,7 +30,7 @@ class AudioInput(TaskInput):
 
 def warm_audio(params: dict[str, Any]) -> dict[str, Any]:
     """One second of silence at 16 kHz: decoding, features and the model all run."""
-    return {"audio": np.zeros(16000, dtype=np.float32)}
+    return {"audio": np.zeros(AUDIO_SAMPLING_RATE, dtype=np.float32)}
 
 
 class AudioPipeline(Pipeline):

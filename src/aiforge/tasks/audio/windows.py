@@ -1,8 +1,13 @@
 """Long audio for Whisper: cut into windows at quiet points, decode them in batches, stitch the segments.
 
-Whisper reads 30 s at a time. :func:`plan_windows` (or :func:`speech_windows`, with the VAD) cuts a clip
-into windows; :func:`decode_windows` decodes them through a backend's batch decoder, resuming a window
-whose transcript stopped early; :func:`stitch_segments` puts the segments back on the clip's time line.
+Whisper reads 30 s at a time. :func:`plan_windows` (or :func:`speech_windows`, with the VAD) cuts a
+clip into windows at quiet points; :func:`decode_windows` runs them through an engine's batch decoder.
+
+Batched windows lose what Whisper's sequential loop does at a window's end (it seeks back and
+decodes again), so :func:`split_on_timestamps` keeps a window's unfinished last segment and
+:func:`decode_windows` re-decodes a window whose transcript stopped early while speech follows.
+Every engine hands its segments to :func:`stitch_segments`, which guarantees what subtitles rely
+on: segments in order, never overlapping, inside the clip.
 """
 
 from __future__ import annotations
