@@ -14,7 +14,7 @@ import soundfile
 from PIL import Image
 
 from aiforge.errors import AiforgeError
-from aiforge.media import MediaLimits, MediaSource, load_audio, load_image, read_media
+from aiforge.media import MediaLimits, MediaSource, load_audio, load_image, media_kind, read_media
 
 RATE = 16000
 
@@ -106,6 +106,10 @@ def test_the_server_never_reads_paths_but_takes_short_base64(png: Path) -> None:
 )
 def test_each_bad_input_has_its_code(value: object, kind: str, code: str, mentions: str) -> None:
     expect(code, read_media, value, kind, mentions=mentions)
+
+
+def test_media_kind_of_a_task_field() -> None:
+    assert [media_kind(f) for f in ("image", "audio", "text", None)] == ["image", "audio", None, None]
 
 
 def test_a_folder_is_not_a_file(tmp_path: Path) -> None:

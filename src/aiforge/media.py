@@ -26,7 +26,7 @@ import binascii
 import io
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from aiforge.errors import AiforgeError, require
 from aiforge.lazy import lazy_module
@@ -47,6 +47,11 @@ AUDIO_SAMPLING_RATE = 16000  # Whisper's input rate, the default of load_audio
 # far more likely mistyped paths (the smallest real PNG is 67 bytes = 92 base64 characters).
 MIN_BASE64_CHARS = 64
 MAX_PATH_CHARS = 4096  # longer strings are never file names (PATH_MAX on Linux)
+
+
+def media_kind(field: str | None) -> MediaKind | None:
+    """The media a task's input field holds ("image", "audio"); None for text and the like."""
+    return next((kind for kind in get_args(MediaKind) if kind == field), None)
 
 
 @dataclass(frozen=True)

@@ -21,10 +21,10 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
-from typing import Any, get_args
+from typing import Any
 
 from aiforge.errors import AiforgeError
-from aiforge.media import MediaKind, read_media
+from aiforge.media import MediaKind, media_kind, read_media
 from aiforge.models import ModelRef, resolve
 from aiforge.serve.batcher import Batcher, each_or_4xx
 from aiforge.serve.metrics import ServeMetrics
@@ -411,11 +411,6 @@ def prepare(runner: Pipeline, raws: list[Any]) -> tuple[list[TaskInput], list[An
     """Validate and preprocess every input; the first bad one fails the request with a 4xx naming it."""
     items = parse_inputs(runner, raws)
     return items, each_or_4xx(runner.preprocess, items)
-
-
-def media_kind(field: str | None) -> MediaKind | None:
-    """The media a task's primary field holds ("image", "audio"); None for text and the like."""
-    return next((kind for kind in get_args(MediaKind) if kind == field), None)
 
 
 def media_bytes(value: str, media: MediaKind) -> bytes:
