@@ -49,7 +49,7 @@ RATE = 16000
 
 def make_clip(path: Path, seconds: float) -> float:
     """Sentences with 0.7 s pauses, repeated and cut to ``seconds``; returns the duration."""
-    from aiforge.tasks.audio import load_audio
+    from aiforge.media import load_audio
 
     pause = np.zeros(int(0.7 * RATE), np.float32)
     speech = []

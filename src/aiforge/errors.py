@@ -48,6 +48,7 @@ CODES: dict[str, str] = {
     "AF-INPUT-003": "image could not be decoded",
     "AF-INPUT-004": "audio could not be decoded",
     "AF-INPUT-005": "unsupported input file type",
+    "AF-INPUT-006": "media input over a limit (file size, image pixels or audio duration)",
     "AF-DEVICE-001": "requested device is not available",
     # training
     "AF-CONFIG-001": "configuration invalid",

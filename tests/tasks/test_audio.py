@@ -20,15 +20,15 @@ import pytest
 import soundfile
 
 from aiforge.errors import AiforgeError
+from aiforge.media import load_audio
 from aiforge.models import resolve
 from aiforge.tasks import load_pipeline
-from aiforge.tasks.audio import (
+from aiforge.tasks.audio.transcripts import format_transcript
+from aiforge.tasks.audio.windows import (
     CHUNK_S,
     SAMPLING_RATE,
     Window,
     decode_windows,
-    format_transcript,
-    load_audio,
     plan_windows,
     split_on_timestamps,
     stitch_segments,

@@ -15,8 +15,9 @@ import torch
 from PIL import Image
 
 from aiforge.errors import AiforgeError
+from aiforge.media import load_image
 from aiforge.tasks import get_task, load_pipeline
-from aiforge.tasks.vision import decode_mask, load_image
+from aiforge.tasks.vision import decode_mask
 
 VISION_TASKS = ["image-classification", "object-detection", "image-segmentation", "mask-generation",
                 "image-to-text"]
@@ -84,7 +85,7 @@ def test_unreadable_image_names_the_file_and_the_reason(photos: dict[str, Path])
 @pytest.mark.parametrize(
     ("value", "code", "mentions"),
     [
-        ("https://example.com/cat.jpg", "AF-INPUT-003", "https://example.com/cat.jpg"),
+        ("https://example.com/cat.jpg", "AF-INPUT-002", "https://example.com/cat.jpg"),
         ("no/such/picture.jpg", "AF-INPUT-001", "no/such/picture.jpg"),
         ("data:image/png;base64,@@@not-base64@@@", "AF-INPUT-003", "base64"),
         (b"plain text, not an image", "AF-INPUT-003", "bytes"),

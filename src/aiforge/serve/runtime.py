@@ -14,18 +14,17 @@ Rollback swaps back to the version served before, and pins it (polling stops mov
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import copy
 import json
 import logging
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from aiforge.errors import AiforgeError
+from aiforge.media import MediaKind, media_kind, read_media
 from aiforge.models import ModelRef, resolve
 from aiforge.serve.batcher import Batcher, each_or_4xx
 from aiforge.serve.metrics import ServeMetrics
@@ -257,8 +256,8 @@ class ServedModel:
         Without ``allow_local_paths`` a string is never read as a server file path, so a client
         cannot make the server open its files.
         """
-        media = self.cls.primary_field
-        if media in TEXT_FIELDS or self.allow_local_paths:
+        media = media_kind(self.cls.primary_field)
+        if media is None or self.allow_local_paths:
             return raw
         if isinstance(raw, str):
             return {media: media_bytes(raw, media)}
@@ -414,23 +413,12 @@ def prepare(runner: Pipeline, raws: list[Any]) -> tuple[list[TaskInput], list[An
     return items, each_or_4xx(runner.preprocess, items)
 
 
-def media_bytes(value: str, media: str) -> bytes:
-    """A data: URI or base64 string -> bytes; anything else (a path, a URL) is refused."""
-    payload = value.split(",", 1)[1] if value.startswith("data:") and "," in value else value
-    compact = "".join(payload.split())
+def media_bytes(value: str, media: MediaKind) -> bytes:
+    """A data: URI or base64 string -> bytes; anything else (a path, a URL) is refused with a 422."""
     try:
-        return base64.b64decode(
-            compact, altchars=b"-_" if ("-" in compact or "_" in compact) else None, validate=True
-        )
-    except (binascii.Error, ValueError):
-        raise AiforgeError(
-            "AF-INPUT-002",
-            f"'{media}' must be base64 or a data: URI over HTTP; file paths and URLs are not read "
-            "by the server",
-            "upload the file as multipart/form-data field 'file', or send its bytes base64-encoded "
-            "(the server option allow_local_paths lets trusted clients name server files)",
-            status=422,
-        ) from None
+        return read_media(value, media, allow_paths=False).read()
+    except AiforgeError as exc:
+        raise replace(exc, status=422) from None
 
 
 def pinned_reference(ref: ModelRef) -> str:

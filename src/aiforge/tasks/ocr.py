@@ -24,9 +24,10 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from aiforge.errors import AiforgeError, require
+from aiforge.media import load_image
 from aiforge.tasks.base import Pipeline, TaskInput, TaskParams
 from aiforge.tasks.card import DemoView, register_task
-from aiforge.tasks.images import ImageInput, load_image, warm_image
+from aiforge.tasks.images import ImageInput, warm_image
 
 PACKAGED_NOTE = "packaged PP-OCRv4 model: reads Chinese and English; Hangul is not recognised"
 

@@ -1,6 +1,6 @@
 """Vision tasks: classification, detection, segmentation, SAM masks and captioning.
 
-Every task takes an ``image`` that :func:`aiforge.tasks.images.load_image` decodes (a file path,
+Every task takes an ``image`` that :func:`aiforge.media.load_image` decodes (a file path,
 a ``data:`` URI or a bare base64 string, or raw ``bytes`` from an HTTP upload); URLs are refused
 because aiforge never fetches from the network on a user's behalf. Results are in the pixel
 coordinates of the original
@@ -41,10 +41,11 @@ from pydantic import BaseModel, Field
 
 from aiforge.errors import AiforgeError
 from aiforge.lazy import lazy_module
+from aiforge.media import load_image
 from aiforge.models import ModelRef, offline_error
 from aiforge.tasks.base import Pipeline, TaskParams
 from aiforge.tasks.card import DemoView, Trainer, register_task
-from aiforge.tasks.images import ImageInput, decode_mask, encode_mask, load_image, warm_image
+from aiforge.tasks.images import ImageInput, decode_mask, encode_mask, warm_image
 
 if TYPE_CHECKING:
     import torch
@@ -60,7 +61,6 @@ __all__ = [
     "ObjectDetection",
     "decode_mask",
     "encode_mask",
-    "load_image",
 ]
 
 # ---- batching ---------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Audio classification for the training loop: any ``AutoModelForAudioClassification``.
 
 Data: class folders or tables of audio paths (:mod:`aiforge.train.media`). Clips are decoded with
-the loader inference uses (:func:`aiforge.tasks.audio.load_audio`: wav, flac, mp3, ogg... to mono,
+the loader inference uses (:func:`aiforge.media.load_audio`: wav, flac, mp3, ogg... to mono,
 resampled to the feature extractor's rate) and kept in memory as float32 samples.
 
 Lengths are counted in samples. A model with a fixed input window (AST reads 1024 frames of 10 ms)
@@ -61,7 +61,7 @@ class AudioClassificationTask(ClassifierTask[MediaEncoded]):
     def samples(self, path: str) -> np.ndarray:
         """A clip as mono float32 at the extractor's rate, decoded once per run."""
         if path not in self._decoded:
-            from aiforge.tasks.audio import load_audio
+            from aiforge.media import load_audio
 
             self._decoded[path] = load_audio(path, self.sampling_rate)
         return self._decoded[path]
@@ -70,7 +70,7 @@ class AudioClassificationTask(ClassifierTask[MediaEncoded]):
         return [len(self.samples(path)) for path in split.inputs]
 
     def resolve_max_length(self, lengths: list[int]) -> int:
-        from aiforge.tasks.audio import max_input_samples
+        from aiforge.tasks.audio.classification import max_input_samples
 
         window = max_input_samples(self.extractor)
         wanted = self.config.training.max_length

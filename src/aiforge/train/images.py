@@ -174,7 +174,7 @@ class ImageClassificationTask(ClassifierTask[MediaEncoded]):
         return MediaEncoded(list(split.inputs), labels, [1] * len(split), augment=split.name == "train")
 
     def collate(self, encoded: MediaEncoded, indices: list[int], device: str) -> dict[str, torch.Tensor]:
-        from aiforge.tasks.images import load_image
+        from aiforge.media import load_image
 
         transform = self.train_transform if encoded.augment else self.eval_transform
         pixels = torch.stack([transform(load_image(Path(encoded.items[i]))) for i in indices])

@@ -18,13 +18,13 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from aiforge.errors import AiforgeError
+from aiforge.media import MediaKind, load_audio, load_image
 from aiforge.train.config import DataConfig
 from aiforge.train.data import Split, read_split, resolve_data_path, skip_or_raise
 
-MediaKind = Literal["image", "audio"]
 SUFFIXES: dict[str, tuple[str, ...]] = {
     "image": (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"),
     "audio": (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aac", ".webm"),
@@ -52,11 +52,7 @@ class MediaEncoded:
 
 def _decoder(kind: MediaKind) -> Callable[[str], Any]:
     if kind == "image":
-        from aiforge.tasks.images import load_image
-
         return lambda path: load_image(Path(path))
-    from aiforge.tasks.audio import load_audio
-
     return load_audio
 
 

@@ -38,6 +38,7 @@ from aiforge.serve.openai_spec import (
 )
 from aiforge.serve.runtime import Deployment, ServedModel
 from aiforge.serve.streaming import TokenStream
+from aiforge.tasks.audio.transcripts import TranscriptFormat, format_transcript
 from aiforge.tasks.base import Pipeline
 
 router = APIRouter(prefix="/v1", tags=["openai"])
@@ -264,9 +265,6 @@ def error_event(exc: BaseException) -> dict[str, Any]:
 
 
 # ---- audio transcriptions -------------------------------------------------------------------------------
-TranscriptFormat = Literal["json", "text", "srt", "verbose_json", "vtt"]
-
-
 @router.post("/audio/transcriptions", summary="Transcribe an uploaded audio file (speech-recognition models)")
 async def transcriptions(
     request: Request,
@@ -302,8 +300,6 @@ async def transcriptions(
     )
     outputs, deployment = await served.predict([record], params, lambda: disconnected(request.receive))
     mark_model(request.scope, served, deployment)
-    from aiforge.tasks.audio import format_transcript
-
     rendered = format_transcript(outputs[0], response_format)
     if isinstance(rendered, str):
         return PlainTextResponse(
