@@ -175,3 +175,10 @@ def test_the_korean_snippet_is_the_same_code():
         return ast.dump(module)
 
     assert code(SNIPPET_KO) == code(SNIPPET)
+
+
+@pytest.mark.parametrize(("readme", "snippet"), [("README.md", SNIPPET), ("README.ko.md", SNIPPET_KO)])
+def test_the_readme_shows_the_snippet_the_tests_run(readme: str, snippet: Path):
+    text = snippet.read_text(encoding="utf-8")
+    code = text[text.index('"""\n', 3) + 4 :].lstrip("\n")  # without the module docstring
+    assert f"```python\n{code}```" in (ROOT / readme).read_text(encoding="utf-8")
