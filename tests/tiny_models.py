@@ -369,8 +369,9 @@ def make_tiny_vit_gpt2(directory: str | Path) -> Path:
     return directory
 
 
-def make_tiny_whisper(directory: str | Path) -> Path:
-    """A 2-layer random Whisper with the real multilingual vocabulary (the packaged base's tokenizer)."""
+def make_tiny_whisper(directory: str | Path, max_length: int = 48) -> Path:
+    """A 2-layer random Whisper with the real multilingual vocabulary (the packaged base's tokenizer);
+    it generates at most ``max_length`` tokens per window (random weights rarely stop earlier)."""
     from transformers import (
         GenerationConfig,
         WhisperConfig,
@@ -424,7 +425,7 @@ def make_tiny_whisper(directory: str | Path) -> Path:
         decoder_start_token_id=ids["sot"],
         eos_token_id=ids["eot"],
         pad_token_id=ids["eot"],
-        max_length=48,
+        max_length=max_length,
         lang_to_id=languages,
         task_to_id={"transcribe": ids["transcribe"], "translate": ids["translate"]},
         is_multilingual=True,
