@@ -5,7 +5,9 @@ Parametrised by the registry itself (``aiforge.tasks.task_cards()``), each task 
 (a) ``pipe.predict``: each output validates against the task's Output schema and has the shape its
     card's demo output kind promises (label scores, entities, an answer span, text, boxes, masks,
     audio, a vector);
-(b) ``pipe.stream`` over a lazy iterator: the same results as ``predict``, in input order;
+(b) ``pipe.stream`` over a lazy iterator: the same results as ``predict``, in input order; a
+    malformed input among them gets an error record in its place (no abort), and an input given
+    twice gets the same output both times (unless its entry says why not: ``batch_dependent``);
 (c) ``POST /v1/models/{task}/predict`` on a real server (uvicorn on 127.0.0.1, one server for every
     task, which also warms each model up with its card's warm-up input): 200 with that output for the
     warm-up input, the same output ``pipe.predict`` gives; a 4xx error object for a malformed input;
@@ -228,10 +230,16 @@ def test_predict_gives_the_output_its_demo_view_shows(task: str, models: Models)
 
 @every_task
 def test_stream_yields_what_predict_returns(task: str, models: Models) -> None:
+    """Also with a malformed input among good ones: an error record in its place, the others intact."""
     entry = contract_model(task)
     pipe = models.pipe(task)
-    streamed = list(pipe.stream(iter(entry.inputs)))  # a lazy iterator, not a list
-    assert streamed == pipe.predict(entry.inputs)
+    items = [*entry.inputs, entry.malformed, entry.inputs[0]]
+    streamed = list(pipe.stream(iter(items)))  # a lazy iterator, not a list
+    assert streamed == pipe.predict(items)
+    bad = streamed[len(entry.inputs)]
+    assert is_error(bad) and not bad.internal, f"the malformed input gave {bad}"
+    if not entry.batch_dependent:  # the same input gives the same output wherever it sits in a batch
+        assert streamed[-1] == streamed[0]
 
 
 # ---- (c) the HTTP predict route --------------------------------------------------------------------------
