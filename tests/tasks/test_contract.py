@@ -10,7 +10,8 @@ Parametrised by the registry itself (``aiforge.tasks.task_cards()``), each task 
     twice gets the same output both times (unless its entry says why not: ``batch_dependent``);
 (c) ``POST /v1/models/{task}/predict`` on a real server (uvicorn on 127.0.0.1, one server for every
     task, which also warms each model up with its card's warm-up input): 200 with that output for the
-    warm-up input, the same output ``pipe.predict`` gives; a 4xx error object for a malformed input;
+    warm-up input (as JSON, and for media tasks as a multipart upload too), the same output
+    ``pipe.predict`` gives; a 4xx error object for a malformed input;
 (d) the demo view: the tab is on the /demo page, its input widgets make a record the task accepts,
     and its output widget takes the rendered output.
 
@@ -243,16 +244,21 @@ def test_stream_yields_what_predict_returns(task: str, models: Models) -> None:
 
 
 # ---- (c) the HTTP predict route --------------------------------------------------------------------------
-def jsonable(value: Any) -> Any:
-    """An input as a JSON client sends it: media bytes and sample arrays as base64."""
+def upload_bytes(value: bytes | np.ndarray) -> bytes:
+    """Media as a client uploads it: file bytes as they are, sample arrays as a 16 kHz WAV file."""
     if isinstance(value, bytes):
-        return base64.b64encode(value).decode()
-    if isinstance(value, np.ndarray):
-        import soundfile
+        return value
+    import soundfile
 
-        buffer = io.BytesIO()
-        soundfile.write(buffer, value, SAMPLING_RATE, format="WAV")
-        return jsonable(buffer.getvalue())
+    buffer = io.BytesIO()
+    soundfile.write(buffer, value, SAMPLING_RATE, format="WAV")
+    return buffer.getvalue()
+
+
+def jsonable(value: Any) -> Any:
+    """An input as a JSON client sends it: media as base64."""
+    if isinstance(value, (bytes, np.ndarray)):
+        return base64.b64encode(upload_bytes(value)).decode()
     if isinstance(value, dict):
         return {key: jsonable(item) for key, item in value.items()}
     return value
@@ -278,6 +284,16 @@ def test_http_predict_answers_the_warmup_input_and_refuses_a_malformed_one(
         assert body["model"] == task and len(body["outputs"]) == 1
         check_output(CARDS[task], body["outputs"][0])
         assert body["outputs"] == json.loads(json.dumps(models.pipe(task).predict([sample])))
+
+        media = CARDS[task].demo.input
+        if media in ("image", "audio"):  # the same input uploaded as a multipart file
+            record = sample if isinstance(sample, dict) else {media: sample}
+            fields = {key: value for key, value in record.items() if key != media}
+            upload = client.post(
+                f"/v1/models/{task}/predict", files={"file": upload_bytes(record[media])}, data=fields
+            )
+            assert upload.status_code == 200, upload.text
+            assert upload.json()["outputs"] == body["outputs"]
 
         bad = client.post(f"/v1/models/{task}/predict", json={"inputs": [jsonable(entry.malformed)]})
     assert 400 <= bad.status_code < 500, bad.text
