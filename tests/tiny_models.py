@@ -15,6 +15,7 @@ Usage::
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Literal
 
@@ -236,3 +237,240 @@ def make_tiny_timm(directory: str | Path, labels: list[str] | None = None, seed:
     config = {"label_names": list(labels)} if labels else None
     timm.models.save_for_hf(model.eval(), Path(directory), model_config=config, safe_serialization=True)
     return Path(directory)
+
+
+def minilm_tokenizer() -> PreTrainedTokenizerFast:
+    """The MiniLM WordPiece tokenizer itself (the vocabulary of every tiny text decoder here)."""
+    return AutoTokenizer.from_pretrained(minilm_dir())
+
+
+def make_tiny_detr(directory: str | Path, labels: tuple[str, ...] = ("cat", "dog", "car")) -> Path:
+    """A 1-layer, 16-wide DETR on an 8/16-channel ResNet, 12 queries, with its image processor."""
+    from transformers import DetrConfig, DetrForObjectDetection, DetrImageProcessor, ResNetConfig
+
+    backbone = ResNetConfig(
+        embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], layer_type="basic", out_features=["stage2"]
+    )
+    config = DetrConfig(
+        backbone_config=backbone,
+        d_model=16,
+        encoder_layers=1,
+        decoder_layers=1,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=32,
+        decoder_ffn_dim=32,
+        num_queries=12,
+        id2label=dict(enumerate(labels)),
+    )
+    processor = DetrImageProcessor(size={"shortest_edge": 64, "longest_edge": 96})
+    return _save_seeded(DetrForObjectDetection, config, directory, processor, seed=0)
+
+
+def make_tiny_segformer(directory: str | Path, labels: tuple[str, ...] = ("sky", "tree", "road")) -> Path:
+    """A 2-block, 8/16-wide SegFormer semantic segmenter (64 x 64 input) with its image processor."""
+    from transformers import SegformerConfig, SegformerForSemanticSegmentation, SegformerImageProcessor
+
+    config = SegformerConfig(
+        num_encoder_blocks=2,
+        depths=[1, 1],
+        sr_ratios=[2, 1],
+        hidden_sizes=[8, 16],
+        num_attention_heads=[1, 2],
+        mlp_ratios=[2, 2],
+        decoder_hidden_size=16,
+        patch_sizes=[7, 3],
+        strides=[4, 2],
+        id2label=dict(enumerate(labels)),
+    )
+    processor = SegformerImageProcessor(size={"height": 64, "width": 64})
+    return _save_seeded(SegformerForSemanticSegmentation, config, directory, processor, seed=0)
+
+
+def make_tiny_sam(directory: str | Path) -> Path:
+    """A 2-layer, 32-wide Segment Anything (64 x 64 input, 16-px patches) with its processor."""
+    from transformers import (
+        SamConfig,
+        SamImageProcessor,
+        SamMaskDecoderConfig,
+        SamModel,
+        SamProcessor,
+        SamPromptEncoderConfig,
+        SamVisionConfig,
+    )
+
+    vision = SamVisionConfig(
+        hidden_size=32,
+        output_channels=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        image_size=64,
+        patch_size=16,
+        mlp_dim=64,
+        window_size=2,
+        global_attn_indexes=[1],
+        num_pos_feats=8,
+    )
+    prompt = SamPromptEncoderConfig(
+        hidden_size=16, image_size=64, patch_size=16, image_embedding_size=4, mask_input_channels=4
+    )
+    decoder = SamMaskDecoderConfig(
+        hidden_size=16, mlp_dim=32, num_hidden_layers=2, num_attention_heads=2, iou_head_hidden_dim=16
+    )
+    config = SamConfig(
+        vision_config=vision.to_dict(),
+        prompt_encoder_config=prompt.to_dict(),
+        mask_decoder_config=decoder.to_dict(),
+    )
+    image_processor = SamImageProcessor(size={"longest_edge": 64}, pad_size={"height": 64, "width": 64})
+    return _save_seeded(SamModel, config, directory, SamProcessor(image_processor=image_processor), seed=0)
+
+
+def make_tiny_vit_gpt2(directory: str | Path) -> Path:
+    """A VisionEncoderDecoder (1-layer ViT + 1-layer GPT-2, 16 wide) captioner: an image processor and
+    the MiniLM tokenizer saved side by side, no joint processor."""
+    from transformers import (
+        VisionEncoderDecoderConfig,
+        VisionEncoderDecoderModel,
+        ViTConfig,
+        ViTImageProcessor,
+    )
+
+    tokenizer = minilm_tokenizer()
+    encoder = ViTConfig(
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        image_size=32,
+        patch_size=8,
+    )
+    decoder = GPT2Config(
+        vocab_size=len(tokenizer),
+        n_embd=16,
+        n_layer=1,
+        n_head=2,
+        n_positions=64,
+        bos_token_id=tokenizer.cls_token_id,
+        eos_token_id=tokenizer.sep_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    config = VisionEncoderDecoderConfig.from_encoder_decoder_configs(encoder, decoder)
+    config.decoder_start_token_id = tokenizer.cls_token_id
+    config.pad_token_id, config.eos_token_id = tokenizer.pad_token_id, tokenizer.sep_token_id
+    directory = _save_seeded(
+        VisionEncoderDecoderModel,
+        config,
+        directory,
+        ViTImageProcessor(size={"height": 32, "width": 32}),
+        seed=0,
+    )
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+def make_tiny_whisper(directory: str | Path, max_length: int = 48) -> Path:
+    """A 2-layer random Whisper with the real multilingual vocabulary (the packaged base's tokenizer);
+    it generates at most ``max_length`` tokens per window (random weights rarely stop earlier)."""
+    from transformers import (
+        GenerationConfig,
+        WhisperConfig,
+        WhisperFeatureExtractor,
+        WhisperForConditionalGeneration,
+        WhisperProcessor,
+        WhisperTokenizerFast,
+    )
+
+    from aiforge.models import resolve
+
+    directory = Path(directory)
+    tokenizer = WhisperTokenizerFast(
+        tokenizer_file=str(Path(resolve("whisper-base").location) / "tokenizer.json")
+    )
+    vocab = tokenizer.get_vocab()
+    ids = dict(
+        zip(
+            ["sot", "eot", "translate", "transcribe", "notimestamps"],
+            tokenizer.convert_tokens_to_ids(
+                [
+                    "<|startoftranscript|>",
+                    "<|endoftext|>",
+                    "<|translate|>",
+                    "<|transcribe|>",
+                    "<|notimestamps|>",
+                ]
+            ),
+            strict=True,
+        )
+    )
+    config = WhisperConfig(
+        vocab_size=len(tokenizer),
+        d_model=16,
+        encoder_layers=1,
+        decoder_layers=1,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=32,
+        decoder_ffn_dim=32,
+        max_target_positions=64,
+        decoder_start_token_id=ids["sot"],
+        eos_token_id=ids["eot"],
+        pad_token_id=ids["eot"],
+        bos_token_id=ids["eot"],
+    )
+    torch.manual_seed(0)
+    model = WhisperForConditionalGeneration(config)
+    languages = {tok: i for tok, i in vocab.items() if ids["sot"] < i < ids["translate"]}
+    model.generation_config = GenerationConfig(
+        decoder_start_token_id=ids["sot"],
+        eos_token_id=ids["eot"],
+        pad_token_id=ids["eot"],
+        max_length=max_length,
+        lang_to_id=languages,
+        task_to_id={"transcribe": ids["transcribe"], "translate": ids["translate"]},
+        is_multilingual=True,
+        no_timestamps_token_id=ids["notimestamps"],
+        begin_suppress_tokens=[220, ids["eot"]],
+    )
+    model.save_pretrained(directory)
+    WhisperProcessor(feature_extractor=WhisperFeatureExtractor(), tokenizer=tokenizer).save_pretrained(
+        directory
+    )
+    return directory
+
+
+def make_tiny_vits(directory: str | Path) -> Path:
+    """A 1-layer, 16-wide VITS text-to-speech model (16 kHz) with a character tokenizer (a-z, space, ')."""
+    from transformers import VitsConfig, VitsModel, VitsTokenizer
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    vocab = {c: i for i, c in enumerate(["<pad>", " ", *"abcdefghijklmnopqrstuvwxyz'"])}
+    (directory / "vocab.json").write_text(json.dumps(vocab))
+    VitsTokenizer(
+        str(directory / "vocab.json"), phonemize=False, add_blank=True, pad_token="<pad>", unk_token="<pad>"
+    ).save_pretrained(directory)
+    config = VitsConfig(
+        vocab_size=len(vocab),
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        ffn_dim=16,
+        flow_size=8,
+        spectrogram_bins=33,
+        upsample_initial_channel=16,
+        upsample_rates=[8, 8],
+        upsample_kernel_sizes=[16, 16],
+        resblock_kernel_sizes=[3],
+        resblock_dilation_sizes=[[1, 3]],
+        prior_encoder_num_flows=1,
+        prior_encoder_num_wavenet_layers=1,
+        duration_predictor_num_flows=1,
+        duration_predictor_filter_channels=16,
+        posterior_encoder_num_wavenet_layers=1,
+        depth_separable_num_layers=1,
+        sampling_rate=16000,
+    )
+    torch.manual_seed(0)
+    VitsModel(config).save_pretrained(directory)
+    return directory

