@@ -155,8 +155,10 @@ def test_lite0_batch_equals_one_by_one_in_input_order(lite0, photos: dict[str, P
 def test_uploaded_bytes_give_the_same_answer_as_the_file(lite0, photos: dict[str, Path]) -> None:
     """The server passes multipart uploads as bytes; JSON clients send base64."""
     data = photos["flower"].read_bytes()
-    from_bytes, from_b64 = lite0.predict([{"image": data}, {"image": base64.b64encode(data).decode()}])
-    assert from_bytes == from_b64
+    from_bytes, from_b64, bare, path = lite0.predict(
+        [{"image": data}, {"image": base64.b64encode(data).decode()}, data, photos["flower"]]
+    )
+    assert from_bytes == from_b64 == bare == path  # bare bytes and Paths too, as the audio tasks take them
     _assert_same_labels(from_bytes, lite0(str(photos["flower"])))
 
 

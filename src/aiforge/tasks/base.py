@@ -20,6 +20,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
+from pathlib import PurePath
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -69,6 +70,9 @@ def resolve_device(device: str = "auto") -> str:
             "AF-DEVICE-001", "device 'mps' requested but MPS is not available", "use --device cpu"
         )
     return device
+
+
+MEDIA_FIELDS = ("image", "audio")
 
 
 class Pipeline(ABC):
@@ -154,6 +158,9 @@ class Pipeline(ABC):
                     'pass JSON, e.g. --input-file items.jsonl with one {"field": ...} object per line',
                 )
             raw = {cls.primary_field: raw}
+        elif isinstance(raw, (bytes, bytearray, memoryview, PurePath)) and cls.primary_field in MEDIA_FIELDS:
+            # a file's bytes or path, as every media task takes them
+            raw = {cls.primary_field: str(raw) if isinstance(raw, PurePath) else raw}
         if not isinstance(raw, dict):
             raise AiforgeError(
                 "AF-INPUT-002", f"expected an object, got {type(raw).__name__}", "send a JSON object"
