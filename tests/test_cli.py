@@ -182,3 +182,19 @@ def test_tasks_and_models_never_break_a_name(columns):
     lines = shown.splitlines()
     broken = sorted(name for name in names if not any(name in line for line in lines))
     assert not broken, f"names broken across lines at {columns} columns: {broken}"
+
+
+def test_rag_ask_names_sources_without_the_servers_path(tmp_path, monkeypatch):
+    monkeypatch.setenv("AIFORGE_HOME", str(tmp_path / "home"))
+    docs = tmp_path / "docs"
+    (docs / "guide").mkdir(parents=True)
+    (docs / "guide" / "install.md").write_text(
+        "# 설치\n\n서버는 기본적으로 8000번 포트에서 시작된다.\n", encoding="utf-8"
+    )
+    assert aiforge("rag", "ingest", str(docs), "--index", "manual").returncode == 0
+    as_json = aiforge("rag", "ask", "서버는 몇 번 포트에서 시작돼?", "--index", "manual", "--json")
+    plain = aiforge("rag", "ask", "서버는 몇 번 포트에서 시작돼?", "--index", "manual")
+    assert as_json.returncode == 0 and plain.returncode == 0, as_json.stderr + plain.stderr
+    assert str(tmp_path) not in as_json.stdout + plain.stdout
+    assert json.loads(as_json.stdout)["citations"][0]["source"] == "guide/install.md"
+    assert "[1] guide/install.md p." in plain.stdout

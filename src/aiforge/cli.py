@@ -570,6 +570,14 @@ def rag_ingest(
         int | None, typer.Option("--workers", min=1, help="Ray: embedding actors (default 2)")
     ] = None,
     ray_address: RayAddressOption = None,
+    name: Annotated[
+        str | None,
+        typer.Option(
+            "--name",
+            help="what answers call the source: a file's name, or a folder's prefix (default: the path "
+            "relative to the folder)",
+        ),
+    ] = None,
 ) -> None:
     """Parse, chunk and embed documents; re-ingest embeds only what changed."""
     from aiforge.rag import ingest
@@ -579,9 +587,11 @@ def rag_ingest(
         from aiforge.scale.ingest import ingest as ingest_on_ray
 
         settings = _rag_settings(rag_config, settings_pairs)
-        report = ingest_on_ray(sources, index, settings, workers=workers or 2, address=ray_address).to_dict()
+        report = ingest_on_ray(
+            sources, index, settings, workers=workers or 2, address=ray_address, name=name
+        ).to_dict()
     else:
-        report = ingest(sources, index, _rag_settings(rag_config, settings_pairs)).to_dict()
+        report = ingest(sources, index, _rag_settings(rag_config, settings_pairs), name=name).to_dict()
     if as_json:
         typer.echo(json.dumps(report, indent=2, ensure_ascii=False))
     else:
