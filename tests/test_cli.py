@@ -160,3 +160,41 @@ def test_rag_ingest_and_ask_from_the_command_line(tmp_path, monkeypatch):
     assert "8000" in answer["answer"] and answer["citations"][0]["verified"] is True
     missing = aiforge("rag", "ask", "질문", "--index", "nope")
     assert missing.returncode == 2 and "AF-RAG-001" in missing.stderr and "Traceback" not in missing.stderr
+
+
+@pytest.mark.parametrize("columns", [80, 120])
+def test_tasks_and_models_never_break_a_name(columns):
+    import os
+
+    env = {**os.environ, "COLUMNS": str(columns)}
+    listed = json.loads(aiforge("models", "--json").stdout)
+    names = {d["task"] for d in listed["defaults"]}
+    names |= {d[k] for d in listed["defaults"] for k in ("hub_default", "offline_default") if d[k]}
+    names |= {p["name"] for p in listed["packaged"]} | {
+        pkg for p in listed["packaged"] for pkg in p["package"].split()
+    }
+    shown = ""
+    for command in ("tasks", "models"):
+        result = subprocess.run([*AIFORGE, command], capture_output=True, text=True, env=env, timeout=300)
+        assert result.returncode == 0, result.stderr
+        assert all(len(line) <= columns for line in result.stdout.splitlines()), command
+        shown += result.stdout
+    lines = shown.splitlines()
+    broken = sorted(name for name in names if not any(name in line for line in lines))
+    assert not broken, f"names broken across lines at {columns} columns: {broken}"
+
+
+def test_rag_ask_names_sources_without_the_servers_path(tmp_path, monkeypatch):
+    monkeypatch.setenv("AIFORGE_HOME", str(tmp_path / "home"))
+    docs = tmp_path / "docs"
+    (docs / "guide").mkdir(parents=True)
+    (docs / "guide" / "install.md").write_text(
+        "# 설치\n\n서버는 기본적으로 8000번 포트에서 시작된다.\n", encoding="utf-8"
+    )
+    assert aiforge("rag", "ingest", str(docs), "--index", "manual").returncode == 0
+    as_json = aiforge("rag", "ask", "서버는 몇 번 포트에서 시작돼?", "--index", "manual", "--json")
+    plain = aiforge("rag", "ask", "서버는 몇 번 포트에서 시작돼?", "--index", "manual")
+    assert as_json.returncode == 0 and plain.returncode == 0, as_json.stderr + plain.stderr
+    assert str(tmp_path) not in as_json.stdout + plain.stdout
+    assert json.loads(as_json.stdout)["citations"][0]["source"] == "guide/install.md"
+    assert "[1] guide/install.md p." in plain.stdout

@@ -838,3 +838,38 @@ def test_run_checks_on_this_machine() -> None:
     assert by_check(findings, "python").status == "ok"
     data = doctor.to_json(findings)
     assert json.loads(json.dumps(data))["summary"]["ok"] >= 1
+
+
+# --------------------------------------------------------------------------- plot fonts
+
+
+@pytest.mark.parametrize(
+    ("platform", "fix_words"),
+    [
+        ("linux", "apt-get install fonts-noto-cjk"),
+        ("darwin", "Apple SD Gothic Neo"),
+        ("win32", "Malgun Gothic"),
+    ],
+)
+def test_no_hangul_font_warns_with_the_install_fix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, platform: str, fix_words: str
+) -> None:
+    from aiforge.doctor import plots
+
+    monkeypatch.setattr(plots, "hangul_font", lambda: None)
+    finding = doctor.check_plot_fonts(make_env(tmp_path, platform=platform))
+    assert (finding.check, finding.status, finding.code) == ("plot-fonts", "warn", "AF-FONT-001")
+    assert fix_words in finding.fix
+
+
+def test_hangul_font_found_is_ok_and_no_matplotlib_needs_none(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from aiforge.doctor import plots
+
+    monkeypatch.setattr(plots, "hangul_font", lambda: "Noto Sans CJK KR")
+    found = doctor.check_plot_fonts(make_env(tmp_path))
+    assert found.status == "ok" and "Noto Sans CJK KR" in found.message
+    monkeypatch.setattr(plots, "hangul_font", lambda: None)
+    no_plots = doctor.check_plot_fonts(make_env(tmp_path, dist_version=lambda name: None))
+    assert no_plots.status == "ok" and "matplotlib not installed" in no_plots.message

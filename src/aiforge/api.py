@@ -103,6 +103,7 @@ def ingest(
     index: str,
     config: str | Path | None = None,
     sets: Sequence[str] = (),
+    name: str | None = None,
 ) -> IngestReport:
     """Parse, chunk and embed documents into ``index``, as ``aiforge rag ingest PATHS --index NAME``.
 
@@ -113,6 +114,8 @@ def ingest(
             default ``$AIFORGE_HOME/rag``).
         config: a YAML file of RAG settings (``--config``).
         sets: ``KEY=VALUE`` overrides (``--set``), e.g. ``["chunk_tokens=200"]``.
+        name: what answers call the source (``--name``): a file's name, or a prefix for a
+            folder's files (default: each file's path inside the folder).
 
     Returns:
         The ``IngestReport`` (``to_dict()`` is what ``--json`` prints); files that failed are listed
@@ -120,7 +123,7 @@ def ingest(
     """
     from aiforge.rag import ingest as ingest_paths
 
-    return ingest_paths([str(p) for p in paths], index, rag_settings(config, sets))
+    return ingest_paths([str(p) for p in paths], index, rag_settings(config, sets), name=name)
 
 
 def ask(

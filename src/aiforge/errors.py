@@ -34,6 +34,7 @@ CODES: dict[str, str] = {
     "AF-TORCH-003": "tensor operation failed or gave wrong results on the CPU",
     "AF-MPS-002": "tensor operation failed or gave wrong results on Apple MPS",
     "AF-DOCTOR-001": "a doctor check crashed (bug in aiforge)",
+    "AF-FONT-001": "no installed font draws Hangul (Korean plot labels show as empty boxes)",
     # tasks and models
     "AF-TASK-001": "unknown task",
     "AF-TASK-002": "the model or its task code failed on an input (forward or postprocess raised)",

@@ -38,8 +38,8 @@ def rag_server(model_dirs: dict[str, Path], tmp_path_factory: pytest.TempPathFac
 
     home = tmp_path_factory.mktemp("rag-home")
     docs = home / "docs"
-    docs.mkdir()
-    (docs / "manual.md").write_text(FACT_DOC, encoding="utf-8")
+    (docs / "guide").mkdir(parents=True)
+    (docs / "guide" / "manual.md").write_text(FACT_DOC, encoding="utf-8")
     previous = os.environ.get("AIFORGE_HOME")
     os.environ["AIFORGE_HOME"] = str(home)
     try:
@@ -69,7 +69,8 @@ def test_query_answers_with_a_verified_citation_of_the_document(rag_server: Serv
     assert "3일" in body["answer"]
     citation = body["citations"][0]
     assert citation["verified"] is True
-    assert citation["source"].endswith("manual.md")
+    assert citation["source"] == "guide/manual.md"  # named in the ingested folder
+    assert "rag-home" not in response.text  # never the server's path (the tmp AIFORGE_HOME)
     assert FACT in citation["quote"]
     assert citation["end"] - citation["start"] == len(citation["quote"])
     assert len(body["chunks"]) <= 2
@@ -131,7 +132,8 @@ def test_demo_rag_tab_shows_the_answer_and_verified_sources(rag_server: Server) 
             page.locator("button:visible", has_text="Ask").click()
             sources = page.get_by_text("✓ verified")
             sources.wait_for(timeout=60_000)
-            assert "manual.md" in page.locator("li:visible", has_text="verified").first.inner_text()
+            cited = page.locator("li:visible", has_text="verified").first.inner_text()
+            assert "guide/manual.md" in cited and "rag-home" not in cited
             assert "3일" in page.get_by_label("answer").input_value()
         finally:
             browser.close()

@@ -11,7 +11,8 @@ so ``import aiforge.doctor`` stays cheap.
 
 One module per concern: :mod:`.model` (Env, Finding), :mod:`.installs` (where an interpreter
 comes from), :mod:`.python`, :mod:`.conda`, :mod:`.editor`, :mod:`.gpu` (torch, CUDA, MPS),
-:mod:`.resources` (HF cache, disk, memory) and :mod:`.runner` (runs them all, reports).
+:mod:`.resources` (HF cache, disk, memory), :mod:`.plots` (a font for Korean plot labels) and
+:mod:`.runner` (runs them all, reports).
 """
 
 from aiforge.doctor.conda import check_conda_channels, condarc_paths, installed_channels
@@ -28,6 +29,7 @@ from aiforge.doctor.gpu import (
     nvidia_smi,
 )
 from aiforge.doctor.model import Env, Finding, Status
+from aiforge.doctor.plots import check_plot_fonts
 from aiforge.doctor.python import (
     check_pip,
     check_python,
@@ -62,6 +64,7 @@ __all__ = [
     "check_mps",
     "check_packages",
     "check_pip",
+    "check_plot_fonts",
     "check_python",
     "check_python_env",
     "check_python_path",

@@ -9,6 +9,7 @@ from aiforge.doctor.conda import check_conda_channels
 from aiforge.doctor.editor import check_editor
 from aiforge.doctor.gpu import check_packages, check_torch
 from aiforge.doctor.model import Env, Finding
+from aiforge.doctor.plots import check_plot_fonts
 from aiforge.doctor.python import check_pip, check_python, check_python_env, check_python_path
 from aiforge.doctor.resources import check_disk, check_hf_cache, check_memory
 
@@ -46,6 +47,7 @@ def run_checks(env: Env | None = None, *, device_ops: bool = True) -> list[Findi
         ("hf-cache", lambda: check_hf_cache(env)),
         ("disk", lambda: check_disk(env)),
         ("memory", lambda: check_memory(env)),
+        ("plot-fonts", lambda: check_plot_fonts(env)),
     ]
     findings: list[Finding] = []
     for name, fn in steps:

@@ -45,8 +45,8 @@ _MARKER = re.compile(r"\[(\d{1,2})\]")
 @dataclass
 class Citation:
     n: int  # the [n] the answer refers to
-    chunk_id: str
-    source: str
+    chunk_id: str  # as clients see it (Retrieved.chunk_ref)
+    source: str  # the source's name, never the server's path
     page: int
     heading: str
     start: int  # offsets of ``quote`` in the document's stored text
@@ -130,8 +130,8 @@ def cite(
     verified = inside and matches and (support == 1.0 if extractive else support >= MIN_SUPPORT)
     return Citation(
         n,
-        chunk.chunk_id,
-        chunk.source_id,
+        item.chunk_ref,
+        item.source,
         chunk.page,
         chunk.heading,
         start,
@@ -185,7 +185,7 @@ def _extract(index: RagIndex, question: str, context: list[Retrieved]) -> Answer
 # ---- generation -----------------------------------------------------------------------------------
 def build_prompt(question: str, context: list[Retrieved]) -> str:
     sources = "\n\n".join(
-        f"[{n}] ({r.chunk.source_id}, page {r.chunk.page}) {r.chunk.text}" for n, r in enumerate(context, 1)
+        f"[{n}] ({r.source}, page {r.chunk.page}) {r.chunk.text}" for n, r in enumerate(context, 1)
     )
     return (
         "Answer the question using only the numbered sources. Cite each fact with its source number in "

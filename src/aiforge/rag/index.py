@@ -16,6 +16,7 @@ import numpy as np
 
 from aiforge.errors import AiforgeError
 from aiforge.rag.embed import Embedder, load_embedder
+from aiforge.rag.records import display_name
 from aiforge.rag.retrieve import Hit, Reranker, Snapshot, hybrid_search
 from aiforge.rag.settings import INDEX_FIELDS, RagSettings
 from aiforge.rag.store import ChunkRecord, LocalStore, Store, check_name
@@ -61,12 +62,24 @@ class Retrieved:
 
     hit: Hit
     chunk: ChunkRecord
+    source: str = ""  # the source's name for clients; the chunk's source_id is the internal path
+
+    def __post_init__(self) -> None:
+        self.source = self.source or display_name(self.chunk.source_id)
+
+    @property
+    def chunk_ref(self) -> str:
+        """The chunk's id as clients see it: ``<source name>@<hash12>:<n>`` (no server path)."""
+        c = self.chunk
+        if not c.doc_key.startswith(c.source_id + "@"):
+            return c.chunk_id
+        return f"{self.source}{c.doc_key[len(c.source_id) :]}:{c.ordinal}"
 
     def to_dict(self) -> dict[str, Any]:
         c, h = self.chunk, self.hit
         out = {
-            "chunk_id": c.chunk_id,
-            "source": c.source_id,
+            "chunk_id": self.chunk_ref,
+            "source": self.source,
             "page": c.page,
             "heading": c.heading,
             "start": c.start,
@@ -157,6 +170,7 @@ class RagIndex:
         with self.store.transaction():
             moved = self.store.state().generation != snapshot.state.generation
             chunks = [] if moved else self.store.chunks_at([h.pos for h in hits])
+            names = self.store.source_names([c.source_id for c in chunks])
         if moved:  # compacted since the snapshot: row positions changed, search the new generation
             with self._lock:
                 self._snapshot = None
@@ -167,7 +181,9 @@ class RagIndex:
             hits = self._reranker.rerank(question, hits, [c.text for c in chunks])
             by_pos = {c.pos: c for c in chunks}
             chunks = [by_pos[h.pos] for h in hits]
-        return [Retrieved(h, c) for h, c in zip(hits[:top_k], chunks[:top_k], strict=True)]
+        return [
+            Retrieved(h, c, names[c.source_id]) for h, c in zip(hits[:top_k], chunks[:top_k], strict=True)
+        ]
 
     def close(self) -> None:
         self.store.close()

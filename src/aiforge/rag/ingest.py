@@ -43,19 +43,24 @@ COMPACT_DEAD_SHARE = 0.5  # compact when more than this share of rows are tombst
 class SourceInput:
     """Something to ingest: a file on disk, or a document given in memory (benchmarks, APIs)."""
 
-    source_id: str
+    source_id: str  # internal: the absolute path, so a re-ingest finds the file again
     content_hash: str
     load: Callable[[], ParsedDocument]
+    name: str = ""  # what clients see: the path relative to the ingested folder, or the name given
 
     @classmethod
-    def from_file(cls, path: Path) -> SourceInput:
+    def from_file(cls, path: Path, name: str = "") -> SourceInput:
         data = path.read_bytes()
-        return cls(str(path), hashlib.sha256(data).hexdigest(), lambda: parse_file(path, data))
+        return cls(
+            str(path), hashlib.sha256(data).hexdigest(), lambda: parse_file(path, data), name or path.name
+        )
 
     @classmethod
-    def from_text(cls, source_id: str, text: str, title: str = "", kind: str = "txt") -> SourceInput:
+    def from_text(
+        cls, source_id: str, text: str, title: str = "", kind: str = "txt", name: str = ""
+    ) -> SourceInput:
         digest = hashlib.sha256(f"{title}\0{text}".encode()).hexdigest()
-        return cls(source_id, digest, lambda: ParsedDocument(text, kind, title=title))
+        return cls(source_id, digest, lambda: ParsedDocument(text, kind, title=title), name)
 
 
 ParseAhead = Callable[[list[SourceInput]], list[SourceInput]]
@@ -86,30 +91,30 @@ def _fail(report: IngestReport, source: str, exc: AiforgeError) -> None:
     report.failed.append({"source": source, "code": exc.code, "message": exc.message})
 
 
-def collect_files(paths: Iterable[str | Path], report: IngestReport) -> tuple[list[Path], list[Path]]:
-    """(files to consider, folders walked). Missing paths and unsupported named files go to ``report``."""
-    files: list[Path] = []
+def collect_files(
+    paths: Iterable[str | Path], report: IngestReport, name: str | None = None
+) -> tuple[dict[Path, str], list[Path]]:
+    """({file to consider: its name for clients}, folders walked). A file in a folder is named by its
+    path relative to the folder (``guide/install.md``, under ``name/`` when a name is given), a
+    file given alone by ``name`` or its file name. Missing paths go to ``report``."""
+    files: dict[Path, str] = {}
     roots: list[Path] = []
+    prefix = f"{name.strip('/')}/" if name else ""
     for raw in paths:
         path = Path(raw).expanduser().resolve()
         if path.is_dir():
             roots.append(path)
-            files.extend(
-                sorted(
-                    p
-                    for p in path.rglob("*")
-                    if p.is_file()
-                    and supported(p)
-                    and not any(part.startswith(".") for part in p.relative_to(path).parts)
-                )
-            )
+            for p in sorted(path.rglob("*")):
+                relative = p.relative_to(path)
+                if p.is_file() and supported(p) and not any(part.startswith(".") for part in relative.parts):
+                    files.setdefault(p, prefix + relative.as_posix())
         elif path.is_file():
-            files.append(path)
+            files.setdefault(path, name or path.name)
         else:
             _fail(
                 report, str(path), AiforgeError("AF-INPUT-001", f"'{path}' does not exist", "check the path")
             )
-    return list(dict.fromkeys(files)), roots
+    return files, roots
 
 
 def ingest(
@@ -118,23 +123,31 @@ def ingest(
     settings: RagSettings | None = None,
     embedder: Embedder | None = None,
     parse_ahead: ParseAhead | None = None,
+    name: str | None = None,
 ) -> IngestReport:
     """Ingest files and folders into ``index`` (created on first use); see the module docstring.
 
+    Clients see each source by its path relative to the ingested folder, or by ``name`` (one file's
+    name, or the prefix of one folder's files); the absolute path stays internal, for re-ingest.
     ``parse_ahead`` may start parsing the files to ingest elsewhere (``aiforge.scale.ingest`` parses
     them on Ray workers); it returns the same sources, whose ``load`` then waits for that result.
     """
+    paths = list(paths)
+    if name and len(paths) != 1:
+        raise AiforgeError(
+            "AF-CONFIG-001", "a source name names one file or folder", "ingest each path with its own --name"
+        )
     report = IngestReport(index)
-    files, roots = collect_files(paths, report)
+    files, roots = collect_files(paths, report, name)
     sources: list[SourceInput] = []
     prefixes = [str(r) + os.sep for r in roots]
-    for path in files:
+    for path, source_name in files.items():
         try:
             if path.suffix.lower() == ".json":  # a named SQuAD / KorQuAD file: a document per paragraph
-                sources.extend(squad_sources(path))
+                sources.extend(squad_sources(path, source_name))
                 prefixes.append(f"{path}#")
             else:
-                sources.append(SourceInput.from_file(path))
+                sources.append(SourceInput.from_file(path, source_name))
         except OSError as exc:
             unreadable = AiforgeError("AF-INPUT-001", f"cannot read '{path}': {exc.strerror}", "")
             _fail(report, str(path), unreadable)
@@ -146,13 +159,17 @@ def ingest(
     )
 
 
-def squad_sources(path: Path) -> list[SourceInput]:
-    """The paragraphs of a SQuAD-format file (KorQuAD) as documents ``<path>#<title>/<n>`` titled by
-    their article, so ``aiforge rag eval`` can use the same file's questions against them."""
+def squad_sources(path: Path, name: str = "") -> list[SourceInput]:
+    """The paragraphs of a SQuAD-format file (KorQuAD) as documents ``<path>#<title>/<n>`` (named
+    ``<name>#<title>/<n>``) titled by their article, so ``aiforge rag eval`` can use the same file's
+    questions against them."""
+    name = name or path.name
     try:
         articles = json.loads(path.read_text(encoding="utf-8"))["data"]
         return [
-            SourceInput.from_text(f"{path}#{a['title']}/{i}", p["context"], title=a["title"])
+            SourceInput.from_text(
+                f"{path}#{a['title']}/{i}", p["context"], title=a["title"], name=f"{name}#{a['title']}/{i}"
+            )
             for a in articles
             for i, p in enumerate(a["paragraphs"])
         ]
@@ -196,6 +213,13 @@ def ingest_sources(
                 if manifest.get(s.source_id) is None or manifest[s.source_id].content_hash != s.content_hash
             ]
             report.unchanged = len(sources) - len(todo)
+            renamed = {
+                s.source_id: s.name
+                for s in sources
+                if s.name and s.source_id in manifest and manifest[s.source_id].name != s.name
+            }
+            if renamed:  # unchanged files of an index from before names, or a new --name: no re-embedding
+                store.rename_sources(renamed)
             if parse_ahead is not None:
                 todo = parse_ahead(todo)
             if deletions:
@@ -312,7 +336,9 @@ def _embed_and_commit(
             parsed.text,
             parsed.page_starts,
         )
-        record = SourceRecord(source.source_id, source.content_hash, parsed.kind, parsed.title, len(cs))
+        record = SourceRecord(
+            source.source_id, source.content_hash, parsed.kind, parsed.title, len(cs), name=source.name
+        )
         matrix = (
             np.stack([vectors[c.text_hash] for c in cs]) if cs else np.zeros((0, embedder.dim), np.float32)
         )

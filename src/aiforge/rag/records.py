@@ -3,6 +3,7 @@ state a reader snapshots. Plain dataclasses shared by the stores, ingest and ret
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
 
@@ -13,12 +14,23 @@ import numpy as np
 class SourceRecord:
     """One ingested file in the manifest: what was read and how it hashed."""
 
-    source_id: str  # the file's absolute path (or a caller-chosen id for in-memory documents)
+    source_id: str  # the file's absolute path (or a caller-chosen id for in-memory documents): internal
     content_hash: str  # sha256 of the bytes; unchanged hash -> nothing to do
     kind: str
     title: str = ""
     n_chunks: int = 0
     ingested_at: float = field(default_factory=time.time)
+    name: str = ""  # what clients see (path relative to the ingested folder); "" -> display_name(source_id)
+
+
+def display_name(source_id: str) -> str:
+    """A source's name for clients when the index stored none (indexes built before names were
+    stored, in-memory documents): a file path becomes its file name, never the server's folders;
+    any other id is shown as given. ``/srv/docs/a.json#Title/0`` -> ``a.json#Title/0``."""
+    path, hash_mark, part = source_id.partition("#")
+    if not (path.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:[\\/]", path)):
+        return source_id
+    return re.split(r"[\\/]", path)[-1] + hash_mark + part
 
 
 @dataclass

@@ -156,8 +156,11 @@ def _matcher(key: str, wanted: Any) -> Any:
         return lambda value: any(o.lower() in value.lower() for o in options)
     if key == "kind":
         return lambda value: value in {o.lower().lstrip(".") for o in options}
+    # sources are stored by absolute path but named by their path in the ingested folder:
+    # "guide/*.md" matches /srv/docs/guide/install.md
     return lambda value: any(
-        value == o or fnmatch.fnmatch(value, o) or value.endswith("/" + o) for o in options
+        value == o or fnmatch.fnmatch(value, o) or value.endswith("/" + o) or fnmatch.fnmatch(value, "*/" + o)
+        for o in options
     )
 
 

@@ -41,7 +41,15 @@ import numpy as np
 from aiforge.errors import AiforgeError
 from aiforge.rag.bm25 import Segment
 from aiforge.rag.lock import WriterLock
-from aiforge.rag.records import ChunkRecord, DocumentRecord, Rows, SourceRecord, SourceUpdate, State
+from aiforge.rag.records import (
+    ChunkRecord,
+    DocumentRecord,
+    Rows,
+    SourceRecord,
+    SourceUpdate,
+    State,
+    display_name,
+)
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 
@@ -52,7 +60,8 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS sources (source_id TEXT PRIMARY KEY, content_hash TEXT NOT NULL,
-    kind TEXT NOT NULL, title TEXT NOT NULL, n_chunks INTEGER NOT NULL, ingested_at {real} NOT NULL);
+    kind TEXT NOT NULL, title TEXT NOT NULL, n_chunks INTEGER NOT NULL, ingested_at {real} NOT NULL,
+    name TEXT);
 CREATE TABLE IF NOT EXISTS documents (doc_key TEXT PRIMARY KEY, source_id TEXT NOT NULL, text TEXT NOT NULL,
     page_starts TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS chunks (pos INTEGER PRIMARY KEY, live INTEGER NOT NULL, dead_version INTEGER,
@@ -102,6 +111,7 @@ class Store:
         self.name = check_name(name)
         self._mutex = threading.RLock()  # one connection, used by the server's threads in turn
         self._writing = False
+        self._named = False  # whether the sources table has its ``name`` column (indexes before it lack it)
 
     # ---- dialect hooks -------------------------------------------------------------------------
     def _connection(self) -> Any:
@@ -173,6 +183,7 @@ class Store:
     def writer(self) -> Iterator[Store]:
         """Hold the single-writer lock; AF-RAG-004 names the holder when another process has it."""
         with self.writer_lock():
+            self._add_name_column()
             self._writing = True
             try:
                 yield self
@@ -212,9 +223,46 @@ class Store:
         return State(values["version"], values["generation"], values["n_rows"])
 
     # ---- manifest --------------------------------------------------------------------------------
+    def _has_name_column(self) -> bool:
+        if not self._named and self._has_table("sources"):
+            with self._mutex:
+                cursor = self._connection().execute("SELECT * FROM sources LIMIT 0")
+                self._named = "name" in [column[0] for column in cursor.description]
+        return self._named
+
+    def _add_name_column(self) -> None:
+        """Migrate an index built before sources had names: a column of NULLs, which read as
+        :func:`display_name` until the next ingest of the same folder stores the relative names."""
+        if self._has_table("sources") and not self._has_name_column():
+            with self._mutex:
+                self._connection().execute("ALTER TABLE sources ADD COLUMN name TEXT")
+            self._named = True
+
     def sources(self) -> dict[str, SourceRecord]:
-        rows = self._rows("SELECT source_id, content_hash, kind, title, n_chunks, ingested_at FROM sources")
-        return {r[0]: SourceRecord(*r) for r in rows}
+        name = "name" if self._has_name_column() else "NULL"
+        rows = self._rows(
+            f"SELECT source_id, content_hash, kind, title, n_chunks, ingested_at, {name} FROM sources"
+        )
+        return {r[0]: SourceRecord(r[0], r[1], r[2], r[3], r[4], r[5], r[6] or "") for r in rows}
+
+    def source_names(self, source_ids: Sequence[str]) -> dict[str, str]:
+        """What clients call these sources: the name stored at ingest, or :func:`display_name`."""
+        ids = sorted(set(source_ids))
+        stored: dict[str, str] = {}
+        if ids and self._has_name_column():
+            marks = ",".join("?" * len(ids))
+            stored = dict(
+                self._rows(f"SELECT source_id, name FROM sources WHERE source_id IN ({marks})", ids)
+            )
+        return {sid: stored.get(sid) or display_name(sid) for sid in ids}
+
+    def rename_sources(self, names: dict[str, str]) -> None:
+        """Store new names of unchanged sources (a re-ingest under another --name, a migrated index)."""
+        self._require_writer()
+        with self.transaction(write=True):
+            self._many(
+                "UPDATE sources SET name = ? WHERE source_id = ?", [(n, sid) for sid, n in names.items()]
+            )
 
     def live_count(self) -> int:
         return int(self._rows("SELECT COUNT(*) FROM chunks WHERE live = 1")[0][0])
@@ -286,7 +334,17 @@ class Store:
                 payload.append((pos, chunk.text, terms, *self._vector_column(vector)))
                 pos += 1
             s = update.source
-            sources.append((s.source_id, s.content_hash, s.kind, s.title, len(update.chunks), s.ingested_at))
+            sources.append(
+                (
+                    s.source_id,
+                    s.content_hash,
+                    s.kind,
+                    s.title,
+                    len(update.chunks),
+                    s.ingested_at,
+                    s.name or None,
+                )
+            )
         self._many(
             "INSERT INTO documents (doc_key, source_id, text, page_starts) VALUES (?, ?, ?, ?) "
             "ON CONFLICT (doc_key) DO NOTHING",
@@ -301,11 +359,11 @@ class Store:
             f"INSERT INTO chunk_data (pos, text, terms{vector[0]}) VALUES (?, ?, ?{vector[1]})", payload
         )
         self._many(
-            "INSERT INTO sources (source_id, content_hash, kind, title, n_chunks, ingested_at) "
-            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (source_id) DO UPDATE SET "
+            "INSERT INTO sources (source_id, content_hash, kind, title, n_chunks, ingested_at, name) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (source_id) DO UPDATE SET "
             "content_hash = excluded.content_hash,"
             " kind = excluded.kind, title = excluded.title, n_chunks = excluded.n_chunks,"
-            " ingested_at = excluded.ingested_at",
+            " ingested_at = excluded.ingested_at, name = excluded.name",
             sources,
         )
         return pos

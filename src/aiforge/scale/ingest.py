@@ -109,7 +109,7 @@ def parse_ahead(sources: list[SourceInput]) -> list[SourceInput]:
 
     for j in range(PARSE_AHEAD):
         start(j)
-    return [SourceInput(s.source_id, s.content_hash, loader(i)) for i, s in enumerate(sources)]
+    return [SourceInput(s.source_id, s.content_hash, loader(i), s.name) for i, s in enumerate(sources)]
 
 
 def ingest(
@@ -119,6 +119,7 @@ def ingest(
     *,
     workers: int = 2,
     address: str | None = None,
+    name: str | None = None,
 ) -> IngestReport:
     """:func:`aiforge.rag.ingest.ingest` with parsing and embedding on Ray (see the module doc)."""
     from aiforge.scale.cluster import connect
@@ -126,4 +127,4 @@ def ingest(
     connect(address)
     settings = settings or RagSettings()
     embedder = RayEmbedder(settings.embedder, settings.device, workers)
-    return local_ingest(paths, index, settings, embedder, parse_ahead=parse_ahead)
+    return local_ingest(paths, index, settings, embedder, parse_ahead=parse_ahead, name=name)

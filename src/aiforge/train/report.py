@@ -1,7 +1,8 @@
 """What a finished run leaves behind: the result the CLI prints, ``metrics.json``, the confusion
 matrix and loss curve PNGs, the environment, and the model dir's ``aiforge.json``.
 
-Plots use matplotlib's Agg backend (no display needed).
+Plots use matplotlib's Agg backend (no display needed) and fonts that draw the labels' script
+(:mod:`aiforge.fonts`: Korean class names are Hangul, not empty boxes).
 """
 
 from __future__ import annotations
@@ -9,12 +10,16 @@ from __future__ import annotations
 import json
 import logging
 import subprocess
+import unicodedata
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from aiforge.fonts import families_for
 from aiforge.train.callbacks import TrainState
 from aiforge.train.config import TrainConfig
 from aiforge.train.metrics import scalar_metrics
@@ -191,35 +196,66 @@ def doctor_environment() -> dict[str, Any] | None:
 
 
 # ---- plots ----------------------------------------------------------------------------------------------
-def _pyplot():
+TICK_LABEL_WIDTH = 18  # display columns (a Hangul syllable counts 2) before a class name wraps
+CHARS_PER_INCH = 11  # display columns of 10-pt text per inch of figure, for wrapping titles
+
+
+@contextmanager
+def _pyplot(texts: Iterable[str]) -> Iterator[Any]:
+    """pyplot (Agg: files only, never needs a display) with fonts that draw every script in ``texts``."""
     import matplotlib
 
-    matplotlib.use("Agg")  # files only; never needs a display
+    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    return plt
+    with plt.rc_context({"font.family": families_for(texts)}):
+        yield plt
+
+
+def display_width(text: str) -> int:
+    """Columns ``text`` takes: wide East Asian characters (Hangul, CJK) count two."""
+    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+
+
+def wrap(text: str, width: int) -> str:
+    """``text`` broken into lines of at most ``width`` display columns, at spaces when it can."""
+    lines: list[str] = []
+    line = ""
+    for word in text.split(" "):
+        candidate = f"{line} {word}" if line else word
+        if display_width(candidate) <= width:
+            line = candidate
+            continue
+        if line:
+            lines.append(line)
+        line = ""
+        for char in word:  # a word wider than a line (a model path, a long Korean label) breaks anywhere
+            if display_width(line + char) > width:
+                lines.append(line)
+                line = ""
+            line += char
+    return "\n".join([*lines, line] if line or not lines else lines)
 
 
 def plot_confusion_matrix(matrix: list[list[int]], labels: list[str], path: Path, title: str = "") -> Path:
-    plt = _pyplot()
     data = np.asarray(matrix)
     size = max(4.0, 0.5 * len(labels) + 2)
-    fig, ax = plt.subplots(figsize=(size, size))
-    ax.imshow(data, cmap="Blues")
-    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
-    ax.set_yticks(range(len(labels)), labels)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(title or "confusion matrix")
-    if len(labels) <= 30:
-        threshold = data.max() / 2 if data.size else 0
-        for (i, j), value in np.ndenumerate(data):
-            ax.text(
-                j, i, str(value), ha="center", va="center", color="white" if value > threshold else "black"
-            )
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    title = wrap(title or "confusion matrix", int(size * CHARS_PER_INCH))
+    ticks = [wrap(label, TICK_LABEL_WIDTH) for label in labels]
+    with _pyplot([title, *labels]) as plt:
+        fig, ax = plt.subplots(figsize=(size, size))
+        ax.imshow(data, cmap="Blues")
+        ax.set_xticks(range(len(labels)), ticks, rotation=45, ha="right", rotation_mode="anchor")
+        ax.set_yticks(range(len(labels)), ticks)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        ax.set_title(title)
+        if len(labels) <= 30:
+            threshold = data.max() / 2 if data.size else 0
+            for (i, j), value in np.ndenumerate(data):
+                color = "white" if value > threshold else "black"
+                ax.text(j, i, str(value), ha="center", va="center", color=color)
+        _save(plt, fig, path)
     return path
 
 
@@ -227,23 +263,29 @@ def plot_loss_curve(
     steps: list[int], losses: list[float], evals: list[dict[str, float]], path: Path, metric: str
 ) -> Path:
     """Training loss per logged step, validation loss and the chosen metric per evaluation."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4))
-    ax.plot(steps, losses, label="train loss", alpha=0.8)
-    eval_steps = [e["step"] for e in evals]
-    if evals and "loss" in evals[0]:
-        ax.plot(eval_steps, [e["loss"] for e in evals], "o-", label="validation loss")
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel("loss")
-    if evals and metric in evals[0]:
-        other = ax.twinx()
-        other.plot(
-            eval_steps, [e[metric] for e in evals], "s--", color="tab:green", label=f"validation {metric}"
-        )
-        other.set_ylabel(metric)
-        other.legend(loc="upper right")
-    ax.legend(loc="upper left")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    with _pyplot([metric]) as plt:
+        fig, ax = plt.subplots(figsize=(7, 4))
+        ax.plot(steps, losses, label="train loss", alpha=0.8)
+        eval_steps = [e["step"] for e in evals]
+        if evals and "loss" in evals[0]:
+            ax.plot(eval_steps, [e["loss"] for e in evals], "o-", label="validation loss")
+        ax.set_xlabel("optimizer step")
+        ax.set_ylabel("loss")
+        if evals and metric in evals[0]:
+            other = ax.twinx()
+            other.plot(
+                eval_steps, [e[metric] for e in evals], "s--", color="tab:green", label=f"validation {metric}"
+            )
+            other.set_ylabel(metric)
+            other.legend(loc="upper right")
+        ax.legend(loc="upper left")
+        _save(plt, fig, path)
     return path
+
+
+def _save(plt: Any, fig: Any, path: Path) -> None:
+    # bbox_inches="tight" grows the image to whatever the title and rotated tick labels need, where
+    # tight_layout alone left a long title cut at the figure's edge.
+    fig.tight_layout()
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
