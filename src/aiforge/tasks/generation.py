@@ -26,6 +26,7 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import copy
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -261,12 +262,14 @@ class _Generator(Pipeline):
 # ---- causal LM ----------------------------------------------------------------------------------------
 @register_task(
     "text-generation",
-    summary="continue a prompt (causal LM)",
+    summary="continue a prompt or chat (causal LM; GGUF models on llama.cpp)",
     hub_default="google/gemma-3-270m",
+    offline_default="packaged:smollm2-135m-instruct",
     request_params=(*GENERATION_REQUEST_PARAMS, "return_full_text"),
     warmup=warm_text,
     demo=DemoView("text", "text"),
     architectures=("ForCausalLM", "LMHeadModel"),
+    formats=("gguf",),  # run by tasks/llm.py (register_runtime)
     openai=("chat", "completions"),
 )
 class TextGeneration(_Generator):
@@ -336,6 +339,18 @@ class TextGeneration(_Generator):
             thread.join()
         if failure:
             raise failure[0]
+
+    def chat(self, messages: list[dict[str, str]], **params: Any) -> dict[str, Any]:
+        """One assistant turn for a conversation: the chat template, then one generation (the same
+        call as on the llama.cpp runtime, ``tasks/llm.py``)."""
+        prompt = self.apply_chat_template(messages)
+        runner = copy.copy(self)  # shares the model; only the parameters differ
+        runner.params = cast(TextGenerationParams, self.parse_params({**self.params.model_dump(), **params}))
+        return runner(prompt)
+
+    def stream_chat(self, messages: list[dict[str, str]], **params: Any) -> Iterator[str]:
+        """The assistant's answer to a conversation, piece by piece."""
+        yield from self.stream_tokens(self.apply_chat_template(messages), **params)
 
     def apply_chat_template(self, messages: list[dict[str, str]]) -> str:
         """Chat messages -> one prompt: the tokenizer's chat template, or a plain transcript without one.
