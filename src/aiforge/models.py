@@ -111,7 +111,7 @@ class PackagedModel:
     name: str
     package: str  # pip distribution name
     module: str  # import name, used to test availability
-    format: str  # how the backend loads it: transformers | sentence-transformers | timm | ctranslate2 | gguf ...
+    format: str  # how it loads: transformers | sentence-transformers | timm | ctranslate2 | gguf ...
     tasks: tuple[str, ...]
     description: str
     licence: str

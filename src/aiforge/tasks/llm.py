@@ -32,7 +32,7 @@ from typing import Any, ClassVar, Literal, cast
 from pydantic import BaseModel, Field, model_validator
 
 from aiforge.errors import AiforgeError
-from aiforge.tasks.base import Pipeline, TaskInput, TaskParams
+from aiforge.tasks.base import Pipeline, TaskInput
 from aiforge.tasks.card import register_runtime
 from aiforge.tasks.generation import GenerationOutput, TextGenerationParams
 
