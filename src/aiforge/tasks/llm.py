@@ -217,7 +217,7 @@ class LlamaCppTextGeneration(Pipeline):
     def length(self, features: LlamaRequest) -> int:
         return 1
 
-    def forward(self, batch: list[LlamaRequest]) -> list[dict[str, Any]]:  # type: ignore[override]
+    def forward(self, batch: list[LlamaRequest]) -> list[dict[str, Any]]:
         # One thread per request: llama.cpp decodes the requests of all waiting threads in one batch.
         return list(self.requests.map(self.server.complete, batch))
 
