@@ -106,6 +106,16 @@ class GenerationOutput(BaseModel):
 
 
 @dataclass
+class ChatUsage:
+    """What a streamed chat reports as it goes (``stream_chat(..., usage=ChatUsage())``): tokens so far,
+    and the finish reason once the generation has ended."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    finish_reason: Literal["length", "stop"] = "stop"
+
+
+@dataclass
 class Prompt:
     ids: list[int]
     truncated: bool
@@ -340,17 +350,45 @@ class TextGeneration(_Generator):
         if failure:
             raise failure[0]
 
-    def chat(self, messages: list[dict[str, str]], **params: Any) -> dict[str, Any]:
-        """One assistant turn for a conversation: the chat template, then one generation (the same
-        call as on the llama.cpp runtime, ``tasks/llm.py``)."""
-        prompt = self.apply_chat_template(messages)
-        runner = copy.copy(self)  # shares the model; only the parameters differ
-        runner.params = cast(TextGenerationParams, self.parse_params({**self.params.model_dump(), **params}))
-        return runner(prompt)
+    # ---- chat: the same methods as the llama.cpp runtime (tasks/llm.py) ----------------------------------
+    def chat_record(self, messages: list[dict[str, str]]) -> str:
+        """The input record ``predict`` answers a conversation with: the templated prompt."""
+        return self.apply_chat_template(messages)
 
-    def stream_chat(self, messages: list[dict[str, str]], **params: Any) -> Iterator[str]:
-        """The assistant's answer to a conversation, piece by piece."""
-        yield from self.stream_tokens(self.apply_chat_template(messages), **params)
+    def chat_prompt_tokens(self, messages: list[dict[str, str]], **params: Any) -> int | None:
+        """The prompt's size in tokens; raises AF-INPUT-002 when it cannot fit with the answer."""
+        return len(self.encode(self.apply_chat_template(messages), self._merged(params)).ids)
+
+    def chat(self, messages: list[dict[str, str]], **params: Any) -> dict[str, Any]:
+        """One assistant turn for a conversation: the chat template, then one generation."""
+        runner = copy.copy(self)  # shares the model; only the parameters differ
+        runner.params = self._merged(params)
+        return runner(self.chat_record(messages))
+
+    def stream_chat(
+        self, messages: list[dict[str, str]], usage: ChatUsage | None = None, **params: Any
+    ) -> Iterator[str]:
+        """The assistant's answer to a conversation, piece by piece; ``usage`` is kept up to date
+        (completion tokens are counted when the stream ends or is closed)."""
+        prompt = self.apply_chat_template(messages)
+        merged = self._merged(params)
+        if usage is not None:
+            usage.prompt_tokens = len(self.encode(prompt, merged).ids)
+        pieces: list[str] = []
+        try:
+            for piece in self.stream_tokens(prompt, **params):
+                pieces.append(piece)
+                yield piece
+        finally:
+            if usage is not None:
+                text = "".join(pieces)
+                usage.completion_tokens = (
+                    len(self.tokenizer(text, add_special_tokens=False)["input_ids"]) if text else 0
+                )
+                usage.finish_reason = "length" if usage.completion_tokens >= merged.max_new_tokens else "stop"
+
+    def _merged(self, params: dict[str, Any]) -> TextGenerationParams:
+        return cast(TextGenerationParams, self.parse_params({**self.params.model_dump(), **params}))
 
     def apply_chat_template(self, messages: list[dict[str, str]]) -> str:
         """Chat messages -> one prompt: the tokenizer's chat template, or a plain transcript without one.

@@ -34,7 +34,7 @@ from pydantic import BaseModel, Field, model_validator
 from aiforge.errors import AiforgeError
 from aiforge.tasks.base import Pipeline, TaskInput
 from aiforge.tasks.card import register_runtime
-from aiforge.tasks.generation import GenerationOutput, TextGenerationParams
+from aiforge.tasks.generation import ChatUsage, GenerationOutput, TextGenerationParams
 
 # SmolLM2's GGUF template puts its own system message first when a chat has none ("You are a helpful
 # AI assistant named SmolLM, trained by Hugging Face"); with it, greedy decoding answers "What is the
@@ -190,6 +190,9 @@ class LlamaCppTextGeneration(Pipeline):
     # llama.cpp batches requests itself (slots) and pads nothing: keep arrival order.
     packs = True
     sort_window_batches = 1
+    # Forwards may overlap: the server runs one per slot, so a request that arrives while others
+    # decode joins them at llama.cpp's next step instead of waiting for their batch to end.
+    concurrent_forward = True
 
     params: LlamaCppParams
 
@@ -209,6 +212,9 @@ class LlamaCppTextGeneration(Pipeline):
         )
         self.default_batch_size = self.params.slots  # type: ignore[misc]  # one batch fills the slots
         self.requests = ThreadPoolExecutor(self.params.slots, "aiforge-llama")
+
+    def side_by_side(self) -> int:
+        return self.params.slots
 
     # ---- the pipeline contract ------------------------------------------------------------------------
     def preprocess(self, item: LlmInput) -> LlamaRequest:  # type: ignore[override]
@@ -234,7 +240,15 @@ class LlamaCppTextGeneration(Pipeline):
             truncated=False,  # llama.cpp refuses a prompt that does not fit (AF-INPUT-002), never cuts it
         ).model_dump()
 
-    # ---- chat and streaming ------------------------------------------------------------------------------
+    # ---- chat and streaming (the same methods as TextGeneration on transformers) -------------------------
+    def chat_record(self, messages: list[dict[str, str]]) -> dict[str, Any]:
+        """The input record ``predict`` answers a conversation with."""
+        return {"messages": messages}
+
+    def chat_prompt_tokens(self, messages: list[dict[str, str]], **params: Any) -> int | None:
+        """None: llama.cpp counts the prompt when it runs it (a prompt too long fails then)."""
+        return None
+
     def chat(self, messages: list[dict[str, str]], **params: Any) -> dict[str, Any]:
         """One assistant turn for a conversation (the model's chat template applied by llama.cpp)."""
         self.ensure_setup()
@@ -242,20 +256,29 @@ class LlamaCppTextGeneration(Pipeline):
         merged = self._merged(params)
         return self.postprocess(self.server.complete(self.request(item, merged)), item)
 
-    def stream_chat(self, messages: list[dict[str, str]], **params: Any) -> Iterator[str]:
-        """The assistant's answer to a conversation, piece by piece as it is generated."""
+    def stream_chat(
+        self, messages: list[dict[str, str]], usage: ChatUsage | None = None, **params: Any
+    ) -> Iterator[str]:
+        """The assistant's answer to a conversation, piece by piece; ``usage`` follows each token."""
         self.ensure_setup()
         item = LlmInput(messages=[ChatMessage(**m) for m in messages])
-        yield from self._pieces(self.request(item, self._merged(params)))
+        yield from self._pieces(self.request(item, self._merged(params)), usage)
 
     def stream_tokens(self, prompt: str, **params: Any) -> Iterator[str]:
         """The completion of ``prompt`` piece by piece; joined, the ``generated_text`` of a plain call."""
         self.ensure_setup()
         yield from self._pieces(self.request(LlmInput(text=prompt), self._merged(params)))
 
-    def _pieces(self, request: LlamaRequest) -> Iterator[str]:
-        for chunk in self.server.stream(request):
+    def _pieces(self, request: LlamaRequest, usage: ChatUsage | None = None) -> Iterator[str]:
+        body = {**request.body, "timings_per_token": True} if usage is not None else request.body
+        for chunk in self.server.stream(LlamaRequest(request.endpoint, body)):
+            timings = chunk.get("timings")
+            if usage is not None and timings:
+                usage.prompt_tokens = timings["prompt_n"] + timings["cache_n"]
+                usage.completion_tokens = timings["predicted_n"]
             for choice in chunk.get("choices", ()):
+                if usage is not None and choice.get("finish_reason"):
+                    usage.finish_reason = "length" if choice["finish_reason"] == "length" else "stop"
                 piece = choice.get("delta", {}).get("content") if "delta" in choice else choice.get("text")
                 if piece:
                     yield piece
