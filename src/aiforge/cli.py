@@ -255,7 +255,10 @@ def run(
             spec.name, input_file, output, model, column, batch_size, device, params, workers, ray_address
         )
         return
-    cls = spec.load_class()
+    spec.load_class()  # a missing extra is reported before any model loads
+    params = parse_params(param, settings_pairs)
+    pipe = load_pipeline(spec.name, model, device=device, **params)
+    cls = type(pipe)  # the runtime's input fields (GGUF chat models also read "messages")
     records: Any = list(inputs or [])
     total = len(records)
     if input_file is not None:
@@ -264,8 +267,6 @@ def run(
             io.project_record(r, fields, cls.primary_field, column) for r in io.read_records(input_file)
         )
         total = io.count_records(input_file)
-    params = parse_params(param, settings_pairs)
-    pipe = load_pipeline(spec.name, model, device=device, **params)
 
     sink = output.open("w", encoding="utf-8") if output else sys.stdout
     failures = 0

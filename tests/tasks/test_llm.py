@@ -180,3 +180,27 @@ def test_loading_the_gguf_runtime_never_imports_torch():
         "assert 'torch' not in sys.modules, 'torch imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
+
+
+def test_cli_run_reads_chat_records_from_a_file(tmp_path):
+    records = tmp_path / "chats.jsonl"
+    chat = {"id": 1, "messages": [{"role": "user", "content": FRANCE}]}
+    records.write_text(json.dumps(chat) + "\n" + json.dumps({"text": FRANCE}) + "\n", encoding="utf-8")
+    result = subprocess.run(
+        [*AIFORGE, "run", "text-generation", "-i", str(records), "-p", "max_new_tokens=16"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    outputs = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(outputs) == 2 and all("Paris" in o["generated_text"] for o in outputs)
+
+
+def test_serve_infers_text_generation_for_a_gguf_file(tmp_path):
+    from aiforge.serve.settings import infer_task
+
+    gguf = tmp_path / "chat.gguf"
+    gguf.symlink_to(SMOLLM2.locate())
+    assert infer_task(str(gguf)) == "text-generation"
+    assert infer_task("packaged:smollm2-135m-instruct") == "text-generation"
