@@ -90,6 +90,7 @@ class GenerationParams(TaskParams):
 
 class TextGenerationParams(GenerationParams):
     return_full_text: bool = Field(False, description="prepend the prompt to generated_text")
+    stop: list[str] | None = Field(None, description="end the text before any of these strings")
 
 
 class TranslationParams(GenerationParams):
@@ -257,11 +258,14 @@ class _Generator(Pipeline):
     # ---- postprocess --------------------------------------------------------------------------------
     def postprocess(self, raw: Completion, item: TextInput) -> dict[str, Any]:  # type: ignore[override]
         text = self.tokenizer.decode(raw.ids, skip_special_tokens=True)
+        # Cut after decoding, not with generate(stop_strings=...): its token-level match stopped the
+        # tiny WordPiece GPT-2 after one token on " c", a stop the decoded text did not contain.
+        text, stopped = cut_at_stop(text, _stops(self.params))
         return GenerationOutput(
             generated_text=self._final_text(text, item),
             prompt_tokens=len(raw.prompt.ids),
             completion_tokens=len(raw.ids),
-            finish_reason=raw.finish_reason,
+            finish_reason="stop" if stopped else raw.finish_reason,
             truncated=raw.prompt.truncated,
         ).model_dump()
 
@@ -275,7 +279,7 @@ class _Generator(Pipeline):
     summary="continue a prompt or chat (causal LM; GGUF models on llama.cpp)",
     hub_default="google/gemma-3-270m",
     offline_default="packaged:smollm2-135m-instruct",
-    request_params=(*GENERATION_REQUEST_PARAMS, "return_full_text"),
+    request_params=(*GENERATION_REQUEST_PARAMS, "return_full_text", "stop"),
     warmup=warm_text,
     demo=DemoView("text", "text"),
     architectures=("ForCausalLM", "LMHeadModel"),
@@ -343,7 +347,7 @@ class TextGeneration(_Generator):
         thread = threading.Thread(target=run, name="aiforge-generate", daemon=True)
         thread.start()
         try:
-            yield from streamer
+            yield from held_before_stops(streamer, _stops(merged))
         finally:
             cancel.set()
             thread.join()
@@ -531,6 +535,59 @@ class Translation(_Seq2SeqGenerator):
 
 
 # ---- helpers ------------------------------------------------------------------------------------------
+def _stops(params: GenerationParams) -> list[str]:
+    return getattr(params, "stop", None) or []
+
+
+def cut_at_stop(text: str, stops: list[str]) -> tuple[str, bool]:
+    """``text`` up to the earliest stop sequence, and whether one was found."""
+    cuts = [i for i in (text.find(s) for s in stops) if i >= 0]
+    return (text[: min(cuts)], True) if cuts else (text, False)
+
+
+class StopScanner:
+    """Streams text pieces while holding back any tail that could begin a stop sequence."""
+
+    def __init__(self, stops: list[str]) -> None:
+        self.stops = stops
+        self.hold = max((len(s) for s in stops), default=1) - 1
+        self.pending = ""
+        self.stopped = False
+
+    def feed(self, piece: str) -> str:
+        """The text safe to send now; sets ``stopped`` once a stop sequence appears."""
+        self.pending += piece
+        text, found = cut_at_stop(self.pending, self.stops)
+        if found:
+            self.stopped = True
+            self.pending = ""
+            return text
+        split = max(len(self.pending) - self.hold, 0)
+        ready, self.pending = self.pending[:split], self.pending[split:]
+        return ready
+
+    def flush(self) -> str:
+        rest, self.pending = self.pending, ""
+        return rest
+
+
+def held_before_stops(pieces: Iterator[str], stops: list[str]) -> Iterator[str]:
+    """``pieces`` up to the first stop sequence (not included), as soon as each is safe to show."""
+    if not stops:
+        yield from pieces
+        return
+    scanner = StopScanner(stops)
+    for piece in pieces:
+        text = scanner.feed(piece)
+        if text:
+            yield text
+        if scanner.stopped:
+            return
+    tail = scanner.flush()
+    if tail:
+        yield tail
+
+
 def t5_translation_prefix(src: str, tgt: str) -> str:
     """``"translate English to German: "``; ISO codes (``en``, ``de``) become the English names T5 saw."""
     return f"translate {LANGUAGE_NAMES.get(src.lower(), src)} to {LANGUAGE_NAMES.get(tgt.lower(), tgt)}: "

@@ -60,7 +60,6 @@ class LlmInput(TaskInput):
 
 
 class LlamaCppParams(TextGenerationParams):
-    stop: list[str] | None = Field(None, description="end the text before any of these strings")
     chat: bool = Field(True, description="send a text input through the model's chat template")
     system: str = Field(DEFAULT_SYSTEM, description="system message when a chat has none ('' = model's)")
     # read when the model loads:

@@ -29,17 +29,15 @@ from aiforge.serve.openai_spec import (
     ChatCompletionRequest,
     EmbeddingRequest,
     EmbeddingResponse,
-    StopScanner,
     chat_chunk,
     chat_completion,
     completion_id,
-    cut_at_stop,
     encode_embedding,
 )
 from aiforge.serve.runtime import Deployment, ServedModel
 from aiforge.serve.streaming import TokenStream
 from aiforge.tasks.base import Pipeline
-from aiforge.tasks.generation import ChatUsage
+from aiforge.tasks.generation import ChatUsage, StopScanner, cut_at_stop
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
