@@ -8,6 +8,7 @@ A model argument may be
   package so it works offline,
 * a registry model, ``registry:NAME@ALIAS`` or ``registry:NAME/VERSION`` (MLflow model registry),
 * a timm model, ``timm:NAME`` (weights from the hub through timm),
+* a GGUF file in a hub repository, ``org/name:FILE.gguf`` (downloaded once into the HF cache),
 * anything else is a Hugging Face hub id (``org/name``), loaded through the HF cache.
 
 Resolution never imports torch; it only finds where the weights are and says how to get them.
@@ -18,6 +19,7 @@ from __future__ import annotations
 import difflib
 import importlib.util
 import os
+import re
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -354,6 +356,11 @@ def resolve(ref: str, task: str | None = None) -> ModelRef:
     if ref.startswith("timm:"):
         return ModelRef(ref, "timm", ref.removeprefix("timm:"), format="timm")
 
+    hub_gguf = HUB_GGUF.fullmatch(ref)
+    if hub_gguf:
+        repo_id, filename = hub_gguf.group(1), hub_gguf.group(2)
+        return ModelRef(ref, "hub", str(hub_file(repo_id, filename, task)), format="gguf")
+
     if ref.startswith((".", "/", "~")) or ref.count("/") > 1:
         raise AiforgeError(
             "AF-MODEL-001",
@@ -363,6 +370,27 @@ def resolve(ref: str, task: str | None = None) -> ModelRef:
     if _offline() and not hub_cached(ref):
         raise offline_error(ref, task)
     return ModelRef(ref, "hub", ref)
+
+
+# org/name:FILE.gguf (a file may sit in a folder of the repository: org/name:q4/FILE.gguf)
+HUB_GGUF = re.compile(r"([\w.-]+/[\w.-]+):([\w./-]+\.gguf)")
+
+
+def hub_file(repo_id: str, filename: str, task: str | None) -> Path:
+    """One file of a hub repository in the local HF cache, downloaded first when the hub answers."""
+    from huggingface_hub import hf_hub_download, try_to_load_from_cache
+
+    cached = try_to_load_from_cache(repo_id, filename)
+    if isinstance(cached, str):
+        return Path(cached)
+    if _offline():
+        raise offline_error(f"{repo_id}:{filename}", task)
+    try:
+        return Path(hf_hub_download(repo_id, filename))
+    except Exception as exc:  # unknown repo or file, no network: say which, with the way out
+        err = offline_error(f"{repo_id}:{filename}", task)
+        err.message = f"could not download {filename} from {repo_id}: {type(exc).__name__}: {exc}"
+        raise err from exc
 
 
 def offline_error(hub_id: str, task: str | None) -> AiforgeError:

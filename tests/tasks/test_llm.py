@@ -4,6 +4,7 @@ generations (the model decodes about 50-120 tokens/s on 2 cores)."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -204,3 +205,26 @@ def test_serve_infers_text_generation_for_a_gguf_file(tmp_path):
     gguf.symlink_to(SMOLLM2.locate())
     assert infer_task(str(gguf)) == "text-generation"
     assert infer_task("packaged:smollm2-135m-instruct") == "text-generation"
+
+
+def test_a_hub_gguf_file_resolves_from_the_hf_cache_offline(tmp_path):
+    # An HF cache holding one GGUF file (the packaged one), as hf_hub_download would have left it.
+    snapshot = tmp_path / "models--someone--smol-gguf" / "snapshots" / "0123abcd"
+    snapshot.mkdir(parents=True)
+    (snapshot / "smol.gguf").symlink_to(SMOLLM2.locate())
+    (tmp_path / "models--someone--smol-gguf" / "refs").mkdir()
+    (tmp_path / "models--someone--smol-gguf" / "refs" / "main").write_text("0123abcd")
+    code = (
+        "from aiforge.models import resolve\n"
+        "from aiforge.errors import AiforgeError\n"
+        "ref = resolve('someone/smol-gguf:smol.gguf', task='text-generation')\n"
+        "assert ref.format == 'gguf' and ref.location.endswith('smol.gguf'), ref\n"
+        "try:\n"
+        "    resolve('someone/smol-gguf:other.gguf')\n"
+        "except AiforgeError as exc:\n"
+        "    assert exc.code == 'AF-MODEL-002' and 'packaged:' in exc.fix, exc\n"
+        "else:\n"
+        "    raise AssertionError('an uncached file resolved offline')\n"
+    )
+    env = {**os.environ, "HF_HUB_CACHE": str(tmp_path), "HF_HUB_OFFLINE": "1"}
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120, env=env)
