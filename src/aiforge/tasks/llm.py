@@ -11,8 +11,10 @@ here instead of on transformers; the task card, its defaults and its output reco
 Why llama.cpp through xllamacpp: its prebuilt wheel carries llama.cpp's own server loop, so the model's
 chat template (read from the GGUF), stop sequences, sampling, usage counts and finish reasons are
 llama.cpp's, and concurrent requests share one decode batch across ``slots`` (continuous batching).
-Measured on 2 shared cores: SmolLM2 decodes at 124 tokens/s here against about 14 with transformers
-on the same weights (issue 16); llama-cpp-python, the other binding, has no wheel and builds for 15-20 min.
+Measured on 2 cores: SmolLM2 decodes at 124 tokens/s on llama.cpp against about 14 with transformers
+on the same weights (issue 16; 63 tokens/s with 6 agents sharing the cores, bench/bench_llm.py, where
+aiforge's overhead is within noise: 0.997x the binding called directly). llama-cpp-python, the other
+binding, ships no wheel here and builds from source for 15-20 min.
 
 A text input is sent as one user message through the model's chat template (``chat=true``, right for
 instruction-tuned models: SmolLM2 continues a bare question with its end-of-sequence token);
