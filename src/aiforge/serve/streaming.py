@@ -51,3 +51,8 @@ class TokenStream:
 
     def close(self) -> None:
         self._stop.set()
+
+    async def finished(self) -> None:
+        """Wait until the iterator has ended and been closed (what it reported is then final)."""
+        while (await self._queue.get())[0] != "end":
+            pass

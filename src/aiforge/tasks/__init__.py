@@ -21,6 +21,7 @@ from aiforge.tasks.card import (
     Trainer,
     get_task,
     is_task_name,
+    register_runtime,
     register_task,
     task_aliases,
     task_cards,
@@ -39,6 +40,7 @@ __all__ = [
     "is_task_name",
     "load_pipeline",
     "pick_model",
+    "register_runtime",
     "register_task",
     "task_aliases",
     "task_cards",
@@ -136,13 +138,12 @@ def load_pipeline(task: str, model: str | None = None, device: str = "auto", **p
     items in input order (an input that fails gets an ``{"error": ...}`` record in its place), and
     ``pipe(item)`` runs one (and raises what failed).
     """
-    from aiforge.tasks.base import resolve_device
-
     card = get_task(task)
     quiet_libraries()
     ref: ModelRef = resolve(model or default_model_ref(card), card.name)
+    pipeline_class = card.pipeline_for(ref.format)
     try:
-        pipe = card.pipeline(ref, device=resolve_device(device), **params)
+        pipe = pipeline_class(ref, device=pipeline_class.resolve_device(device), **params)
         pipe.ensure_setup()
     except AiforgeError:
         raise

@@ -132,6 +132,12 @@ class Pipeline(ABC):
 
     # ---- helpers subclasses may use ---------------------------------------------------------------
     @classmethod
+    def resolve_device(cls, device: str) -> str:
+        """The device this pipeline runs on, from the user's choice ('auto', 'cpu', 'cuda:1'...).
+        A runtime that does not run on torch overrides it, so loading it never imports torch."""
+        return resolve_device(device)
+
+    @classmethod
     def parse_params(cls, params: dict[str, Any]) -> TaskParams:
         try:
             return cls.Params(**{k: v for k, v in params.items() if v is not None})

@@ -118,6 +118,12 @@ class TaskCard:
             )
         return self.pipeline
 
+    def pipeline_for(self, model_format: str) -> type[Pipeline]:
+        """The Pipeline class that runs models of this format: a runtime registered for the task and
+        format (``register_runtime``: GGUF text generation on llama.cpp), else the card's own."""
+        discover()
+        return _RUNTIMES.get((self.name, model_format), self.pipeline)
+
     def describe(self) -> dict[str, Any]:
         """The card as `aiforge tasks --json` prints it (schemas from the pipeline class)."""
         missing = self.missing()
@@ -138,6 +144,7 @@ class TaskCard:
 LISTING_ORDER = ("text", "embeddings", "generation", "qa", "vision", "ocr", "audio")
 _CARDS: dict[str, TaskCard] = {}
 _ALIASES: dict[str, str] = {}
+_RUNTIMES: dict[tuple[str, str], type[Pipeline]] = {}
 _discovered = False
 
 PipelineT = TypeVar("PipelineT", bound="type[Pipeline]")
@@ -163,6 +170,27 @@ def register_task(name: str, **card: Any) -> Callable[[PipelineT], PipelineT]:
         _CARDS[name] = new
         _ALIASES.update(dict.fromkeys(new.aliases, name))
         cls.task = name
+        return cls
+
+    return register
+
+
+def register_runtime(task: str, formats: tuple[str, ...]) -> Callable[[PipelineT], PipelineT]:
+    """Class decorator: another Pipeline for an existing task, used for models of these formats
+    (``aiforge.models`` formats). It keeps the task's card: name, defaults, request parameters, routes."""
+
+    def register(cls: PipelineT) -> PipelineT:
+        for model_format in formats:
+            old = _RUNTIMES.get((task, model_format))
+            if old is not None and old is not cls:
+                raise AiforgeError(
+                    "AF-TASK-002",
+                    f"task '{task}' has two runtimes for format '{model_format}' "
+                    f"({_where(old)} and {_where(cls)})",
+                    "register one runtime per format",
+                )
+            _RUNTIMES[(task, model_format)] = cls
+        cls.task = task
         return cls
 
     return register

@@ -26,6 +26,7 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import copy
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -89,6 +90,7 @@ class GenerationParams(TaskParams):
 
 class TextGenerationParams(GenerationParams):
     return_full_text: bool = Field(False, description="prepend the prompt to generated_text")
+    stop: list[str] | None = Field(None, description="end the text before any of these strings")
 
 
 class TranslationParams(GenerationParams):
@@ -102,6 +104,16 @@ class GenerationOutput(BaseModel):
     completion_tokens: int = Field(description="tokens generated, the end-of-sequence token included")
     finish_reason: Literal["length", "stop"]
     truncated: bool = Field(description="the input was longer than the model accepts and was cut")
+
+
+@dataclass
+class ChatUsage:
+    """What a streamed chat reports as it goes (``stream_chat(..., usage=ChatUsage())``): tokens so far,
+    and the finish reason once the generation has ended."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    finish_reason: Literal["length", "stop"] = "stop"
 
 
 @dataclass
@@ -246,11 +258,14 @@ class _Generator(Pipeline):
     # ---- postprocess --------------------------------------------------------------------------------
     def postprocess(self, raw: Completion, item: TextInput) -> dict[str, Any]:  # type: ignore[override]
         text = self.tokenizer.decode(raw.ids, skip_special_tokens=True)
+        # Cut after decoding, not with generate(stop_strings=...): its token-level match stopped the
+        # tiny WordPiece GPT-2 after one token on " c", a stop the decoded text did not contain.
+        text, stopped = cut_at_stop(text, _stops(self.params))
         return GenerationOutput(
             generated_text=self._final_text(text, item),
             prompt_tokens=len(raw.prompt.ids),
             completion_tokens=len(raw.ids),
-            finish_reason=raw.finish_reason,
+            finish_reason="stop" if stopped else raw.finish_reason,
             truncated=raw.prompt.truncated,
         ).model_dump()
 
@@ -261,12 +276,14 @@ class _Generator(Pipeline):
 # ---- causal LM ----------------------------------------------------------------------------------------
 @register_task(
     "text-generation",
-    summary="continue a prompt (causal LM)",
+    summary="continue a prompt or chat (causal LM; GGUF models on llama.cpp)",
     hub_default="google/gemma-3-270m",
-    request_params=(*GENERATION_REQUEST_PARAMS, "return_full_text"),
+    offline_default="packaged:smollm2-135m-instruct",
+    request_params=(*GENERATION_REQUEST_PARAMS, "return_full_text", "stop"),
     warmup=warm_text,
     demo=DemoView("text", "text"),
     architectures=("ForCausalLM", "LMHeadModel"),
+    formats=("gguf",),  # run by tasks/llm.py (register_runtime)
     openai=("chat", "completions"),
 )
 class TextGeneration(_Generator):
@@ -330,12 +347,52 @@ class TextGeneration(_Generator):
         thread = threading.Thread(target=run, name="aiforge-generate", daemon=True)
         thread.start()
         try:
-            yield from streamer
+            yield from held_before_stops(streamer, _stops(merged))
         finally:
             cancel.set()
             thread.join()
         if failure:
             raise failure[0]
+
+    # ---- chat: the same methods as the llama.cpp runtime (tasks/llm.py) ----------------------------------
+    def chat_record(self, messages: list[dict[str, str]]) -> str:
+        """The input record ``predict`` answers a conversation with: the templated prompt."""
+        return self.apply_chat_template(messages)
+
+    def chat_prompt_tokens(self, messages: list[dict[str, str]], **params: Any) -> int | None:
+        """The prompt's size in tokens; raises AF-INPUT-002 when it cannot fit with the answer."""
+        return len(self.encode(self.apply_chat_template(messages), self._merged(params)).ids)
+
+    def chat(self, messages: list[dict[str, str]], **params: Any) -> dict[str, Any]:
+        """One assistant turn for a conversation: the chat template, then one generation."""
+        runner = copy.copy(self)  # shares the model; only the parameters differ
+        runner.params = self._merged(params)
+        return runner(self.chat_record(messages))
+
+    def stream_chat(
+        self, messages: list[dict[str, str]], usage: ChatUsage | None = None, **params: Any
+    ) -> Iterator[str]:
+        """The assistant's answer to a conversation, piece by piece; ``usage`` is kept up to date
+        (completion tokens are counted when the stream ends or is closed)."""
+        prompt = self.apply_chat_template(messages)
+        merged = self._merged(params)
+        if usage is not None:
+            usage.prompt_tokens = len(self.encode(prompt, merged).ids)
+        pieces: list[str] = []
+        try:
+            for piece in self.stream_tokens(prompt, **params):
+                pieces.append(piece)
+                yield piece
+        finally:
+            if usage is not None:
+                text = "".join(pieces)
+                usage.completion_tokens = (
+                    len(self.tokenizer(text, add_special_tokens=False)["input_ids"]) if text else 0
+                )
+                usage.finish_reason = "length" if usage.completion_tokens >= merged.max_new_tokens else "stop"
+
+    def _merged(self, params: dict[str, Any]) -> TextGenerationParams:
+        return cast(TextGenerationParams, self.parse_params({**self.params.model_dump(), **params}))
 
     def apply_chat_template(self, messages: list[dict[str, str]]) -> str:
         """Chat messages -> one prompt: the tokenizer's chat template, or a plain transcript without one.
@@ -478,6 +535,59 @@ class Translation(_Seq2SeqGenerator):
 
 
 # ---- helpers ------------------------------------------------------------------------------------------
+def _stops(params: GenerationParams) -> list[str]:
+    return getattr(params, "stop", None) or []
+
+
+def cut_at_stop(text: str, stops: list[str]) -> tuple[str, bool]:
+    """``text`` up to the earliest stop sequence, and whether one was found."""
+    cuts = [i for i in (text.find(s) for s in stops) if i >= 0]
+    return (text[: min(cuts)], True) if cuts else (text, False)
+
+
+class StopScanner:
+    """Streams text pieces while holding back any tail that could begin a stop sequence."""
+
+    def __init__(self, stops: list[str]) -> None:
+        self.stops = stops
+        self.hold = max((len(s) for s in stops), default=1) - 1
+        self.pending = ""
+        self.stopped = False
+
+    def feed(self, piece: str) -> str:
+        """The text safe to send now; sets ``stopped`` once a stop sequence appears."""
+        self.pending += piece
+        text, found = cut_at_stop(self.pending, self.stops)
+        if found:
+            self.stopped = True
+            self.pending = ""
+            return text
+        split = max(len(self.pending) - self.hold, 0)
+        ready, self.pending = self.pending[:split], self.pending[split:]
+        return ready
+
+    def flush(self) -> str:
+        rest, self.pending = self.pending, ""
+        return rest
+
+
+def held_before_stops(pieces: Iterator[str], stops: list[str]) -> Iterator[str]:
+    """``pieces`` up to the first stop sequence (not included), as soon as each is safe to show."""
+    if not stops:
+        yield from pieces
+        return
+    scanner = StopScanner(stops)
+    for piece in pieces:
+        text = scanner.feed(piece)
+        if text:
+            yield text
+        if scanner.stopped:
+            return
+    tail = scanner.flush()
+    if tail:
+        yield tail
+
+
 def t5_translation_prefix(src: str, tgt: str) -> str:
     """``"translate English to German: "``; ISO codes (``en``, ``de``) become the English names T5 saw."""
     return f"translate {LANGUAGE_NAMES.get(src.lower(), src)} to {LANGUAGE_NAMES.get(tgt.lower(), tgt)}: "

@@ -29,17 +29,16 @@ from aiforge.serve.openai_spec import (
     ChatCompletionRequest,
     EmbeddingRequest,
     EmbeddingResponse,
-    StopScanner,
     chat_chunk,
     chat_completion,
     completion_id,
-    cut_at_stop,
     encode_embedding,
 )
 from aiforge.serve.runtime import Deployment, ServedModel
 from aiforge.serve.streaming import TokenStream
 from aiforge.tasks.audio.transcripts import TranscriptFormat, format_transcript
 from aiforge.tasks.base import Pipeline
+from aiforge.tasks.generation import ChatUsage, StopScanner, cut_at_stop
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
@@ -114,11 +113,13 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, runtim
     mark_model(request.scope, model)
     deployment = model.require_ready()
     params = body.generation_params()
-    runner = model.variant(deployment, params)
-    prompt = runner.apply_chat_template(body.messages_as_dicts())  # type: ignore[attr-defined]
+    # Either runtime (transformers: tasks/generation.py, llama.cpp: tasks/llm.py) has the chat methods.
+    runner: Any = model.variant(deployment, params)
+    messages = body.messages_as_dicts()
     if body.stream:
-        return stream_chat(model, deployment, runner, prompt, body)
-    outputs, deployment = await model.predict([prompt], params, lambda: disconnected(request.receive))
+        return stream_chat(model, deployment, runner, messages, body)
+    record = runner.chat_record(messages)
+    outputs, deployment = await model.predict([record], params, lambda: disconnected(request.receive))
     mark_model(request.scope, model, deployment)
     out = outputs[0]
     text, stopped = cut_at_stop(out["generated_text"], body.stop_sequences())
@@ -136,16 +137,21 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, runtim
 
 
 def stream_chat(
-    model: ServedModel, deployment: Deployment, runner: Any, prompt: str, body: ChatCompletionRequest
+    model: ServedModel,
+    deployment: Deployment,
+    runner: Any,
+    messages: list[dict[str, str]],
+    body: ChatCompletionRequest,
 ) -> StreamingResponse:
     """Server-sent events in OpenAI's chunk format, ending with ``data: [DONE]``.
 
-    Capacity is reserved before the response starts, so a full queue is still a plain 429.
+    Capacity is reserved before the response starts, so a full queue is still a plain 429, and so is a
+    prompt that cannot fit a 400, where the runtime can tell before it runs (transformers).
     """
-    prompt_tokens = len(runner.encode(prompt, runner.params).ids)  # also rejects a prompt that cannot fit
+    runner.chat_prompt_tokens(messages)
     deployment.batcher.reserve_stream()
     release = Once(deployment.batcher.release_stream)
-    events = _chat_events(model, deployment, runner, prompt, prompt_tokens, body, release)
+    events = _chat_events(model, deployment, runner, messages, body, release)
     weakref.finalize(events, release)  # a stream never started (client gone at once) still frees its slot
     return StreamingResponse(
         events,
@@ -170,16 +176,15 @@ async def _chat_events(
     model: ServedModel,
     deployment: Deployment,
     runner: Any,
-    prompt: str,
-    prompt_tokens: int,
+    messages: list[dict[str, str]],
     body: ChatCompletionRequest,
     release: Once,
 ) -> AsyncIterator[str]:
     chunk_id, name, version = completion_id(), model.name, deployment.version
     scanner = StopScanner(body.stop_sequences())
-    stream = TokenStream(lambda: runner.stream_tokens(prompt))
+    usage = ChatUsage()  # the runtime keeps it up to date while it streams
+    stream = TokenStream(lambda: runner.stream_chat(messages, usage=usage))
     deadline = asyncio.get_running_loop().time() + model.settings.timeout_s
-    generated: list[str] = []
     try:
         yield sse(chat_chunk(chunk_id, name, version, {"role": "assistant", "content": ""}))
         while not scanner.stopped:
@@ -202,16 +207,16 @@ async def _chat_events(
             if kind == "error":
                 yield sse(error_event(value))
                 return
-            generated.append(value)
             text = scanner.feed(value)
             if text:
                 yield sse(chat_chunk(chunk_id, name, version, {"content": text}))
         tail = scanner.flush() if not scanner.stopped else ""
         if tail:
             yield sse(chat_chunk(chunk_id, name, version, {"content": tail}))
-        completion_tokens = count_completion_tokens(runner, "".join(generated))
-        limit = runner.params.max_new_tokens
-        finish = "stop" if scanner.stopped or completion_tokens < limit else "length"
+        if scanner.stopped:  # the generation stops at its next piece: count what it has made
+            stream.close()
+            await stream.finished()
+        finish = "stop" if scanner.stopped else usage.finish_reason
         yield sse(chat_chunk(chunk_id, name, version, {}, finish))
         if body.stream_options is not None and body.stream_options.include_usage:
             yield sse(
@@ -221,9 +226,9 @@ async def _chat_events(
                     version,
                     {},
                     usage={
-                        "prompt_tokens": prompt_tokens,
-                        "completion_tokens": completion_tokens,
-                        "total_tokens": prompt_tokens + completion_tokens,
+                        "prompt_tokens": usage.prompt_tokens,
+                        "completion_tokens": usage.completion_tokens,
+                        "total_tokens": usage.prompt_tokens + usage.completion_tokens,
                     },
                 )
             )
@@ -231,11 +236,6 @@ async def _chat_events(
     finally:
         stream.close()
         release()
-
-
-def count_completion_tokens(runner: Any, text: str) -> int:
-    """Tokens of the streamed text, re-tokenised (the streamer hands out text, not ids)."""
-    return len(runner.tokenizer(text, add_special_tokens=False)["input_ids"]) if text else 0
 
 
 def sse(payload: dict[str, Any]) -> str:

@@ -1,0 +1,317 @@
+"""Text generation and chat for GGUF models on llama.cpp (through ``xllamacpp``).
+
+``text-generation`` with a ``.gguf`` model (the packaged ``smollm2-135m-instruct``, a local file) runs
+here instead of on transformers; the task card, its defaults and its output record stay the same::
+
+    pipe = load_pipeline("text-generation")          # the packaged SmolLM2 when offline
+    pipe("What is the capital of France?")["generated_text"]      # 'The capital of France is Paris.'
+    pipe.chat([{"role": "user", "content": "Hi"}], max_new_tokens=16)
+    for piece in pipe.stream_chat(messages): print(piece, end="")
+
+Why llama.cpp through xllamacpp: its prebuilt wheel carries llama.cpp's own server loop, so the model's
+chat template (read from the GGUF), stop sequences, sampling, usage counts and finish reasons are
+llama.cpp's, and concurrent requests share one decode batch across ``slots`` (continuous batching).
+Measured on 2 cores: SmolLM2 decodes at 124 tokens/s on llama.cpp against about 14 with transformers
+on the same weights (issue 16; 63 tokens/s with 6 agents sharing the cores, bench/bench_llm.py, where
+aiforge's overhead is within noise: 0.997x the binding called directly). llama-cpp-python, the other
+binding, ships no wheel here and builds from source for 15-20 min.
+
+A text input is sent as one user message through the model's chat template (``chat=true``, right for
+instruction-tuned models: SmolLM2 continues a bare question with its end-of-sequence token);
+``chat=false`` continues the text as-is, as the transformers runtime does.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal, cast
+
+from pydantic import BaseModel, Field, model_validator
+
+from aiforge.errors import AiforgeError
+from aiforge.tasks.base import Pipeline, TaskInput
+from aiforge.tasks.card import register_runtime
+from aiforge.tasks.generation import ChatUsage, GenerationOutput, TextGenerationParams
+
+# SmolLM2's GGUF template puts its own system message first when a chat has none ("You are a helpful
+# AI assistant named SmolLM, trained by Hugging Face"); with it, greedy decoding answers "What is the
+# capital of France?" with "L'Étoile, la Marseillaise, ..."; with this one, "The capital of France is
+# Paris." The user's own system message always wins; system="" keeps the template's default.
+DEFAULT_SYSTEM = "You are a helpful assistant."
+
+
+class ChatMessage(BaseModel):
+    role: str = Field(description="system | user | assistant")
+    content: str
+
+
+class LlmInput(TaskInput):
+    text: str | None = Field(None, min_length=1, description="a prompt (sent as one user message)")
+    messages: list[ChatMessage] | None = Field(None, min_length=1, description="a conversation")
+
+    @model_validator(mode="after")
+    def _one_of(self) -> LlmInput:
+        if (self.text is None) == (self.messages is None):
+            raise ValueError("give exactly one of 'text' and 'messages'")
+        return self
+
+
+class LlamaCppParams(TextGenerationParams):
+    chat: bool = Field(True, description="send a text input through the model's chat template")
+    system: str = Field(DEFAULT_SYSTEM, description="system message when a chat has none ('' = model's)")
+    # read when the model loads:
+    slots: int = Field(4, ge=1, le=64, description="requests decoded together (continuous batching)")
+    context_size: int = Field(0, ge=0, description="context tokens shared by the slots; 0 = the model's")
+
+
+@dataclass(frozen=True)
+class LlamaRequest:
+    """One request to llama.cpp's server: a chat (template applied there) or a raw completion."""
+
+    endpoint: Literal["chat", "completions"]
+    body: dict[str, Any]
+
+
+def available_cores() -> int:
+    """The cores this process may run on (a container's or taskset's share, not the host's)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def _load_xllamacpp() -> Any:
+    # llama.cpp's CPU backend runs on OpenMP, whose threads spin while they wait by default. On a
+    # shared CPU the spinning threads starve each other: SmolLM2 decoded at 1.3 tokens/s instead of
+    # 48 (2 cores, 6 busy processes). libgomp reads the policy once, when it loads: if torch loaded
+    # it first, its setting stays (load_pipeline does not import torch for this runtime).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    try:
+        import xllamacpp
+    except ImportError as exc:
+        raise AiforgeError(
+            "AF-DEP-001",
+            "GGUF models run on llama.cpp through xllamacpp, which is not installed",
+            'pip install "aiforge[llm]"  (or: pip install xllamacpp)',
+        ) from exc
+    return xllamacpp
+
+
+class LlamaCppServer:
+    """llama.cpp's server loop in this process: requests from any thread, decoded together in slots."""
+
+    def __init__(self, path: str, slots: int, context_size: int, threads: int) -> None:
+        xllamacpp = _load_xllamacpp()
+        config = xllamacpp.CommonParams()
+        config.model.path = path
+        config.n_parallel = slots
+        # One KV cache for all slots: any request may use the whole context, not 1/slots of it.
+        config.kv_unified = True
+        config.n_ctx = context_size
+        config.cpuparams.n_threads = threads
+        config.cpuparams_batch.n_threads = threads
+        config.verbosity = -1  # llama.cpp's per-request log lines would drown aiforge's output
+        self.server = xllamacpp.Server(config)
+
+    def complete(self, request: LlamaRequest) -> dict[str, Any]:
+        """One request, answered whole (blocks this thread; other threads' requests run alongside)."""
+        response = self._handler(request)(request.body)
+        _raise_for_error(response)
+        return cast(dict[str, Any], response)
+
+    def stream(self, request: LlamaRequest) -> Iterator[dict[str, Any]]:
+        """The response chunks as llama.cpp produces them. Closing the iterator early stops the
+        generation at its next token (the callback answers "stop")."""
+        chunks: queue.Queue[dict[str, Any] | BaseException | None] = queue.Queue()
+        cancel = threading.Event()
+
+        def on_chunk(chunk: dict[str, Any]) -> bool:
+            chunks.put(chunk)
+            return cancel.is_set()
+
+        def run() -> None:
+            try:
+                self._handler(request)({**request.body, "stream": True}, on_chunk)
+            except BaseException as exc:  # re-raised in the reader's thread
+                chunks.put(exc)
+            finally:
+                chunks.put(None)
+
+        thread = threading.Thread(target=run, name="aiforge-llama-stream", daemon=True)
+        thread.start()
+        try:
+            while (chunk := chunks.get()) is not None:
+                if isinstance(chunk, BaseException):
+                    raise chunk
+                _raise_for_error(chunk)
+                yield chunk
+        finally:
+            cancel.set()
+            thread.join()
+
+    def _handler(self, request: LlamaRequest) -> Callable[..., Any]:
+        if request.endpoint == "chat":
+            return cast(Callable[..., Any], self.server.handle_chat_completions)
+        return cast(Callable[..., Any], self.server.handle_completions)
+
+
+def _raise_for_error(response: dict[str, Any]) -> None:
+    """llama.cpp answers errors as ``{"error": {...}}`` (or a bare ``{"code", "message"}``)."""
+    error = response.get("error") if "error" in response else response if "code" in response else None
+    if not error:
+        return
+    if error.get("type") == "exceed_context_size_error":
+        raise AiforgeError(
+            "AF-INPUT-002",
+            f"the prompt ({error.get('n_prompt_tokens')} tokens) does not fit the model's context "
+            f"of {error.get('n_ctx')} tokens",
+            "shorten the prompt or the conversation, or load the model with a larger context_size",
+        )
+    raise AiforgeError(
+        "AF-INPUT-002" if error.get("code") == 400 else "AF-TASK-002",
+        f"llama.cpp refused the request: {error.get('message')}",
+        "check the request's parameters",
+    )
+
+
+@register_runtime("text-generation", formats=("gguf",))
+class LlamaCppTextGeneration(Pipeline):
+    """Text generation and chat with a GGUF model on llama.cpp: see the module docstring."""
+
+    Input = LlmInput
+    Output = GenerationOutput
+    Params = LlamaCppParams
+    backend: ClassVar[str] = "llama.cpp"
+    primary_field: ClassVar[str | None] = "text"
+    # llama.cpp batches requests itself (slots) and pads nothing: keep arrival order.
+    packs = True
+    sort_window_batches = 1
+    # Forwards may overlap: the server runs one per slot, so a request that arrives while others
+    # decode joins them at llama.cpp's next step instead of waiting for their batch to end.
+    concurrent_forward = True
+
+    params: LlamaCppParams
+
+    @classmethod
+    def resolve_device(cls, device: str) -> str:
+        if device not in ("auto", "cpu"):
+            raise AiforgeError(
+                "AF-DEVICE-001",
+                f"device '{device}' requested, but GGUF models run on the CPU in this build",
+                "use --device cpu (or auto)",
+            )
+        return "cpu"
+
+    def setup(self) -> None:
+        self.server = LlamaCppServer(
+            self.model_ref.location, self.params.slots, self.params.context_size, available_cores()
+        )
+        self.default_batch_size = self.params.slots  # type: ignore[misc]  # one batch fills the slots
+        self.requests = ThreadPoolExecutor(self.params.slots, "aiforge-llama")
+
+    def side_by_side(self) -> int:
+        return self.params.slots
+
+    # ---- the pipeline contract ------------------------------------------------------------------------
+    def preprocess(self, item: LlmInput) -> LlamaRequest:  # type: ignore[override]
+        return self.request(item, self.params)
+
+    def length(self, features: LlamaRequest) -> int:
+        return 1
+
+    def forward(self, batch: list[LlamaRequest]) -> list[dict[str, Any]]:
+        # One thread per request: llama.cpp decodes the requests of all waiting threads in one batch.
+        return list(self.requests.map(self.server.complete, batch))
+
+    def postprocess(self, raw: dict[str, Any], item: LlmInput) -> dict[str, Any]:  # type: ignore[override]
+        choice, usage = raw["choices"][0], raw["usage"]
+        text = choice["message"]["content"] if "message" in choice else choice["text"]
+        if item.text is not None and self.params.return_full_text:
+            text = item.text + text
+        return GenerationOutput(
+            generated_text=text or "",
+            prompt_tokens=usage["prompt_tokens"],
+            completion_tokens=usage["completion_tokens"],
+            finish_reason="length" if choice["finish_reason"] == "length" else "stop",
+            truncated=False,  # llama.cpp refuses a prompt that does not fit (AF-INPUT-002), never cuts it
+        ).model_dump()
+
+    # ---- chat and streaming (the same methods as TextGeneration on transformers) -------------------------
+    def chat_record(self, messages: list[dict[str, str]]) -> dict[str, Any]:
+        """The input record ``predict`` answers a conversation with."""
+        return {"messages": messages}
+
+    def chat_prompt_tokens(self, messages: list[dict[str, str]], **params: Any) -> int | None:
+        """None: llama.cpp counts the prompt when it runs it (a prompt too long fails then)."""
+        return None
+
+    def chat(self, messages: list[dict[str, str]], **params: Any) -> dict[str, Any]:
+        """One assistant turn for a conversation (the model's chat template applied by llama.cpp)."""
+        self.ensure_setup()
+        item = LlmInput(messages=[ChatMessage(**m) for m in messages])
+        merged = self._merged(params)
+        return self.postprocess(self.server.complete(self.request(item, merged)), item)
+
+    def stream_chat(
+        self, messages: list[dict[str, str]], usage: ChatUsage | None = None, **params: Any
+    ) -> Iterator[str]:
+        """The assistant's answer to a conversation, piece by piece; ``usage`` follows each token."""
+        self.ensure_setup()
+        item = LlmInput(messages=[ChatMessage(**m) for m in messages])
+        yield from self._pieces(self.request(item, self._merged(params)), usage)
+
+    def stream_tokens(self, prompt: str, **params: Any) -> Iterator[str]:
+        """The completion of ``prompt`` piece by piece; joined, the ``generated_text`` of a plain call."""
+        self.ensure_setup()
+        yield from self._pieces(self.request(LlmInput(text=prompt), self._merged(params)))
+
+    def _pieces(self, request: LlamaRequest, usage: ChatUsage | None = None) -> Iterator[str]:
+        body = {**request.body, "timings_per_token": True} if usage is not None else request.body
+        for chunk in self.server.stream(LlamaRequest(request.endpoint, body)):
+            timings = chunk.get("timings")
+            if usage is not None and timings:
+                usage.prompt_tokens = timings["prompt_n"] + timings["cache_n"]
+                usage.completion_tokens = timings["predicted_n"]
+            for choice in chunk.get("choices", ()):
+                if usage is not None and choice.get("finish_reason"):
+                    usage.finish_reason = "length" if choice["finish_reason"] == "length" else "stop"
+                piece = choice.get("delta", {}).get("content") if "delta" in choice else choice.get("text")
+                if piece:
+                    yield piece
+
+    def _merged(self, params: dict[str, Any]) -> LlamaCppParams:
+        return cast(LlamaCppParams, self.parse_params({**self.params.model_dump(), **params}))
+
+    # ---- requests ------------------------------------------------------------------------------------
+    def request(self, item: LlmInput, params: LlamaCppParams) -> LlamaRequest:
+        """The llama.cpp request for one input under ``params``."""
+        options = _sampling(params)
+        if item.text is not None and not params.chat:
+            return LlamaRequest("completions", {"prompt": item.text, **options})
+        messages = item.messages or [ChatMessage(role="user", content=cast(str, item.text))]
+        if params.system and not any(m.role == "system" for m in messages):
+            messages = [ChatMessage(role="system", content=params.system), *messages]
+        return LlamaRequest("chat", {"messages": [m.model_dump() for m in messages], **options})
+
+
+def _sampling(params: LlamaCppParams) -> dict[str, Any]:
+    """aiforge's generation parameters in llama.cpp's request fields. Greedy unless ``do_sample``,
+    as with transformers: temperature 0 is llama.cpp's greedy decoding."""
+    options: dict[str, Any] = {"max_tokens": params.max_new_tokens, "temperature": 0.0}
+    if params.do_sample:
+        options.pop("temperature")  # llama.cpp's default (0.8) unless given
+        for name, value in (("temperature", params.temperature), ("top_p", params.top_p)):
+            if value is not None:
+                options[name] = value
+    if params.seed is not None:
+        options["seed"] = params.seed
+    if params.repetition_penalty is not None:
+        options["repeat_penalty"] = params.repetition_penalty
+    if params.stop:
+        options["stop"] = params.stop
+    return options
