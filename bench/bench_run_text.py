@@ -4,7 +4,7 @@ Prints ratios measured side by side in one run (not a test). Model: the packaged
 encoder with a 2-label sequence-classification head (throughput does not depend on the head's
 training). Data: the first N sentences of ../shared/data/nsmc/test.tsv.
 
-    .venv/bin/python bench/bench_run_text.py [--n 2000]
+    .venv/bin/python bench/bench_run_text.py [--n 2000] [--rounds 5: paired rounds only]
 """
 
 from __future__ import annotations
@@ -125,6 +125,66 @@ def aiforge_cli(model_dir: Path, texts: list[str], batch_size: int, device: str)
     return cli_rate, api_rate
 
 
+def paired_rounds(model_dir: Path, texts: list[str], batch_size: int, device: str, rounds: int) -> None:
+    """The three arms back to back in each round, models loaded once: on a shared, noisy machine a
+    round's ratio compares runs seconds apart, where separate runs minutes apart moved 2x."""
+    import statistics
+
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
+
+    from aiforge.tasks import load_pipeline
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir).to(device).eval()
+    naive_pipe = pipeline("text-classification", model=str(model_dir), device=device)
+    pipe = load_pipeline("text-classification", str(model_dir), device=device)
+    naive_texts = texts[: max(1, len(texts) // 4)]  # the slowest arm on a quarter: rates compare
+
+    def hand() -> float:
+        start = time.perf_counter()
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        with torch.inference_mode():
+            for s in range(0, len(order), batch_size):
+                enc = tok(
+                    [texts[i] for i in order[s : s + batch_size]],
+                    padding=True,
+                    truncation=True,
+                    max_length=512,
+                    return_tensors="pt",
+                )
+                model(**enc.to(device)).logits.argmax(-1).tolist()
+        return len(texts) / (time.perf_counter() - start)
+
+    def ours() -> float:
+        start = time.perf_counter()
+        pipe.predict(texts, batch_size=batch_size)
+        return len(texts) / (time.perf_counter() - start)
+
+    def naive() -> float:
+        start = time.perf_counter()
+        for t in naive_texts:
+            naive_pipe(t, truncation=True)
+        return len(naive_texts) / (time.perf_counter() - start)
+
+    hand(), ours()  # warm-up
+    vs_hand, vs_naive = [], []
+    for r in range(rounds):
+        arms = [hand, ours, naive] if r % 2 == 0 else [naive, ours, hand]
+        rate = {arm.__name__: arm() for arm in arms}
+        vs_hand.append(rate["ours"] / rate["hand"])
+        vs_naive.append(rate["ours"] / rate["naive"])
+        print(
+            f"  round {r + 1}: aiforge {rate['ours']:6.1f}/s, hand-written {rate['hand']:6.1f}/s, "
+            f"per-sentence {rate['naive']:6.1f}/s -> {vs_hand[-1]:.2f}x, {vs_naive[-1]:.2f}x"
+        )
+    print(
+        f"  paired, {rounds} rounds, batch {batch_size}: aiforge API / hand-written length-sorted = "
+        f"{statistics.median(vs_hand):.2f}x (range {min(vs_hand):.2f}-{max(vs_hand):.2f}); "
+        f"/ per-sentence pipeline = {statistics.median(vs_naive):.2f}x "
+        f"(range {min(vs_naive):.2f}-{max(vs_naive):.2f})"
+    )
+
+
 def startup_times() -> tuple[float, float]:
     def wall(cmd: list[str]) -> float:
         best = float("inf")
@@ -144,12 +204,16 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--data", type=Path, default=NSMC_TEST, help="an NSMC-format .tsv")
     parser.add_argument("--config-dir", type=Path, default=None, help="build MiniLM from this config dir")
+    parser.add_argument("--rounds", type=int, default=0, help="paired rounds only (models loaded once)")
     args = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     texts = load_sentences(args.n, args.data)
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = make_model(Path(tmp) / "minilm-cls", args.config_dir)
         device = args.device
+        if args.rounds:
+            paired_rounds(model_dir, texts, args.batch_size, device, args.rounds)
+            return
         naive = per_sentence_pipeline(model_dir, texts, device)
         hand_written(model_dir, texts[:64], 8, sort=True, device=device)  # warm-up (CUDA context, kernels)
         unsorted32 = hand_written(model_dir, texts, 32, sort=False, device=device)
