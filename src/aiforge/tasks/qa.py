@@ -34,7 +34,7 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 
 from aiforge.errors import AiforgeError
 from aiforge.lazy import lazy_module
-from aiforge.tasks.base import Pipeline, TaskInput, TaskParams
+from aiforge.tasks.base import Pipeline, TaskInput, TaskParams, cut_to_window
 from aiforge.tasks.card import WARMUP_TEXT, DemoView, register_task
 
 if TYPE_CHECKING:
@@ -284,6 +284,7 @@ class QuestionAnswering(Pipeline):
     def _fit_question(self, question: str) -> tuple[str, bool]:
         """Cut the question after ``max_question_len`` tokens (at most half a window) at a token boundary."""
         cap = min(self.params.max_question_len, (self.max_length - self.specials) // 2)
+        question, cut = cut_to_window(question, cap + 1)  # a huge question is never tokenised whole
         enc = self.tokenizer(
             question,
             add_special_tokens=False,
@@ -292,7 +293,7 @@ class QuestionAnswering(Pipeline):
             return_offsets_mapping=True,
         )
         if len(enc["input_ids"]) <= cap:
-            return question, False
+            return question, cut
         return question[: enc["offset_mapping"][cap - 1][1]], True
 
     def length(self, features: QAFeatures) -> int:
