@@ -3,6 +3,8 @@ and the server keeps serving (issue 21 item 2)."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from aiforge.errors import AiforgeError
@@ -80,3 +82,18 @@ def test_a_10000_item_batch_over_the_queue_is_a_413_naming_the_limit(api: Server
     error = response.json()["error"]
     assert "10000 items" in error["message"] and "1024" in error["message"]
     assert under.status_code == 200 and len(under.json()["outputs"]) == 1000
+
+
+def test_a_200000_character_input_does_not_tie_up_the_model(api: Server) -> None:
+    """Before the cut, one such text held the packaged e5 for minutes (a 504 after 30 s)."""
+    long_text = ("배우들 연기가 정말 훌륭했고 음악도 좋았다. " * 8000)[:200_000]
+    with api.client() as client:
+        started = time.perf_counter()
+        embedded = client.post("/v1/embeddings", json={"model": "e5", "input": long_text})
+        predicted = client.post("/v1/models/e5/predict", json={"inputs": "a" * 200_000})
+        classified = client.post("/v1/models/clf/predict", json={"inputs": [long_text, "a" * 200_000]})
+        seconds = time.perf_counter() - started
+    assert embedded.status_code == predicted.status_code == classified.status_code == 200, embedded.text
+    assert predicted.json()["outputs"][0]["truncated"] is True
+    assert [o["truncated"] for o in classified.json()["outputs"]] == [True, True]
+    assert seconds < 10, f"three 200,000-character requests took {seconds:.1f}s"
