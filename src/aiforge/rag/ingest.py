@@ -91,6 +91,14 @@ def _fail(report: IngestReport, source: str, exc: AiforgeError) -> None:
     report.failed.append({"source": source, "code": exc.code, "message": exc.message})
 
 
+def _escapes(relative: Path, root: Path) -> AiforgeError:
+    return AiforgeError(
+        "AF-INPUT-001",
+        f"'{relative}' is a link to a file outside '{root}': skipped",
+        "copy the file into the folder, or ingest its own path explicitly",
+    )
+
+
 def collect_files(
     paths: Iterable[str | Path], report: IngestReport, name: str | None = None
 ) -> tuple[dict[Path, str], list[Path]]:
@@ -107,6 +115,9 @@ def collect_files(
             for p in sorted(path.rglob("*")):
                 relative = p.relative_to(path)
                 if p.is_file() and supported(p) and not any(part.startswith(".") for part in relative.parts):
+                    if not p.resolve().is_relative_to(path):  # a link out of the folder: never follow it
+                        _fail(report, str(p), _escapes(relative, path))
+                        continue
                     files.setdefault(p, prefix + relative.as_posix())
         elif path.is_file():
             files.setdefault(path, name or path.name)

@@ -22,6 +22,10 @@ from pathlib import Path
 from aiforge.errors import AiforgeError, require
 
 PAGE_SEPARATOR = "\n\n"
+# A DOCX is a ZIP of XML: a few kilobytes can expand to gigabytes (a decompression bomb). Real
+# documents' XML stays far below this; the declared sizes are checked before anything is inflated,
+# and zipfile never inflates a member past its declared size.
+MAX_DOCX_UNPACKED_BYTES = 256 * 2**20
 
 
 @dataclass
@@ -171,6 +175,7 @@ def parse_docx(path: Path, data: bytes) -> ParsedDocument:
     docx = require("docx", "rag")
     import io
 
+    refuse_zip_bomb(path, data, MAX_DOCX_UNPACKED_BYTES)
     document = docx.Document(io.BytesIO(data))
     lines: list[str] = []
     headings: list[Heading] = []
@@ -189,6 +194,23 @@ def parse_docx(path: Path, data: bytes) -> ParsedDocument:
             offset += len(line) + 1
     title = document.core_properties.title or path.stem
     return ParsedDocument("\n".join(lines), "docx", headings=headings, title=title)
+
+
+def refuse_zip_bomb(path: Path, data: bytes, limit: int) -> None:
+    """AF-RAG-003 when the ZIP in ``data`` declares more than ``limit`` bytes once unpacked."""
+    import io
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            unpacked = sum(member.file_size for member in archive.infolist())
+    except zipfile.BadZipFile as exc:
+        raise _parse_error(path, f"not a ZIP archive ({exc})") from None
+    if unpacked > limit:
+        raise _parse_error(
+            path,
+            f"unpacks to {unpacked:,} bytes, over the {limit:,}-byte limit (a decompression bomb?)",
+        )
 
 
 def _docx_heading_level(style: str) -> int:

@@ -23,6 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from aiforge.errors import AiforgeError
 from aiforge.serve.batcher import ClientGone, QueueFull
+from aiforge.serve.jsonbody import RejectedJson
 from aiforge.serve.logs import REQUEST_ID
 
 log = logging.getLogger("aiforge.serve")
@@ -96,6 +97,10 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(AiforgeError)
     async def _aiforge(request: Request, exc: AiforgeError) -> Response:
         return aiforge_error_response(exc)
+
+    @app.exception_handler(RejectedJson)
+    async def _rejected_json(request: Request, exc: RejectedJson) -> Response:
+        return aiforge_error_response(exc.error)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> Response:

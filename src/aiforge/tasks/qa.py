@@ -34,7 +34,7 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 
 from aiforge.errors import AiforgeError
 from aiforge.lazy import lazy_module
-from aiforge.tasks.base import Pipeline, TaskInput, TaskParams
+from aiforge.tasks.base import Pipeline, TaskInput, TaskParams, cut_to_window
 from aiforge.tasks.card import WARMUP_TEXT, DemoView, register_task
 
 if TYPE_CHECKING:
@@ -69,6 +69,9 @@ class QAParams(TaskParams):
     stride: int = Field(128, ge=0, description="tokens of overlap between consecutive context windows")
     max_answer_len: int = Field(30, ge=1, description="longest answer, in tokens")
     max_question_len: int = Field(64, ge=1, description="longer questions are cut (truncated: true)")
+    max_windows: int = Field(
+        32, ge=1, description="most context windows per item; a longer context is cut (truncated: true)"
+    )
     handle_impossible_answer: bool = Field(
         False, description="allow the empty answer when the model's null ([CLS]) score wins (SQuAD 2.0)"
     )
@@ -89,7 +92,10 @@ class QASpan(BaseModel):
 
 class QAOutput(QASpan):
     windows: int = Field(description="how many overlapping windows the context needed")
-    truncated: bool = Field(description="the question was longer than max_question_len tokens and was cut")
+    truncated: bool = Field(
+        description="the question was longer than max_question_len tokens, or the context longer than "
+        "max_windows windows, and was cut"
+    )
     answers: list[QASpan] = Field(description="the top_k answers, best first (the first is the answer above)")
     # With handle_impossible_answer, "no answer" is answer "" with start == end == 0.
 
@@ -260,9 +266,12 @@ class QuestionAnswering(Pipeline):
         room = self.max_length - question_tokens - self.specials  # context tokens per window
         # Half the room at most, so consecutive windows always advance (the tokenizer refuses stride >= room).
         stride = min(self.params.stride, room // 2)
+        # A 200,000-character context made 1,044 windows (15 s on a tiny model): cut the characters
+        # before tokenising, then keep max_windows windows.
+        context, context_cut = cut_to_window(item.context, self.params.max_windows * (room - stride))
         enc = self.tokenizer(
             question,
-            item.context,
+            context,
             truncation="only_second",
             max_length=self.max_length,
             stride=stride,
@@ -272,18 +281,21 @@ class QuestionAnswering(Pipeline):
             return_attention_mask=True,
             return_tensors="np",
         )
-        in_context = np.array(
-            [[sid == 1 for sid in enc.sequence_ids(w)] for w in range(len(enc["input_ids"]))], dtype=bool
-        )
-        raw_offsets = np.asarray(enc["offset_mapping"], dtype=np.int64)
+        windows = min(len(enc["input_ids"]), self.params.max_windows)
+        truncated = truncated or context_cut or len(enc["input_ids"]) > windows
+        in_context = np.array([[sid == 1 for sid in enc.sequence_ids(w)] for w in range(windows)], dtype=bool)
+        raw_offsets = np.asarray(enc["offset_mapping"][:windows], dtype=np.int64)
         offsets = _trim_whitespace(raw_offsets, in_context, item.context)
         context_mask = in_context & (offsets[..., 1] > offsets[..., 0])
-        inputs = {name: np.asarray(enc[name], dtype=np.int64) for name in self.input_names if name in enc}
+        inputs = {
+            name: np.asarray(enc[name][:windows], dtype=np.int64) for name in self.input_names if name in enc
+        }
         return QAFeatures(inputs=inputs, offsets=offsets, context_mask=context_mask, truncated=truncated)
 
     def _fit_question(self, question: str) -> tuple[str, bool]:
         """Cut the question after ``max_question_len`` tokens (at most half a window) at a token boundary."""
         cap = min(self.params.max_question_len, (self.max_length - self.specials) // 2)
+        question, cut = cut_to_window(question, cap + 1)  # a huge question is never tokenised whole
         enc = self.tokenizer(
             question,
             add_special_tokens=False,
@@ -292,7 +304,7 @@ class QuestionAnswering(Pipeline):
             return_offsets_mapping=True,
         )
         if len(enc["input_ids"]) <= cap:
-            return question, False
+            return question, cut
         return question[: enc["offset_mapping"][cap - 1][1]], True
 
     def length(self, features: QAFeatures) -> int:

@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 
 from aiforge.errors import AiforgeError
 from aiforge.lazy import lazy_module
-from aiforge.tasks.base import Pipeline, TaskInput, TaskParams
+from aiforge.tasks.base import Pipeline, TaskInput, TaskParams, cut_to_window
 from aiforge.tasks.card import DemoView, Trainer, register_task, warm_text
 
 if TYPE_CHECKING:
@@ -141,12 +141,12 @@ class EncoderPipeline(Pipeline):
     def preprocess_many(self, items: list[Any]) -> list[dict[str, Any]]:
         """Tokenise all texts in one call (the fast tokenizer works in parallel), then split per item
         and record whether each was truncated."""
-        texts = [self.text_of(item) for item in items]
-        enc = self.tokenizer(texts, truncation=True, max_length=self.max_length, **self.tokenize_kwargs)
+        texts, cut = zip(*(cut_to_window(self.text_of(item), self.max_length) for item in items), strict=True)
+        enc = self.tokenizer(list(texts), truncation=True, max_length=self.max_length, **self.tokenize_kwargs)
         features = []
         for i, text in enumerate(texts):
             feats = {key: values[i] for key, values in enc.items()}
-            feats["truncated"] = self._was_truncated(text, len(feats["input_ids"]))
+            feats["truncated"] = cut[i] or self._was_truncated(text, len(feats["input_ids"]))
             self.check_features(feats)
             features.append(feats)
         return features
@@ -524,7 +524,7 @@ class ZeroShotClassification(Pipeline):
             return {"text": item.text, "labels": labels}
         pairs = [
             self.nli.tokenizer(
-                item.text,
+                cut_to_window(item.text, self.nli.max_length)[0],
                 self.params.hypothesis_template.format(lab),
                 truncation="only_first",
                 max_length=self.nli.max_length,

@@ -24,6 +24,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response, Streami
 
 from aiforge.errors import AiforgeError
 from aiforge.serve.deps import RuntimeDep, disconnected, mark_model
+from aiforge.serve.jsonbody import StrictJsonRoute
 from aiforge.serve.openai_spec import (
     TRANSCRIPT_MEDIA_TYPES,
     ChatCompletionRequest,
@@ -40,7 +41,7 @@ from aiforge.tasks.audio.transcripts import TranscriptFormat, format_transcript
 from aiforge.tasks.base import Pipeline
 from aiforge.tasks.generation import ChatUsage, StopScanner, cut_at_stop
 
-router = APIRouter(prefix="/v1", tags=["openai"])
+router = APIRouter(prefix="/v1", tags=["openai"], route_class=StrictJsonRoute)
 
 
 # ---- models ---------------------------------------------------------------------------------------

@@ -17,9 +17,10 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from aiforge.serve.deps import MetricsDep, RuntimeDep
+from aiforge.serve.jsonbody import StrictJsonRoute
 
 health_router = APIRouter(tags=["operations"])
-admin_router = APIRouter(prefix="/admin", tags=["admin"])
+admin_router = APIRouter(prefix="/admin", tags=["admin"], route_class=StrictJsonRoute)
 
 
 @health_router.get("/healthz", summary="Liveness: the process answers HTTP")

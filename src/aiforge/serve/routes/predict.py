@@ -27,6 +27,7 @@ from aiforge.config import describe_errors
 from aiforge.errors import AiforgeError
 from aiforge.serve.batcher import ClientGone
 from aiforge.serve.deps import RuntimeDep, disconnected, mark_model
+from aiforge.serve.jsonbody import load_request_json
 from aiforge.serve.middleware import header, read_body
 from aiforge.serve.responses import CLIENT_CLOSED, aiforge_error_response
 from aiforge.serve.runtime import Runtime, ServedModel
@@ -44,15 +45,19 @@ class PredictRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    inputs: list[Any] = Field(
+    inputs: list[Any] | str | dict[str, Any] = Field(
         min_length=1,
         description='texts, records ({"text": ...}, {"question": ..., '
-        '"context": ...}) or base64 media; one output per input, same order',
+        '"context": ...}) or base64 media; one output per input, same order. A bare string or '
+        "record (as the Hugging Face Inference API accepts) is one input: one output",
     )
     parameters: dict[str, Any] = Field(
         default_factory=dict,
         description="per-request task parameters (GET /v1/models lists each model's request_params)",
     )
+
+    def input_list(self) -> list[Any]:
+        return self.inputs if isinstance(self.inputs, list) else [self.inputs]
 
 
 class PredictResponse(BaseModel):
@@ -116,7 +121,7 @@ async def predict_json(
     model = runtime.get(name)
     mark_model(scope, model)
     request = parse_json(body, PredictRequest)
-    inputs = [model.decode_json_input(raw) for raw in request.inputs]
+    inputs = [model.decode_json_input(raw) for raw in request.input_list()]
     return await answer(model, inputs, request.parameters, scope, receive)
 
 
@@ -162,16 +167,9 @@ class JsonPredict:
 
 
 def parse_json(raw: bytes, schema: type[BaseModelT]) -> BaseModelT:
-    """Parse and validate a JSON body: 400 for malformed JSON, 422 naming each wrong field."""
-    try:
-        data = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise AiforgeError(
-            "AF-SERVE-002",
-            f"request body is not valid JSON: {exc}",
-            'send a JSON object, e.g. {"inputs": ["some text"]}',
-            status=400,
-        ) from None
+    """Parse and validate a JSON body: 400 for malformed or hostile JSON (see jsonbody.py), 422 naming
+    each wrong field."""
+    data = load_request_json(raw)
     try:
         return schema.model_validate(data)
     except ValidationError as exc:

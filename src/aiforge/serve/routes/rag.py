@@ -21,7 +21,9 @@ from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.concurrency import run_in_threadpool
 
-router = APIRouter(prefix="/v1/rag", tags=["rag"])
+from aiforge.serve.jsonbody import StrictJsonRoute
+
+router = APIRouter(prefix="/v1/rag", tags=["rag"], route_class=StrictJsonRoute)
 
 
 class RagQuery(BaseModel):
