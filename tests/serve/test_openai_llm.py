@@ -4,7 +4,9 @@ running the packaged SmolLM2 GGUF (text-generation's offline default: no model n
 from __future__ import annotations
 
 import concurrent.futures
+import json
 from collections.abc import Iterator
+from typing import Any
 
 import openai
 import pytest
@@ -24,7 +26,14 @@ def llm_server() -> Iterator[Server]:
         host="127.0.0.1",
         port=0,
         log_level="warning",
-        models=[{"name": "chat", "task": "text-generation", "params": {"max_new_tokens": 24}}],
+        models=[
+            {
+                "name": "chat",
+                "task": "text-generation",
+                # a small context, so an over-long prompt is cheap to build
+                "params": {"max_new_tokens": 24, "context_size": 1024},
+            }
+        ],
     )
     with running_server(settings) as server:
         yield server
@@ -91,3 +100,96 @@ def test_concurrent_chats_all_answer(client: openai.OpenAI) -> None:
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
         answers = list(pool.map(ask, range(4)))
     assert all("Paris" in a for a in answers)
+
+
+PERSON_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
+    "required": ["name", "age"],
+    "additionalProperties": False,
+}
+PERSON = [{"role": "user", "content": "Give me a person with name and age as JSON."}]
+
+
+def validates(instance: Any, schema: dict[str, Any]) -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    jsonschema.validate(instance, schema)
+
+
+def test_json_schema_output_parses_and_validates(client: openai.OpenAI) -> None:
+    response_format = {"type": "json_schema", "json_schema": {"name": "person", "schema": PERSON_SCHEMA}}
+    reply = client.chat.completions.create(
+        model="chat", messages=PERSON, max_tokens=48, response_format=response_format
+    )
+    validates(json.loads(reply.choices[0].message.content), PERSON_SCHEMA)
+    stream = client.chat.completions.create(
+        model="chat", messages=PERSON, max_tokens=48, response_format=response_format, stream=True
+    )
+    streamed = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    validates(json.loads(streamed), PERSON_SCHEMA)
+
+
+def test_json_object_output_is_an_object(client: openai.OpenAI) -> None:
+    reply = client.chat.completions.create(
+        model="chat", messages=PERSON, max_tokens=48, response_format={"type": "json_object"}
+    )
+    assert reply.choices[0].finish_reason == "stop"  # a grammar cannot help an answer cut by max_tokens
+    assert isinstance(json.loads(reply.choices[0].message.content), dict)
+
+
+def test_completions_continue_the_prompt_as_written(client: openai.OpenAI) -> None:
+    prompt = "The capital of France is"
+    whole = client.completions.create(model="chat", prompt=prompt, max_tokens=4)
+    assert whole.object == "text_completion" and whole.choices[0].finish_reason == "length"
+    assert "Paris" in whole.choices[0].text
+    assert whole.usage.prompt_tokens == 5 and whole.usage.completion_tokens == 4  # no chat template
+    stream = client.completions.create(
+        model="chat", prompt=prompt, max_tokens=4, stream=True, stream_options={"include_usage": True}
+    )
+    chunks = list(stream)
+    assert "".join(c.choices[0].text for c in chunks if c.choices) == whole.choices[0].text
+    assert chunks[-1].usage.completion_tokens == 4
+    two = client.completions.create(
+        model="chat", prompt=[prompt, "One, two, three,"], max_tokens=4, stop=["\n"]
+    )
+    assert [c.index for c in two.choices] == [0, 1] and two.usage.prompt_tokens > 5
+
+
+def test_tools_on_a_template_without_tools_are_a_clear_400(client: openai.OpenAI) -> None:
+    weather = {"type": "function", "function": {"name": "weather", "parameters": {"type": "object"}}}
+    with pytest.raises(openai.BadRequestError, match="cannot call tools"):
+        client.chat.completions.create(model="chat", messages=FRANCE, max_tokens=4, tools=[weather])
+    with pytest.raises(openai.BadRequestError, match="n must be 1"):
+        client.chat.completions.create(model="chat", messages=FRANCE, max_tokens=4, n=2)
+
+
+def test_fields_that_do_not_change_the_result_are_accepted(client: openai.OpenAI) -> None:
+    """What LangChain's ChatOpenAI and LlamaIndex send (langchain_openai _default_params: n, stream,
+    stream_options; store, service_tier, metadata when set; parallel_tool_calls with bound tools)."""
+    reply = client.chat.completions.create(
+        model="chat",
+        messages=FRANCE,
+        max_completion_tokens=16,
+        n=1,
+        user="u-1",
+        logprobs=False,
+        presence_penalty=0,
+        frequency_penalty=0,
+        logit_bias={},
+        metadata={"session": "s"},
+        store=False,
+        service_tier="auto",
+        parallel_tool_calls=False,
+        tool_choice="none",
+        modalities=["text"],
+    )
+    assert "Paris" in reply.choices[0].message.content
+
+
+def test_an_over_long_prompt_is_a_400_naming_the_context_size(client: openai.OpenAI) -> None:
+    long = [{"role": "user", "content": "word " * 1500}]
+    for stream in (False, True):  # streamed too: refused before the stream starts
+        with pytest.raises(openai.BadRequestError, match="context of 1024 tokens"):
+            client.chat.completions.create(model="chat", messages=long, max_tokens=4, stream=stream)
+    with pytest.raises(openai.BadRequestError, match="context of 1024 tokens"):
+        client.completions.create(model="chat", prompt="word " * 1500, max_tokens=4, stream=True)
