@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -193,3 +194,44 @@ def test_an_over_long_prompt_is_a_400_naming_the_context_size(client: openai.Ope
             client.chat.completions.create(model="chat", messages=long, max_tokens=4, stream=stream)
     with pytest.raises(openai.BadRequestError, match="context of 1024 tokens"):
         client.completions.create(model="chat", prompt="word " * 1500, max_tokens=4, stream=True)
+
+
+def metric(server: Server, name: str) -> float:
+    """One sample of the model 'chat' from /metrics (0 when absent)."""
+    with server.client() as http:
+        text = http.get("/metrics").text
+    prefix = f'{name}{{model="chat"}} '
+    return next((float(line[len(prefix) :]) for line in text.splitlines() if line.startswith(prefix)), 0.0)
+
+
+def test_metrics_count_tokens_first_token_time_and_busy_slots(
+    llm_server: Server, client: openai.OpenAI
+) -> None:
+    tokens = metric(llm_server, "aiforge_generated_tokens_total")
+    firsts = metric(llm_server, "aiforge_time_to_first_token_seconds_count")
+    reply = client.chat.completions.create(model="chat", messages=FRANCE, max_tokens=8)
+    list(client.chat.completions.create(model="chat", messages=FRANCE, max_tokens=8, stream=True))
+    made = metric(llm_server, "aiforge_generated_tokens_total") - tokens
+    assert made == 2 * reply.usage.completion_tokens
+    assert metric(llm_server, "aiforge_time_to_first_token_seconds_count") == firsts + 2
+    assert metric(llm_server, "aiforge_generation_seconds_total") > 0
+    assert metric(llm_server, "aiforge_llm_slots_busy") == 0
+    assert metric(llm_server, "aiforge_llm_requests_waiting") == 0
+
+
+def test_a_client_that_disconnects_stops_its_generation(llm_server: Server) -> None:
+    """Over real HTTP: close a long stream after its first chunks; the slot frees at once and the
+    generation stops far short of max_tokens (counting to 900 tokens takes 7 s or more here)."""
+    tokens = metric(llm_server, "aiforge_generated_tokens_total")
+    body = {"model": "chat", "prompt": "1, 2, 3, 4, 5, 6, 7, 8,", "max_tokens": 900, "stream": True}
+    with llm_server.client() as http, http.stream("POST", "/v1/completions", json=body) as response:
+        lines = response.iter_lines()
+        received = [next(lines) for _ in range(6)]
+        assert all(line.startswith("data: ") or not line for line in received)
+        assert metric(llm_server, "aiforge_llm_slots_busy") == 1
+    closed = time.monotonic()
+    while metric(llm_server, "aiforge_llm_slots_busy") and time.monotonic() - closed < 5:
+        time.sleep(0.05)
+    assert metric(llm_server, "aiforge_llm_slots_busy") == 0
+    made = metric(llm_server, "aiforge_generated_tokens_total") - tokens
+    assert 0 < made < 300, f"{made} tokens generated after the client left"
