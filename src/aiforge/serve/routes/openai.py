@@ -121,9 +121,9 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, runtim
     model = runtime.for_route(body.model, "chat", "/v1/chat/completions")
     mark_model(request.scope, model)
     deployment = model.require_ready()
-    refuse_unsupported(body, model)
     params = body.generation_params()
     runner: Any = model.variant(deployment, params)
+    refuse_unsupported(body, model, runner)
     schema = body.constraint()
     constrained = check_constraint(runner, model, schema)
     messages = body.messages_as_dicts()
@@ -161,9 +161,9 @@ async def completions(body: CompletionRequest, request: Request, runtime: Runtim
     model = runtime.for_route(body.model, "completions", "/v1/completions")
     mark_model(request.scope, model)
     deployment = model.require_ready()
-    refuse_unsupported(body, model)
     params = body.generation_params()
     runner: Any = model.variant(deployment, params)
+    refuse_unsupported(body, model, runner)
     prompts = body.prompts()
     request_id = completion_id("cmpl")
     if body.stream:
@@ -194,14 +194,13 @@ async def completions(body: CompletionRequest, request: Request, runtime: Runtim
     )
 
 
-def refuse_unsupported(body: GenerationRequest, model: ServedModel) -> None:
+def refuse_unsupported(body: GenerationRequest, model: ServedModel, runner: Any) -> None:
     """A 400 naming what this request asks for that aiforge cannot do, rather than ignoring it."""
     reason = body.unsupported()
     if reason is None and isinstance(body, ChatCompletionRequest) and body.wants_tools():
-        reason = (
-            f"model '{model.name}' cannot call tools: aiforge serves its chat template's text answers "
-            "only, and small chat models such as SmolLM2 have no tool-calling template"
-        )
+        limitation = getattr(runner, "tools_limitation", None)
+        why = limitation() if limitation else "aiforge serves text answers only on this runtime"
+        reason = f"model '{model.name}' cannot call tools: {why}"
     if reason is not None:
         raise AiforgeError("AF-SERVE-002", reason, "change the request as the message says", status=400)
 
