@@ -237,3 +237,21 @@ def test_a_client_that_disconnects_stops_its_generation(llm_server: Server) -> N
     assert metric(llm_server, "aiforge_llm_slots_busy") == 0
     made = metric(llm_server, "aiforge_generated_tokens_total") - tokens
     assert 0 < made < 300, f"{made} tokens generated after the client left"
+
+
+def test_langchain_chat_openai_works_unmodified(llm_server: Server) -> None:
+    """ChatOpenAI as a LangChain user writes it: invoke, stream (with its usage request) and
+    with_structured_output (its default method: response_format json_schema, strict)."""
+    langchain_openai = pytest.importorskip("langchain_openai")
+    llm = langchain_openai.ChatOpenAI(
+        base_url=f"{llm_server.base}/v1", api_key="none", model="chat", max_tokens=16, max_retries=0
+    )
+    assert "Paris" in llm.invoke("What is the capital of France?").content
+    pieces = list(llm.stream("What is the capital of France?", stream_usage=True))
+    assert "Paris" in "".join(p.content for p in pieces)
+    assert sum((p.usage_metadata or {}).get("output_tokens", 0) for p in pieces) > 0
+    roomy = langchain_openai.ChatOpenAI(
+        base_url=f"{llm_server.base}/v1", api_key="none", model="chat", max_tokens=48, max_retries=0
+    )
+    structured = roomy.with_structured_output(PERSON_SCHEMA | {"title": "person"})
+    validates(structured.invoke(PERSON[0]["content"]), PERSON_SCHEMA)
