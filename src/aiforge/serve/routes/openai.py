@@ -282,9 +282,11 @@ async def stream_generation(
     deadline = asyncio.get_running_loop().time() + model.settings.timeout_s
     try:
         first = await stream.next(deadline - asyncio.get_running_loop().time())
-    except BaseException:
+    except BaseException as exc:
         stream.close()
         release()
+        if isinstance(exc, asyncio.TimeoutError):
+            raise generation_timeout(model) from None
         raise
     if first[0] == "error" and isinstance(first[1], AiforgeError) and first[1].status < 500:
         stream.close()
@@ -296,6 +298,15 @@ async def stream_generation(
         events,
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+def generation_timeout(model: ServedModel) -> AiforgeError:
+    return AiforgeError(
+        "AF-SERVE-004",
+        f"generation exceeded {model.settings.timeout_s:g}s",
+        "ask for fewer tokens (max_tokens)",
+        status=504,
     )
 
 
@@ -334,16 +345,7 @@ async def _generation_events(
                 try:
                     kind, value = await stream.next(deadline - asyncio.get_running_loop().time())
                 except asyncio.TimeoutError:
-                    yield sse(
-                        error_event(
-                            AiforgeError(
-                                "AF-SERVE-004",
-                                f"generation exceeded {model.settings.timeout_s:g}s",
-                                "ask for fewer tokens (max_tokens)",
-                                status=504,
-                            )
-                        )
-                    )
+                    yield sse(error_event(generation_timeout(model)))
                     return
             if kind == "end":
                 break
