@@ -41,7 +41,7 @@ def test_openai_errors_are_typed(client: openai.OpenAI) -> None:
     assert "sentence-embeddings" in str(wrong_task.value)
     with pytest.raises(openai.UnprocessableEntityError):
         client.embeddings.create(model="e5", input="x", dimensions=12)
-    with pytest.raises(openai.UnprocessableEntityError):
+    with pytest.raises(openai.BadRequestError, match="n must be 1"):  # issue 16: a 400, as OpenAI's
         client.chat.completions.create(model="gpt", messages=[{"role": "user", "content": "hi"}], n=2)
     with pytest.raises(openai.AuthenticationError):
         openai.OpenAI(base_url=client.base_url, api_key="wrong", max_retries=0).models.list()
@@ -130,3 +130,26 @@ def test_transcription_of_garbage_is_422(api: Server) -> None:
         missing_file = http.post("/v1/audio/transcriptions", data={"model": "asr"})
     assert response.status_code == 422 and response.json()["error"]["code"] == "AF-INPUT-004"
     assert missing_file.status_code == 422
+
+
+def test_completions_continue_the_prompt_on_transformers(client: openai.OpenAI) -> None:
+    prompt = "Once upon a time"
+    whole = client.completions.create(model="gpt", prompt=prompt, max_tokens=6)
+    assert whole.object == "text_completion" and whole.choices[0].finish_reason == "length"
+    assert whole.usage.completion_tokens == 6 and whole.usage.prompt_tokens > 0
+    streamed = client.completions.create(model="gpt", prompt=prompt, max_tokens=6, stream=True)
+    assert "".join(c.choices[0].text for c in streamed if c.choices) == whole.choices[0].text
+    two = client.completions.create(model="gpt", prompt=[prompt, "Hello"], max_tokens=3)
+    assert [c.index for c in two.choices] == [0, 1] and two.choices[0].text == whole.choices[0].text[
+        : len(two.choices[0].text)
+    ]
+
+
+def test_json_output_on_transformers_is_a_400_naming_the_limitation(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError, match="cannot constrain its output to JSON"):
+        client.chat.completions.create(
+            model="gpt",
+            messages=[{"role": "user", "content": "hi"}],
+            max_tokens=3,
+            response_format={"type": "json_object"},
+        )

@@ -228,3 +228,37 @@ def test_a_hub_gguf_file_resolves_from_the_hf_cache_offline(tmp_path):
     )
     env = {**os.environ, "HF_HUB_CACHE": str(tmp_path), "HF_HUB_OFFLINE": "1"}
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120, env=env)
+
+
+def test_a_json_schema_constrains_the_output_in_chat_and_completion_mode(pipe):
+    schema = {
+        "type": "object",
+        "properties": {"city": {"type": "string"}},
+        "required": ["city"],
+        "additionalProperties": False,
+    }
+    messages = [{"role": "user", "content": FRANCE + " Answer as JSON."}]
+    chat, completion = pipe.predict(
+        [
+            {"messages": messages, "json_schema": schema},
+            {"text": "The capital of France:", "chat": False, "json_schema": {}},
+        ]
+    )
+    assert set(json.loads(chat["generated_text"])) == {"city"}
+    assert isinstance(json.loads(completion["generated_text"]), dict)
+
+
+def test_stream_completion_continues_the_prompt_as_written(pipe):
+    pieces = "".join(pipe.stream_completion("The capital of France is"))
+    record = pipe.predict([{"text": "The capital of France is", "chat": False}])[0]
+    assert pieces == record["generated_text"] and "Paris" in pieces
+    assert record["prompt_tokens"] == 5  # the prompt alone: no chat template around it
+
+
+def test_gguf_metadata_reads_the_chat_template():
+    from aiforge.tasks.llm import gguf_string
+
+    path = resolve("packaged:smollm2-135m-instruct").location
+    template = gguf_string(path, "tokenizer.chat_template")
+    assert template is not None and "<|im_start|>" in template and "tools" not in template
+    assert gguf_string(path, "no.such.key") is None

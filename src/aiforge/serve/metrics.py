@@ -12,15 +12,27 @@ What an operator asks, and the metric that answers it:
 * why are batches cut where they are?  ``aiforge_batch_cost_seconds{model,term}``: the fitted cost of
   one forward pass, term=fixed (seconds per batch) and term=per_unit (seconds per padded token)
 * what is deployed?                    ``aiforge_model_info{model,task,version}`` = 1
+
+For LLMs on llama.cpp (GGUF), which batch inside llama.cpp's slots rather than in aiforge's batcher:
+
+* how fast does it generate?            ``aiforge_generated_tokens_total{model}``: its rate is the
+  aggregate tokens/s; divided by the rate of ``aiforge_generation_seconds_total{model}`` (seconds
+  spent decoding, summed over requests) it is the tokens/s one request sees
+* how long until the answer starts?     ``aiforge_time_to_first_token_seconds{model}`` (waiting for a
+  slot + reading the prompt)
+* is it saturated?                      ``aiforge_llm_slots_busy{model}`` (requests decoding),
+  ``aiforge_llm_requests_waiting{model}`` (requests waiting for a free slot)
 """
 
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+FIRST_TOKEN_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 
@@ -92,6 +104,33 @@ class ServeMetrics:
             "aiforge_model_ready", "1 when the model answers requests", ["model"], registry=r
         )
 
+        self.generated_tokens = Counter(
+            "aiforge_generated_tokens_total", "tokens generated (LLMs on llama.cpp)", ["model"], registry=r
+        )
+        self.generation_seconds = Counter(
+            "aiforge_generation_seconds_total",
+            "seconds spent generating tokens, summed over requests (LLMs on llama.cpp)",
+            ["model"],
+            registry=r,
+        )
+        self.first_token = Histogram(
+            "aiforge_time_to_first_token_seconds",
+            "time from a request reaching the model to its first generated token",
+            ["model"],
+            buckets=FIRST_TOKEN_BUCKETS,
+            registry=r,
+        )
+        self.slots_busy = Gauge(
+            "aiforge_llm_slots_busy", "requests decoding in the model's slots", ["model"], registry=r
+        )
+        self.requests_waiting = Gauge(
+            "aiforge_llm_requests_waiting", "requests waiting for a free slot", ["model"], registry=r
+        )
+
+    def generation_observer(self, model: str) -> GenerationMetrics:
+        """What a GGUF runtime reports its generations to (``observe_generation`` in tasks/llm.py)."""
+        return GenerationMetrics(self, model)
+
     def set_version(self, model: str, task: str, version: str, previous: str | None = None) -> None:
         """Point ``aiforge_model_info`` at the served version (and drop the swapped-out one)."""
         if previous is not None and previous != version:
@@ -101,3 +140,21 @@ class ServeMetrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+@dataclass(frozen=True)
+class GenerationMetrics:
+    """One model's generation metrics (tasks/llm.py's GenerationObserver)."""
+
+    metrics: ServeMetrics
+    model: str
+
+    def requests_active(self, active: int, slots: int) -> None:
+        self.metrics.slots_busy.labels(self.model).set(min(active, slots))
+        self.metrics.requests_waiting.labels(self.model).set(max(0, active - slots))
+
+    def generation_done(self, first_token_s: float | None, tokens: int, decode_s: float) -> None:
+        if first_token_s is not None:
+            self.metrics.first_token.labels(self.model).observe(first_token_s)
+        self.metrics.generated_tokens.labels(self.model).inc(tokens)
+        self.metrics.generation_seconds.labels(self.model).inc(decode_s)

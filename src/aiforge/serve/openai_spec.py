@@ -1,8 +1,8 @@
 """The OpenAI wire format: flat request/response models and the mapping to the Pipeline contract.
 
 Only this module knows OpenAI's field names; routes/openai.py only wires endpoints to it. Fields a
-client may send but aiforge cannot honour (``n > 1``, tools, logprobs, penalties) are refused with
-a 422 that says so, rather than silently ignored; unknown fields are refused too.
+client may send but aiforge cannot honour (``n > 1``, logprobs, penalties) are refused with a 400
+that says so (``unsupported()``), rather than silently ignored; unknown fields are refused too.
 """
 
 from __future__ import annotations
@@ -96,46 +96,87 @@ class StreamOptions(_Strict):
     include_usage: bool = False
 
 
-class ChatCompletionRequest(_Strict):
+class JsonSchemaFormat(_Strict):
+    name: str = "response"
+    description: str | None = None
+    schema_: dict[str, Any] = Field(default_factory=dict, alias="schema")
+    strict: bool | None = None
+
+
+class ResponseFormat(_Strict):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+    @model_validator(mode="after")
+    def _schema_given(self) -> ResponseFormat:
+        if self.type == "json_schema" and self.json_schema is None:
+            raise ValueError("response_format type 'json_schema' needs a 'json_schema' object")
+        return self
+
+    def constraint(self) -> dict[str, Any] | None:
+        """What the runtime constrains its output with: None (free text), {} (any JSON object) or
+        the JSON schema the output must validate against."""
+        if self.type == "text":
+            return None
+        if self.type == "json_object" or self.json_schema is None:
+            return {}
+        return self.json_schema.schema_
+
+
+class GenerationRequest(_Strict):
+    """The fields /v1/chat/completions and /v1/completions share.
+
+    Fields that cannot change the result at the values clients send by default (LangChain's ChatOpenAI
+    sends ``n``, ``stream_options``, sometimes ``store``, ``metadata``, ``parallel_tool_calls``...) are
+    accepted; values that would change it and are not implemented are refused with a 400
+    (``unsupported()``), never silently ignored.
+    """
+
     model: str
-    messages: list[ChatMessage] = Field(min_length=1)
     max_tokens: int | None = Field(None, ge=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
     temperature: float | None = Field(None, ge=0, le=2, description="0 or unset: greedy decoding")
     top_p: float | None = Field(None, gt=0, le=1)
     seed: int | None = None
     stop: str | list[str] | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
-    n: int = 1
+    n: int | None = 1
     user: str | None = None
-    logprobs: bool = False
-    presence_penalty: float = 0.0
-    frequency_penalty: float = 0.0
+    presence_penalty: float | None = 0.0
+    frequency_penalty: float | None = 0.0
+    logit_bias: dict[str, float] | None = None
+    metadata: dict[str, str] | None = None
+    store: bool | None = None
+    service_tier: str | None = None
 
-    @model_validator(mode="after")
-    def _supported(self) -> ChatCompletionRequest:
-        if self.n != 1:
-            raise ValueError("n must be 1: one completion per request")
-        if self.logprobs:
-            raise ValueError("logprobs are not supported")
-        if self.presence_penalty or self.frequency_penalty:
-            raise ValueError("presence_penalty and frequency_penalty are not supported (use 0)")
-        if isinstance(self.stop, list) and len(self.stop) > 4:
+    @field_validator("stop")
+    @classmethod
+    def _at_most_four(cls, value: str | list[str] | None) -> str | list[str] | None:
+        if isinstance(value, list) and len(value) > 4:
             raise ValueError("stop holds at most 4 sequences")
-        return self
+        return value
 
-    def messages_as_dicts(self) -> list[dict[str, str]]:
-        return [{"role": m.role, "content": m.text()} for m in self.messages]
+    def unsupported(self) -> str | None:
+        """Why this request cannot be served as asked (a 400), or None."""
+        if self.n not in (None, 1):
+            return "n must be 1: aiforge returns one completion per request (send n requests instead)"
+        if self.presence_penalty or self.frequency_penalty:
+            return "presence_penalty and frequency_penalty are not supported (omit them or send 0)"
+        if self.logit_bias:
+            return "logit_bias is not supported (omit it or send {})"
+        return None
 
     def stop_sequences(self) -> list[str]:
         stops = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
         return [s for s in stops if s]
 
+    def token_limit(self) -> int | None:
+        return self.max_tokens
+
     def generation_params(self) -> dict[str, Any]:
         """OpenAI sampling fields -> the text-generation task's parameters."""
         params: dict[str, Any] = {}
-        limit = self.max_completion_tokens or self.max_tokens
+        limit = self.token_limit()
         if limit is not None:
             params["max_new_tokens"] = limit
         sample = bool(self.temperature) or (
@@ -152,8 +193,72 @@ class ChatCompletionRequest(_Strict):
         return params
 
 
-def completion_id() -> str:
-    return f"chatcmpl-{uuid.uuid4().hex[:24]}"
+class ChatCompletionRequest(GenerationRequest):
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    response_format: ResponseFormat | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    logprobs: bool | None = False
+    top_logprobs: int | None = None
+    modalities: list[Literal["text"]] | None = None
+
+    def unsupported(self) -> str | None:
+        if self.logprobs or self.top_logprobs:
+            return "logprobs are not supported (omit logprobs or send false)"
+        return super().unsupported()
+
+    def wants_tools(self) -> bool:
+        """Tools offered, or a tool call forced: the model would have to answer with tool calls."""
+        forced = self.tool_choice not in (None, "none", "auto")
+        return (bool(self.tools) and self.tool_choice != "none") or forced
+
+    def token_limit(self) -> int | None:
+        return self.max_completion_tokens or self.max_tokens
+
+    def messages_as_dicts(self) -> list[dict[str, str]]:
+        return [{"role": m.role, "content": m.text()} for m in self.messages]
+
+    def constraint(self) -> dict[str, Any] | None:
+        return self.response_format.constraint() if self.response_format else None
+
+
+class CompletionRequest(GenerationRequest):
+    """/v1/completions (OpenAI's legacy text completions): the prompt is continued as written."""
+
+    prompt: str | list[str] = Field(description="one prompt or a list (token-id arrays are not accepted)")
+    max_tokens: int | None = Field(16, ge=1)  # OpenAI's default for this endpoint
+    echo: bool = False
+    suffix: str | None = None
+    logprobs: int | None = None
+    best_of: int | None = None
+
+    @field_validator("prompt")
+    @classmethod
+    def _non_empty(cls, value: str | list[str]) -> str | list[str]:
+        prompts = [value] if isinstance(value, str) else value
+        if not prompts or any(not p for p in prompts):
+            raise ValueError("prompt must be a non-empty string or a list of non-empty strings")
+        return value
+
+    def prompts(self) -> list[str]:
+        return [self.prompt] if isinstance(self.prompt, str) else list(self.prompt)
+
+    def unsupported(self) -> str | None:
+        if self.logprobs:
+            return "logprobs are not supported (omit them)"
+        if self.suffix:
+            return "suffix (insertion) is not supported (omit it)"
+        if self.best_of not in (None, 1):
+            return "best_of must be 1"
+        if self.stream and len(self.prompts()) > 1:
+            return "a streamed completion takes one prompt (send one request per prompt)"
+        return super().unsupported()
+
+
+def completion_id(prefix: str = "chatcmpl") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:24]}"
 
 
 def chat_completion(
@@ -206,6 +311,50 @@ def chat_chunk(
         else [{"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}],
     }
     if usage is not None:
+        chunk["usage"] = usage
+    return chunk
+
+
+def text_completion(
+    request_id: str,
+    model: str,
+    version: str,
+    choices: list[tuple[str, str]],
+    prompt_tokens: int,
+    completion_tokens: int,
+) -> dict[str, Any]:
+    """A /v1/completions response; ``choices`` are (text, finish_reason), one per prompt."""
+    return {
+        "id": request_id,
+        "object": "text_completion",
+        "created": int(time.time()),
+        "model": model,
+        "system_fingerprint": version,
+        "choices": [
+            {"index": i, "text": text, "finish_reason": finish, "logprobs": None}
+            for i, (text, finish) in enumerate(choices)
+        ],
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        },
+    }
+
+
+def text_completion_chunk(
+    request_id: str,
+    model: str,
+    version: str,
+    text: str,
+    finish_reason: str | None = None,
+    usage: dict[str, int] | None = None,
+) -> dict[str, Any]:
+    chunk = text_completion(request_id, model, version, [] if usage else [(text, "")], 0, 0)
+    if usage is None:
+        chunk["choices"][0]["finish_reason"] = finish_reason
+        del chunk["usage"]
+    else:
         chunk["usage"] = usage
     return chunk
 

@@ -136,6 +136,9 @@ class ServedModel:
             except BaseException:
                 await batcher.close(0)
                 raise
+        observe = getattr(pipe, "observe_generation", None)  # LLMs on llama.cpp (tasks/llm.py)
+        if observe is not None:
+            observe(self.metrics.generation_observer(self.name))
         log.info("model %s serving %s (%s)", self.name, deployment.version, self.task)
         return deployment
 

@@ -369,12 +369,19 @@ class TextGeneration(_Generator):
         runner.params = self._merged(params)
         return runner(self.chat_record(messages))
 
+    def completion_record(self, prompt: str) -> str:
+        """The input record ``predict`` continues ``prompt`` with, as written."""
+        return prompt
+
     def stream_chat(
         self, messages: list[dict[str, str]], usage: ChatUsage | None = None, **params: Any
     ) -> Iterator[str]:
         """The assistant's answer to a conversation, piece by piece; ``usage`` is kept up to date
         (completion tokens are counted when the stream ends or is closed)."""
-        prompt = self.apply_chat_template(messages)
+        return self.stream_completion(self.apply_chat_template(messages), usage, **params)
+
+    def stream_completion(self, prompt: str, usage: ChatUsage | None = None, **params: Any) -> Iterator[str]:
+        """``stream_tokens`` that also keeps ``usage`` up to date."""
         merged = self._merged(params)
         if usage is not None:
             usage.prompt_tokens = len(self.encode(prompt, merged).ids)

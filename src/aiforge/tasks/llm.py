@@ -25,11 +25,13 @@ from __future__ import annotations
 
 import os
 import queue
+import struct
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal, cast
+from typing import Any, ClassVar, Literal, Protocol, cast
 
 from pydantic import BaseModel, Field, model_validator
 
@@ -53,6 +55,10 @@ class ChatMessage(BaseModel):
 class LlmInput(TaskInput):
     text: str | None = Field(None, min_length=1, description="a prompt (sent as one user message)")
     messages: list[ChatMessage] | None = Field(None, min_length=1, description="a conversation")
+    chat: bool | None = Field(None, description="override the 'chat' parameter for this input")
+    json_schema: dict[str, Any] | None = Field(
+        None, description="constrain the output to JSON matching this schema ({}: any JSON object)"
+    )
 
     @model_validator(mode="after")
     def _one_of(self) -> LlmInput:
@@ -102,8 +108,21 @@ def _load_xllamacpp() -> Any:
     return xllamacpp
 
 
+class GenerationObserver(Protocol):
+    """What the server's metrics hear from the runtime (serve/metrics.py implements it)."""
+
+    def requests_active(self, active: int, slots: int) -> None:
+        """Requests now inside llama.cpp (decoding in a slot or waiting for one)."""
+
+    def generation_done(self, first_token_s: float | None, tokens: int, decode_s: float) -> None:
+        """One request ended: seconds to its first token (None: it made none), tokens generated,
+        seconds spent generating them."""
+
+
 class LlamaCppServer:
     """llama.cpp's server loop in this process: requests from any thread, decoded together in slots."""
+
+    observer: GenerationObserver | None = None
 
     def __init__(self, path: str, slots: int, context_size: int, threads: int) -> None:
         xllamacpp = _load_xllamacpp()
@@ -117,11 +136,33 @@ class LlamaCppServer:
         config.cpuparams_batch.n_threads = threads
         config.verbosity = -1  # llama.cpp's per-request log lines would drown aiforge's output
         self.server = xllamacpp.Server(config)
+        self.slots = slots
+        self.active = 0  # requests inside llama.cpp now
+        self._active_lock = threading.Lock()
+
+    def _count(self, change: int) -> None:
+        with self._active_lock:
+            self.active += change
+            active = self.active
+        if self.observer is not None:
+            self.observer.requests_active(active, self.slots)
 
     def complete(self, request: LlamaRequest) -> dict[str, Any]:
         """One request, answered whole (blocks this thread; other threads' requests run alongside)."""
-        response = self._handler(request)(request.body)
+        started = time.monotonic()
+        self._count(+1)
+        try:
+            response = self._handler(request)(request.body)
+        finally:
+            self._count(-1)
         _raise_for_error(response)
+        if self.observer is not None:
+            # Not streamed, so no token is seen arriving: the first one came when decoding began,
+            # i.e. the request's time less llama.cpp's decode time (waiting for a slot + the prompt).
+            decode_s = response.get("timings", {}).get("predicted_ms", 0.0) / 1000
+            tokens = response.get("usage", {}).get("completion_tokens", 0)
+            first = max(0.0, time.monotonic() - started - decode_s) if tokens else None
+            self.observer.generation_done(first, tokens, decode_s)
         return cast(dict[str, Any], response)
 
     def stream(self, request: LlamaRequest) -> Iterator[dict[str, Any]]:
@@ -142,6 +183,9 @@ class LlamaCppServer:
             finally:
                 chunks.put(None)
 
+        started, first_token_s = time.monotonic(), None
+        timings: dict[str, Any] = {}
+        self._count(+1)
         thread = threading.Thread(target=run, name="aiforge-llama-stream", daemon=True)
         thread.start()
         try:
@@ -149,15 +193,27 @@ class LlamaCppServer:
                 if isinstance(chunk, BaseException):
                     raise chunk
                 _raise_for_error(chunk)
+                if first_token_s is None and _has_text(chunk):
+                    first_token_s = time.monotonic() - started
+                timings = chunk.get("timings") or timings
                 yield chunk
         finally:
             cancel.set()
             thread.join()
+            self._count(-1)
+            if self.observer is not None and timings:
+                self.observer.generation_done(
+                    first_token_s, timings.get("predicted_n", 0), timings.get("predicted_ms", 0.0) / 1000
+                )
 
     def _handler(self, request: LlamaRequest) -> Callable[..., Any]:
         if request.endpoint == "chat":
             return cast(Callable[..., Any], self.server.handle_chat_completions)
         return cast(Callable[..., Any], self.server.handle_completions)
+
+
+def _has_text(chunk: dict[str, Any]) -> bool:
+    return any((c.get("delta") or {}).get("content") or c.get("text") for c in chunk.get("choices", ()))
 
 
 def _raise_for_error(response: dict[str, Any]) -> None:
@@ -194,6 +250,8 @@ class LlamaCppTextGeneration(Pipeline):
     # Forwards may overlap: the server runs one per slot, so a request that arrives while others
     # decode joins them at llama.cpp's next step instead of waiting for their batch to end.
     concurrent_forward = True
+    # llama.cpp turns a JSON schema into a grammar that constrains sampling (LlmInput.json_schema).
+    constrains_json: ClassVar[bool] = True
 
     params: LlamaCppParams
 
@@ -216,6 +274,18 @@ class LlamaCppTextGeneration(Pipeline):
 
     def side_by_side(self) -> int:
         return self.params.slots
+
+    def tools_limitation(self) -> str:
+        """Why this model cannot answer a request with ``tools`` (the route's 400 says it)."""
+        name = os.path.basename(self.model_ref.location)
+        if "tools" not in (gguf_string(self.model_ref.location, "tokenizer.chat_template") or ""):
+            return f"the chat template in {name} has no tool support (it never mentions tools)"
+        return f"aiforge does not pass tools to llama.cpp yet, though the chat template in {name} has them"
+
+    def observe_generation(self, observer: GenerationObserver) -> None:
+        """Report requests in flight, time to first token and tokens generated to ``observer``."""
+        self.ensure_setup()
+        self.server.observer = observer
 
     # ---- the pipeline contract ------------------------------------------------------------------------
     def preprocess(self, item: LlmInput) -> LlamaRequest:  # type: ignore[override]
@@ -242,9 +312,16 @@ class LlamaCppTextGeneration(Pipeline):
         ).model_dump()
 
     # ---- chat and streaming (the same methods as TextGeneration on transformers) -------------------------
-    def chat_record(self, messages: list[dict[str, str]]) -> dict[str, Any]:
-        """The input record ``predict`` answers a conversation with."""
-        return {"messages": messages}
+    def chat_record(
+        self, messages: list[dict[str, str]], json_schema: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """The input record ``predict`` answers a conversation with (its output constrained to JSON
+        matching ``json_schema`` when one is given; ``{}``: any JSON object)."""
+        return {"messages": messages, "json_schema": json_schema}
+
+    def completion_record(self, prompt: str) -> dict[str, Any]:
+        """The input record ``predict`` continues ``prompt`` with, as written (no chat template)."""
+        return {"text": prompt, "chat": False}
 
     def chat_prompt_tokens(self, messages: list[dict[str, str]], **params: Any) -> int | None:
         """None: llama.cpp counts the prompt when it runs it (a prompt too long fails then)."""
@@ -258,12 +335,21 @@ class LlamaCppTextGeneration(Pipeline):
         return self.postprocess(self.server.complete(self.request(item, merged)), item)
 
     def stream_chat(
-        self, messages: list[dict[str, str]], usage: ChatUsage | None = None, **params: Any
+        self,
+        messages: list[dict[str, str]],
+        usage: ChatUsage | None = None,
+        json_schema: dict[str, Any] | None = None,
+        **params: Any,
     ) -> Iterator[str]:
         """The assistant's answer to a conversation, piece by piece; ``usage`` follows each token."""
         self.ensure_setup()
-        item = LlmInput(messages=[ChatMessage(**m) for m in messages])
+        item = LlmInput(messages=[ChatMessage(**m) for m in messages], json_schema=json_schema)
         yield from self._pieces(self.request(item, self._merged(params)), usage)
+
+    def stream_completion(self, prompt: str, usage: ChatUsage | None = None, **params: Any) -> Iterator[str]:
+        """The continuation of ``prompt`` as written (no chat template), piece by piece."""
+        self.ensure_setup()
+        yield from self._pieces(self.request(LlmInput(text=prompt, chat=False), self._merged(params)), usage)
 
     def stream_tokens(self, prompt: str, **params: Any) -> Iterator[str]:
         """The completion of ``prompt`` piece by piece; joined, the ``generated_text`` of a plain call."""
@@ -271,7 +357,7 @@ class LlamaCppTextGeneration(Pipeline):
         yield from self._pieces(self.request(LlmInput(text=prompt), self._merged(params)))
 
     def _pieces(self, request: LlamaRequest, usage: ChatUsage | None = None) -> Iterator[str]:
-        body = {**request.body, "timings_per_token": True} if usage is not None else request.body
+        body = {**request.body, "timings_per_token": True}  # usage and the server's metrics read them
         for chunk in self.server.stream(LlamaRequest(request.endpoint, body)):
             timings = chunk.get("timings")
             if usage is not None and timings:
@@ -291,12 +377,24 @@ class LlamaCppTextGeneration(Pipeline):
     def request(self, item: LlmInput, params: LlamaCppParams) -> LlamaRequest:
         """The llama.cpp request for one input under ``params``."""
         options = _sampling(params)
-        if item.text is not None and not params.chat:
+        chat = params.chat if item.chat is None else item.chat
+        if item.text is not None and not chat:
+            if item.json_schema is not None:
+                options["json_schema"] = item.json_schema or {"type": "object"}
             return LlamaRequest("completions", {"prompt": item.text, **options})
         messages = item.messages or [ChatMessage(role="user", content=cast(str, item.text))]
         if params.system and not any(m.role == "system" for m in messages):
             messages = [ChatMessage(role="system", content=params.system), *messages]
+        if item.json_schema is not None:
+            options["response_format"] = _response_format(item.json_schema)
         return LlamaRequest("chat", {"messages": [m.model_dump() for m in messages], **options})
+
+
+def _response_format(json_schema: dict[str, Any]) -> dict[str, Any]:
+    """llama.cpp's chat field for a JSON constraint: any object, or one matching the schema."""
+    if not json_schema:
+        return {"type": "json_object"}
+    return {"type": "json_schema", "json_schema": {"name": "response", "schema": json_schema}}
 
 
 def _sampling(params: LlamaCppParams) -> dict[str, Any]:
@@ -315,3 +413,45 @@ def _sampling(params: LlamaCppParams) -> dict[str, Any]:
     if params.stop:
         options["stop"] = params.stop
     return options
+
+
+# GGUF metadata value types (ggml's gguf.h): fixed-size ones by struct format; 8 = string, 9 = array.
+_GGUF_SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
+
+
+def gguf_string(path: str, key: str) -> str | None:
+    """One string from a GGUF file's metadata (``tokenizer.chat_template``...), None when absent.
+
+    Reads the header only, skipping the other values (the token list among them: about 0.1 s for
+    SmolLM2's 49k tokens); llama.cpp's binding exposes no metadata.
+    """
+    with open(path, "rb") as f:
+
+        def unpack(fmt: str) -> Any:
+            return struct.unpack("<" + fmt, f.read(struct.calcsize(fmt)))[0]
+
+        def text() -> str:
+            return f.read(unpack("Q")).decode("utf-8", "replace")
+
+        def skip(kind: int) -> None:
+            if kind == 8:
+                f.seek(unpack("Q"), 1)
+            elif kind == 9:
+                item, count = unpack("I"), unpack("Q")
+                if item in _GGUF_SCALARS:
+                    f.seek(count * struct.calcsize(_GGUF_SCALARS[item]), 1)
+                else:
+                    for _ in range(count):
+                        skip(item)
+            else:
+                f.seek(struct.calcsize(_GGUF_SCALARS[kind]), 1)
+
+        if f.read(4) != b"GGUF":
+            return None
+        unpack("I"), unpack("Q")  # version, tensor count
+        for _ in range(unpack("Q")):
+            name, kind = text(), unpack("I")
+            if name == key and kind == 8:
+                return text()
+            skip(kind)
+    return None

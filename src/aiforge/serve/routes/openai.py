@@ -4,10 +4,13 @@
     client = OpenAI(base_url="http://127.0.0.1:8000/v1", api_key="KEY")
     client.embeddings.create(model="e5", input=["안녕하세요"])
     client.chat.completions.create(model="gpt", messages=[{"role": "user", "content": "Hi"}], stream=True)
+    client.completions.create(model="gpt", prompt="Once upon a time", max_tokens=16)
     client.audio.transcriptions.create(model="whisper", file=open("a.wav", "rb"), response_format="srt")
 
 ``model`` is the served name (GET /v1/models). Embeddings and non-streamed chat go through the
 model's dynamic batcher; streamed chat runs its own generation thread and holds one queue slot.
+``response_format`` (json_object / json_schema) constrains sampling by grammar on GGUF models; the
+transformers runtime answers it with a 400, as it does ``tools`` (no served template calls tools yet).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import asyncio
 import json
 import time
 import weakref
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, File, Form, Request, UploadFile
@@ -28,12 +31,16 @@ from aiforge.serve.jsonbody import StrictJsonRoute
 from aiforge.serve.openai_spec import (
     TRANSCRIPT_MEDIA_TYPES,
     ChatCompletionRequest,
+    CompletionRequest,
     EmbeddingRequest,
     EmbeddingResponse,
+    GenerationRequest,
     chat_chunk,
     chat_completion,
     completion_id,
     encode_embedding,
+    text_completion,
+    text_completion_chunk,
 )
 from aiforge.serve.runtime import Deployment, ServedModel
 from aiforge.serve.streaming import TokenStream
@@ -107,19 +114,30 @@ def count_tokens(pipe: Pipeline, texts: list[str]) -> int:
     return sum(len(ids) for ids in tokenizer(texts, add_special_tokens=True)["input_ids"])
 
 
-# ---- chat completions ---------------------------------------------------------------------------------
+# ---- chat completions and completions -------------------------------------------------------------------
+# Either runtime (transformers: tasks/generation.py, llama.cpp: tasks/llm.py) has the methods used here:
+# chat_record / completion_record (non-streamed, through the batcher), stream_chat / stream_completion.
 @router.post("/chat/completions", summary="Chat with a text-generation model (SSE when stream=true)")
 async def chat_completions(body: ChatCompletionRequest, request: Request, runtime: RuntimeDep) -> Response:
     model = runtime.for_route(body.model, "chat", "/v1/chat/completions")
     mark_model(request.scope, model)
     deployment = model.require_ready()
     params = body.generation_params()
-    # Either runtime (transformers: tasks/generation.py, llama.cpp: tasks/llm.py) has the chat methods.
     runner: Any = model.variant(deployment, params)
+    refuse_unsupported(body, model, runner)
+    schema = body.constraint()
+    constrained = check_constraint(runner, model, schema)
     messages = body.messages_as_dicts()
     if body.stream:
-        return stream_chat(model, deployment, runner, messages, body)
-    record = runner.chat_record(messages)
+        runner.chat_prompt_tokens(messages)  # transformers: a prompt that cannot fit is a 400 now
+        return await stream_generation(
+            model,
+            deployment,
+            lambda usage: runner.stream_chat(messages, usage=usage, **constrained),
+            body,
+            ChatChunks(completion_id(), model.name, deployment.version),
+        )
+    record = runner.chat_record(messages, **constrained)
     outputs, deployment = await model.predict([record], params, lambda: disconnected(request.receive))
     mark_model(request.scope, model, deployment)
     out = outputs[0]
@@ -137,27 +155,159 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, runtim
     )
 
 
-def stream_chat(
+@router.post(
+    "/completions", summary="Continue a prompt as written (OpenAI's legacy completions; SSE when stream=true)"
+)
+async def completions(body: CompletionRequest, request: Request, runtime: RuntimeDep) -> Response:
+    model = runtime.for_route(body.model, "completions", "/v1/completions")
+    mark_model(request.scope, model)
+    deployment = model.require_ready()
+    params = body.generation_params()
+    runner: Any = model.variant(deployment, params)
+    refuse_unsupported(body, model, runner)
+    prompts = body.prompts()
+    request_id = completion_id("cmpl")
+    if body.stream:
+        prompt = prompts[0]
+        return await stream_generation(
+            model,
+            deployment,
+            lambda usage: runner.stream_completion(prompt, usage=usage),
+            body,
+            CompletionChunks(request_id, model.name, deployment.version, prompt if body.echo else ""),
+        )
+    records = [runner.completion_record(p) for p in prompts]
+    outputs, deployment = await model.predict(records, params, lambda: disconnected(request.receive))
+    mark_model(request.scope, model, deployment)
+    choices = []
+    for prompt, out in zip(prompts, outputs, strict=True):
+        text, stopped = cut_at_stop(out["generated_text"], body.stop_sequences())
+        choices.append(((prompt if body.echo else "") + text, "stop" if stopped else out["finish_reason"]))
+    return JSONResponse(
+        text_completion(
+            request_id,
+            model.name,
+            deployment.version,
+            choices,
+            sum(o["prompt_tokens"] for o in outputs),
+            sum(o["completion_tokens"] for o in outputs),
+        )
+    )
+
+
+def refuse_unsupported(body: GenerationRequest, model: ServedModel, runner: Any) -> None:
+    """A 400 naming what this request asks for that aiforge cannot do, rather than ignoring it."""
+    reason = body.unsupported()
+    if reason is None and isinstance(body, ChatCompletionRequest) and body.wants_tools():
+        limitation = getattr(runner, "tools_limitation", None)
+        why = limitation() if limitation else "aiforge serves text answers only on this runtime"
+        reason = f"model '{model.name}' cannot call tools: {why}"
+    if reason is not None:
+        raise AiforgeError("AF-SERVE-002", reason, "change the request as the message says", status=400)
+
+
+def check_constraint(runner: Any, model: ServedModel, schema: dict[str, Any] | None) -> dict[str, Any]:
+    """The keyword arguments that constrain the output to JSON (empty when unconstrained); a 400 where
+    the runtime cannot constrain its sampling (transformers)."""
+    if schema is None:
+        return {}
+    if not getattr(runner, "constrains_json", False):
+        raise AiforgeError(
+            "AF-SERVE-002",
+            f"model '{model.name}' runs on {getattr(runner, 'backend', 'transformers')}, which cannot "
+            "constrain its output to JSON: response_format json_object / json_schema needs a GGUF model "
+            "(llama.cpp grammars)",
+            "serve a GGUF model (e.g. packaged:smollm2-135m-instruct), or omit response_format",
+            status=400,
+        )
+    return {"json_schema": schema}
+
+
+class ChatChunks:
+    """chat.completion.chunk events: a role chunk first, then content deltas."""
+
+    def __init__(self, request_id: str, model: str, version: str) -> None:
+        self.ids = (request_id, model, version)
+
+    def opening(self) -> dict[str, Any] | None:
+        return chat_chunk(*self.ids, {"role": "assistant", "content": ""})
+
+    def piece(self, text: str) -> dict[str, Any]:
+        return chat_chunk(*self.ids, {"content": text})
+
+    def finish(self, reason: str) -> dict[str, Any]:
+        return chat_chunk(*self.ids, {}, reason)
+
+    def usage(self, usage: dict[str, int]) -> dict[str, Any]:
+        return chat_chunk(*self.ids, {}, usage=usage)
+
+
+class CompletionChunks(ChatChunks):
+    """text_completion events: text pieces (the prompt first with echo=true)."""
+
+    def __init__(self, request_id: str, model: str, version: str, echo: str) -> None:
+        super().__init__(request_id, model, version)
+        self.echo = echo
+
+    def opening(self) -> dict[str, Any] | None:
+        return self.piece(self.echo) if self.echo else None
+
+    def piece(self, text: str) -> dict[str, Any]:
+        return text_completion_chunk(*self.ids, text)
+
+    def finish(self, reason: str) -> dict[str, Any]:
+        return text_completion_chunk(*self.ids, "", reason)
+
+    def usage(self, usage: dict[str, int]) -> dict[str, Any]:
+        return text_completion_chunk(*self.ids, "", usage=usage)
+
+
+async def stream_generation(
     model: ServedModel,
     deployment: Deployment,
-    runner: Any,
-    messages: list[dict[str, str]],
-    body: ChatCompletionRequest,
-) -> StreamingResponse:
+    generate: Callable[[ChatUsage], Iterator[str]],
+    body: GenerationRequest,
+    chunks: ChatChunks,
+) -> Response:
     """Server-sent events in OpenAI's chunk format, ending with ``data: [DONE]``.
 
-    Capacity is reserved before the response starts, so a full queue is still a plain 429, and so is a
-    prompt that cannot fit a 400, where the runtime can tell before it runs (transformers).
+    Capacity is reserved before the response starts, so a full queue is still a plain 429. The first
+    piece is awaited before the response starts too, so a request the runtime refuses (a prompt longer
+    than the context: llama.cpp counts its tokens before it runs it) is a plain 400, not an error event
+    in a 200 stream.
     """
-    runner.chat_prompt_tokens(messages)
     deployment.batcher.reserve_stream()
     release = Once(deployment.batcher.release_stream)
-    events = _chat_events(model, deployment, runner, messages, body, release)
+    usage = ChatUsage()  # the runtime keeps it up to date while it streams
+    stream = TokenStream(lambda: generate(usage))
+    deadline = asyncio.get_running_loop().time() + model.settings.timeout_s
+    try:
+        first = await stream.next(deadline - asyncio.get_running_loop().time())
+    except BaseException as exc:
+        stream.close()
+        release()
+        if isinstance(exc, asyncio.TimeoutError):
+            raise generation_timeout(model) from None
+        raise
+    if first[0] == "error" and isinstance(first[1], AiforgeError) and first[1].status < 500:
+        stream.close()
+        release()
+        raise first[1]
+    events = _generation_events(model, stream, first, deadline, usage, body, chunks, release)
     weakref.finalize(events, release)  # a stream never started (client gone at once) still frees its slot
     return StreamingResponse(
         events,
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+def generation_timeout(model: ServedModel) -> AiforgeError:
+    return AiforgeError(
+        "AF-SERVE-004",
+        f"generation exceeded {model.settings.timeout_s:g}s",
+        "ask for fewer tokens (max_tokens)",
+        status=504,
     )
 
 
@@ -173,36 +323,31 @@ class Once:
             fn()
 
 
-async def _chat_events(
+async def _generation_events(
     model: ServedModel,
-    deployment: Deployment,
-    runner: Any,
-    messages: list[dict[str, str]],
-    body: ChatCompletionRequest,
+    stream: TokenStream,
+    first: tuple[str, Any],
+    deadline: float,
+    usage: ChatUsage,
+    body: GenerationRequest,
+    chunks: ChatChunks,
     release: Once,
 ) -> AsyncIterator[str]:
-    chunk_id, name, version = completion_id(), model.name, deployment.version
     scanner = StopScanner(body.stop_sequences())
-    usage = ChatUsage()  # the runtime keeps it up to date while it streams
-    stream = TokenStream(lambda: runner.stream_chat(messages, usage=usage))
-    deadline = asyncio.get_running_loop().time() + model.settings.timeout_s
+    pending: tuple[str, Any] | None = first
     try:
-        yield sse(chat_chunk(chunk_id, name, version, {"role": "assistant", "content": ""}))
+        opening = chunks.opening()
+        if opening is not None:
+            yield sse(opening)
         while not scanner.stopped:
-            try:
-                kind, value = await stream.next(deadline - asyncio.get_running_loop().time())
-            except asyncio.TimeoutError:
-                yield sse(
-                    error_event(
-                        AiforgeError(
-                            "AF-SERVE-004",
-                            f"generation exceeded {model.settings.timeout_s:g}s",
-                            "ask for fewer tokens (max_tokens)",
-                            status=504,
-                        )
-                    )
-                )
-                return
+            if pending is not None:
+                (kind, value), pending = pending, None
+            else:
+                try:
+                    kind, value = await stream.next(deadline - asyncio.get_running_loop().time())
+                except asyncio.TimeoutError:
+                    yield sse(error_event(generation_timeout(model)))
+                    return
             if kind == "end":
                 break
             if kind == "error":
@@ -210,27 +355,22 @@ async def _chat_events(
                 return
             text = scanner.feed(value)
             if text:
-                yield sse(chat_chunk(chunk_id, name, version, {"content": text}))
+                yield sse(chunks.piece(text))
         tail = scanner.flush() if not scanner.stopped else ""
         if tail:
-            yield sse(chat_chunk(chunk_id, name, version, {"content": tail}))
+            yield sse(chunks.piece(tail))
         if scanner.stopped:  # the generation stops at its next piece: count what it has made
             stream.close()
             await stream.finished()
-        finish = "stop" if scanner.stopped else usage.finish_reason
-        yield sse(chat_chunk(chunk_id, name, version, {}, finish))
+        yield sse(chunks.finish("stop" if scanner.stopped else usage.finish_reason))
         if body.stream_options is not None and body.stream_options.include_usage:
             yield sse(
-                chat_chunk(
-                    chunk_id,
-                    name,
-                    version,
-                    {},
-                    usage={
+                chunks.usage(
+                    {
                         "prompt_tokens": usage.prompt_tokens,
                         "completion_tokens": usage.completion_tokens,
                         "total_tokens": usage.prompt_tokens + usage.completion_tokens,
-                    },
+                    }
                 )
             )
         yield "data: [DONE]\n\n"
