@@ -621,6 +621,20 @@ RagConfigOption = Annotated[
     Path | None,
     typer.Option("--config", help="YAML file of RAG settings (under AIFORGE_RAG_* and --set)"),
 ]
+GenerateOption = Annotated[
+    bool,
+    typer.Option(
+        "--generate", help="an LLM writes the answer from numbered sources; each statement is checked"
+    ),
+]
+GeneratorOption = Annotated[
+    str | None,
+    typer.Option(
+        "--model",
+        help="the LLM for --generate: packaged name, .gguf, hub id or folder "
+        "(default: the packaged SmolLM2 offline)",
+    ),
+]
 
 
 @rag_app.command("ingest")
@@ -683,22 +697,44 @@ def rag_ask(
     settings_pairs: SetOption = None,
     rag_config: RagConfigOption = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
+    generate: GenerateOption = False,
+    model: GeneratorOption = None,
 ) -> None:
     """Answer a question from an index, citing file, page and character offsets."""
     from aiforge.api import ask
 
     sets = settings_pairs or []
-    answer = ask(question, index=index, config=rag_config, sets=sets, top_k=top_k, source=source)
+    answer = ask(
+        question,
+        index=index,
+        config=rag_config,
+        sets=sets,
+        top_k=top_k,
+        source=source,
+        generate=generate,
+        model=model,
+    )
     if as_json:
         typer.echo(json.dumps(answer.to_dict(), indent=2, ensure_ascii=False))
         return
     out.print(answer.answer, highlight=False)
+    if answer.statements:  # a written answer: each statement and the check of its quote
+        for statement in answer.statements:
+            mark = "supported" if statement.supported else "UNSUPPORTED"
+            out.print(f"- ({mark}) {statement.text}", highlight=False)
+            for c in statement.citations:
+                print_citation(c)
+        return
     for c in answer.citations:
-        mark = "verified" if c.verified else "UNVERIFIED"
-        out.print(
-            f"  [{c.n}] {c.source} p.{c.page} chars {c.start}-{c.end} ({mark}): {c.quote[:160]}",
-            highlight=False,
-        )
+        print_citation(c)
+
+
+def print_citation(c: Any) -> None:
+    mark = "verified" if c.verified else "UNVERIFIED"
+    out.print(
+        f"  [{c.n}] {c.source} p.{c.page} chars {c.start}-{c.end} ({mark}): {c.quote[:160]}",
+        highlight=False,
+    )
 
 
 @rag_app.command("eval")
@@ -711,13 +747,19 @@ def rag_eval(
     answers: Annotated[bool, typer.Option("--answers/--no-answers", help="also score EM/F1")] = True,
     settings_pairs: SetOption = None,
     rag_config: RagConfigOption = None,
+    generate: Annotated[
+        bool, typer.Option("--generate", help="also score LLM-written answers beside the extracted ones")
+    ] = False,
+    model: GeneratorOption = None,
 ) -> None:
-    """Retrieval recall@1/5/10 and MRR, answer EM and F1."""
+    """Retrieval recall@1/5/10 and MRR, answer EM and F1 (extracted, and written with --generate)."""
     from aiforge.api import rag_settings
     from aiforge.rag import evaluate
 
-    settings = rag_settings(rag_config, settings_pairs or [])
-    metrics = evaluate(str(qa_file), index, settings, answers=answers, limit=limit, mode=mode)
+    settings = rag_settings(rag_config, settings_pairs or [], model=model)
+    metrics = evaluate(
+        str(qa_file), index, settings, answers=answers, limit=limit, mode=mode, generate=generate
+    )
     typer.echo(json.dumps(metrics, indent=2, ensure_ascii=False))
 
 
