@@ -24,7 +24,7 @@ Importing this module is light: each function imports its libraries when it runs
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from aiforge.train import TrainConfig
     from aiforge.train.report import TrainResult
 
-__all__ = ["ask", "ingest", "pipeline", "serve_app", "train_model"]
+__all__ = ["ask", "ask_stream", "ingest", "pipeline", "serve_app", "train_model"]
 
 
 def train_model(
@@ -161,6 +161,26 @@ def ask(
     filters = {"source": source} if source else None
     settings = rag_settings(config, sets, generate=generate, model=model)
     return answer(question, index, settings, top_k=top_k, filters=filters)
+
+
+def ask_stream(
+    question: str,
+    *,
+    index: str,
+    config: str | Path | None = None,
+    sets: Sequence[str] = (),
+    top_k: int | None = None,
+    source: str | None = None,
+    model: str | None = None,
+) -> Iterator[dict[str, Any]]:
+    """:func:`ask` with ``generate=True``, as the answer is written (``aiforge rag ask --generate``
+    prints it so): ``{"event": "chunks"}``, ``{"event": "delta", "text"}`` per piece, then
+    ``{"event": "answer", ...}``, the checked answer as ``Answer.to_dict()`` gives it."""
+    from aiforge.rag import stream_query
+
+    filters = {"source": source} if source else None
+    settings = rag_settings(config, sets, generate=True, model=model)
+    return stream_query(index, question, top_k=top_k, filters=filters, settings=settings)
 
 
 def rag_settings(

@@ -701,39 +701,54 @@ def rag_ask(
     model: GeneratorOption = None,
 ) -> None:
     """Answer a question from an index, citing file, page and character offsets."""
-    from aiforge.api import ask
+    from aiforge.api import ask, ask_stream
 
     sets = settings_pairs or []
-    answer = ask(
-        question,
-        index=index,
-        config=rag_config,
-        sets=sets,
-        top_k=top_k,
-        source=source,
-        generate=generate,
-        model=model,
-    )
+    where: dict[str, Any] = {
+        "index": index,
+        "config": rag_config,
+        "sets": sets,
+        "top_k": top_k,
+        "source": source,
+    }
+    if (generate or model) and not as_json:  # the written answer appears as the model writes it
+        body: dict[str, Any] = {}
+        for event in ask_stream(question, model=model, **where):
+            if event["event"] == "delta":
+                out.print(event["text"], end="", highlight=False, markup=False)
+            elif event["event"] == "answer":
+                body = event
+        out.print("" if body.get("statements") else body.get("answer", ""), highlight=False)
+        print_checks(body)
+        return
+    answer = ask(question, generate=generate, model=model, **where).to_dict()
     if as_json:
-        typer.echo(json.dumps(answer.to_dict(), indent=2, ensure_ascii=False))
+        typer.echo(json.dumps(answer, indent=2, ensure_ascii=False))
         return
-    out.print(answer.answer, highlight=False)
-    if answer.statements:  # a written answer: each statement and the check of its quote
-        for statement in answer.statements:
-            mark = "supported" if statement.supported else "UNSUPPORTED"
-            out.print(f"- ({mark}) {statement.text}", highlight=False)
-            for c in statement.citations:
-                print_citation(c)
-        return
-    for c in answer.citations:
-        print_citation(c)
+    out.print(answer["answer"], highlight=False)
+    print_checks(answer)
 
 
-def print_citation(c: Any) -> None:
-    mark = "verified" if c.verified else "UNVERIFIED"
+def print_checks(answer: dict[str, Any]) -> None:
+    """The citations of an answer (``Answer.to_dict()``); a written one's statements, each marked."""
+    if answer.get("statements"):
+        for statement in answer["statements"]:
+            mark = "supported" if statement["supported"] else "UNSUPPORTED"
+            out.print(f"- ({mark}) {statement['text']}", highlight=False, markup=False)
+            for citation in statement["citations"]:
+                print_citation(citation)
+        return
+    for citation in answer.get("citations", []):
+        print_citation(citation)
+
+
+def print_citation(c: dict[str, Any]) -> None:
+    mark = "verified" if c["verified"] else "UNVERIFIED"
+    where = f"{c['source']} p.{c['page']} chars {c['start']}-{c['end']}"
     out.print(
-        f"  [{c.n}] {c.source} p.{c.page} chars {c.start}-{c.end} ({mark}): {c.quote[:160]}",
+        f"  [{c['n']}] {where} ({mark}): {c['quote'][:160]}",
         highlight=False,
+        markup=False,
     )
 
 

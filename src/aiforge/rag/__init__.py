@@ -111,7 +111,7 @@ def query(
 def stream_query(
     index: str,
     question: str,
-    top_k: int = 5,
+    top_k: int | None = None,
     filters: dict[str, Any] | None = None,
     settings: RagSettings | None = None,
 ) -> Iterator[dict[str, Any]]:
