@@ -218,7 +218,7 @@ def test_rag_ask_and_eval_with_answers_written_by_the_packaged_llm(tmp_path, mon
     assert answer["method"] == "generator" and "14 days" in answer["answer"]
     assert any(s["supported"] for s in answer["statements"])
     plain = aiforge("rag", "ask", "When are refunds paid?", "--index", "notes", "--generate")
-    assert "(supported) " in plain.stdout and "refunds.txt p.1" in plain.stdout
+    assert "(supported" in plain.stdout and "refunds.txt p.1" in plain.stdout
     qa = tmp_path / "qa.jsonl"
     qa.write_text('{"question": "When are refunds paid?", "answer": "within 14 days"}\n', encoding="utf-8")
     scores = json.loads(aiforge("rag", "eval", str(qa), "--index", "notes", "--generate").stdout)

@@ -733,7 +733,10 @@ def print_checks(answer: dict[str, Any]) -> None:
     """The citations of an answer (``Answer.to_dict()``); a written one's statements, each marked."""
     if answer.get("statements"):
         for statement in answer["statements"]:
-            mark = "supported" if statement["supported"] else "UNSUPPORTED"
+            mark = "UNSUPPORTED"
+            if statement["supported"]:  # the model's [n] may be wrong while another source supports it
+                cited = statement["cites_its_source"] or not statement["markers"]
+                mark = "supported" if cited else "supported, by another source than cited"
             out.print(f"- ({mark}) {statement['text']}", highlight=False, markup=False)
             for citation in statement["citations"]:
                 print_citation(citation)

@@ -44,7 +44,7 @@ def test_the_prompt_numbers_the_sources_and_shows_an_example_in_the_questions_la
     context = index.search("When are refunds paid?", top_k=3)
     messages = build_messages("When are refunds paid?", context)
     assert [m["role"] for m in messages] == ["system", "user", "assistant", "user"]
-    assert messages[-1]["content"].startswith(f"Sources:\n[1] ({context[0].source}, page")
+    assert messages[-1]["content"].startswith(f"Sources:\n[1] {context[0].chunk.text}\n\n[2] ")
     assert messages[-1]["content"].endswith("Question: When are refunds paid?")
     assert "12유로" in build_messages("환불은 언제?", context)[2]["content"]
 

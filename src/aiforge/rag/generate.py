@@ -93,7 +93,10 @@ def sources_block(sources: list[str]) -> str:
 def build_messages(question: str, context: list[Retrieved]) -> list[dict[str, str]]:
     """System instruction, one worked example in the question's language, then the real sources."""
     shown, example_question, example_answer = EXAMPLES["ko" if HANGUL.search(question) else "en"]
-    sources = [f"({r.source}, page {r.chunk.page}) {r.chunk.text}" for r in context]
+    # the chunks' text only: with "(file, page N)" before each, SmolLM2 copied those labels into its
+    # answer in a loop ("[refunds.txt, page 1] [14 days] [refunds.txt, page 1] ..."); the citations
+    # name file and page anyway
+    sources = [r.chunk.text for r in context]
     return [
         {"role": "system", "content": SYSTEM},
         {"role": "user", "content": f"{sources_block(shown)}\n\nQuestion: {example_question}"},
