@@ -198,3 +198,29 @@ def test_rag_ask_names_sources_without_the_servers_path(tmp_path, monkeypatch):
     assert str(tmp_path) not in as_json.stdout + plain.stdout
     assert json.loads(as_json.stdout)["citations"][0]["source"] == "guide/install.md"
     assert "[1] guide/install.md p." in plain.stdout
+
+
+def test_rag_ask_and_eval_with_answers_written_by_the_packaged_llm(tmp_path, monkeypatch):
+    from aiforge.models import PACKAGED
+
+    smollm2 = PACKAGED["smollm2-135m-instruct"]
+    if not smollm2.available():
+        pytest.skip(f"needs {smollm2.install_command()}")
+    monkeypatch.setenv("AIFORGE_HOME", str(tmp_path / "home"))
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "refunds.txt").write_text("Refunds are paid within 14 days.\n", encoding="utf-8")
+    (docs / "pump.txt").write_text("The pump starts at 40 degrees.\n", encoding="utf-8")
+    assert aiforge("rag", "ingest", str(docs), "--index", "notes").returncode == 0
+    ask = aiforge("rag", "ask", "When are refunds paid?", "--index", "notes", "--generate", "--json")
+    assert ask.returncode == 0, ask.stderr
+    answer = json.loads(ask.stdout)
+    assert answer["method"] == "generator" and "14 days" in answer["answer"]
+    assert any(s["supported"] for s in answer["statements"])
+    plain = aiforge("rag", "ask", "When are refunds paid?", "--index", "notes", "--generate")
+    assert "(supported" in plain.stdout and "refunds.txt p.1" in plain.stdout
+    qa = tmp_path / "qa.jsonl"
+    qa.write_text('{"question": "When are refunds paid?", "answer": "within 14 days"}\n', encoding="utf-8")
+    scores = json.loads(aiforge("rag", "eval", str(qa), "--index", "notes", "--generate").stdout)
+    assert set(scores["generated"]) == {"EM", "F1", "answered", "supported_statements", "seconds_per_answer"}
+    assert scores["F1"] > 0 and scores["generated"]["F1"] > 0

@@ -24,7 +24,7 @@ Importing this module is light: each function imports its libraries when it runs
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from aiforge.train import TrainConfig
     from aiforge.train.report import TrainResult
 
-__all__ = ["ask", "ingest", "pipeline", "serve_app", "train_model"]
+__all__ = ["ask", "ask_stream", "ingest", "pipeline", "serve_app", "train_model"]
 
 
 def train_model(
@@ -134,6 +134,8 @@ def ask(
     sets: Sequence[str] = (),
     top_k: int | None = None,
     source: str | None = None,
+    generate: bool = False,
+    model: str | None = None,
 ) -> Answer:
     """Answer ``question`` from ``index`` with checked citations, as ``aiforge rag ask``.
 
@@ -144,19 +146,54 @@ def ask(
         sets: ``KEY=VALUE`` overrides (``--set``), e.g. ``["qa_model=path/to/qa-model"]``.
         top_k: chunks retrieved (``--top-k``; default: the ``top_k`` setting).
         source: only chunks of sources matching this glob (``--source``).
+        generate: an LLM writes the answer from the numbered sources (``--generate``), each of its
+            statements checked against them; the ``generate`` setting does the same.
+        model: the LLM (``--model``; the ``generator`` setting): a packaged name, GGUF file, hub id
+            or local model; default: text-generation's default (the packaged SmolLM2 offline).
 
     Returns:
         The ``Answer``: ``answer``, ``found`` (False when the documents do not contain it) and
-        ``citations`` (source, page, character offsets, whether the quote matches the stored text).
+        ``citations`` (source, page, character offsets, whether the quote matches the stored text);
+        a written answer also has ``statements``, each ``supported`` or not.
     """
     from aiforge.rag import ask as answer
 
     filters = {"source": source} if source else None
-    return answer(question, index, rag_settings(config, sets), top_k=top_k, filters=filters)
+    settings = rag_settings(config, sets, generate=generate, model=model)
+    return answer(question, index, settings, top_k=top_k, filters=filters)
 
 
-def rag_settings(config: str | Path | None = None, sets: Sequence[str] = ()) -> RagSettings:
-    """The settings every ``aiforge rag`` command builds from ``--config`` and ``--set``."""
+def ask_stream(
+    question: str,
+    *,
+    index: str,
+    config: str | Path | None = None,
+    sets: Sequence[str] = (),
+    top_k: int | None = None,
+    source: str | None = None,
+    model: str | None = None,
+) -> Iterator[dict[str, Any]]:
+    """:func:`ask` with ``generate=True``, as the answer is written (``aiforge rag ask --generate``
+    prints it so): ``{"event": "chunks"}``, ``{"event": "delta", "text"}`` per piece, then
+    ``{"event": "answer", ...}``, the checked answer as ``Answer.to_dict()`` gives it."""
+    from aiforge.rag import stream_query
+
+    filters = {"source": source} if source else None
+    settings = rag_settings(config, sets, generate=True, model=model)
+    return stream_query(index, question, top_k=top_k, filters=filters, settings=settings)
+
+
+def rag_settings(
+    config: str | Path | None = None,
+    sets: Sequence[str] = (),
+    *,
+    generate: bool = False,
+    model: str | None = None,
+) -> RagSettings:
+    """The settings every ``aiforge rag`` command builds from ``--config`` and ``--set``; ``generate``
+    and ``model`` are the ``--generate`` and ``--model`` flags (the ``generate`` and ``generator``
+    settings, which ``--set`` still overrides)."""
     from aiforge.rag import RagSettings
 
-    return RagSettings.load(config, sets)
+    overrides = {"generate": generate or None, "generator": model}
+    return RagSettings.load(config, sets, overrides=overrides)

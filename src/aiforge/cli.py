@@ -621,6 +621,20 @@ RagConfigOption = Annotated[
     Path | None,
     typer.Option("--config", help="YAML file of RAG settings (under AIFORGE_RAG_* and --set)"),
 ]
+GenerateOption = Annotated[
+    bool,
+    typer.Option(
+        "--generate", help="an LLM writes the answer from numbered sources; each statement is checked"
+    ),
+]
+GeneratorOption = Annotated[
+    str | None,
+    typer.Option(
+        "--model",
+        help="the LLM for --generate: packaged name, .gguf, hub id or folder "
+        "(default: the packaged SmolLM2 offline)",
+    ),
+]
 
 
 @rag_app.command("ingest")
@@ -683,22 +697,62 @@ def rag_ask(
     settings_pairs: SetOption = None,
     rag_config: RagConfigOption = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
+    generate: GenerateOption = False,
+    model: GeneratorOption = None,
 ) -> None:
     """Answer a question from an index, citing file, page and character offsets."""
-    from aiforge.api import ask
+    from aiforge.api import ask, ask_stream
 
     sets = settings_pairs or []
-    answer = ask(question, index=index, config=rag_config, sets=sets, top_k=top_k, source=source)
-    if as_json:
-        typer.echo(json.dumps(answer.to_dict(), indent=2, ensure_ascii=False))
+    where: dict[str, Any] = {
+        "index": index,
+        "config": rag_config,
+        "sets": sets,
+        "top_k": top_k,
+        "source": source,
+    }
+    if (generate or model) and not as_json:  # the written answer appears as the model writes it
+        body: dict[str, Any] = {}
+        for event in ask_stream(question, model=model, **where):
+            if event["event"] == "delta":
+                out.print(event["text"], end="", highlight=False, markup=False)
+            elif event["event"] == "answer":
+                body = event
+        out.print("" if body.get("statements") else body.get("answer", ""), highlight=False)
+        print_checks(body)
         return
-    out.print(answer.answer, highlight=False)
-    for c in answer.citations:
-        mark = "verified" if c.verified else "UNVERIFIED"
-        out.print(
-            f"  [{c.n}] {c.source} p.{c.page} chars {c.start}-{c.end} ({mark}): {c.quote[:160]}",
-            highlight=False,
-        )
+    answer = ask(question, generate=generate, model=model, **where).to_dict()
+    if as_json:
+        typer.echo(json.dumps(answer, indent=2, ensure_ascii=False))
+        return
+    out.print(answer["answer"], highlight=False)
+    print_checks(answer)
+
+
+def print_checks(answer: dict[str, Any]) -> None:
+    """The citations of an answer (``Answer.to_dict()``); a written one's statements, each marked."""
+    if answer.get("statements"):
+        for statement in answer["statements"]:
+            mark = "UNSUPPORTED"
+            if statement["supported"]:  # the model's [n] may be wrong while another source supports it
+                cited = statement["cites_its_source"] or not statement["markers"]
+                mark = "supported" if cited else "supported, by another source than cited"
+            out.print(f"- ({mark}) {statement['text']}", highlight=False, markup=False)
+            for citation in statement["citations"]:
+                print_citation(citation)
+        return
+    for citation in answer.get("citations", []):
+        print_citation(citation)
+
+
+def print_citation(c: dict[str, Any]) -> None:
+    mark = "verified" if c["verified"] else "UNVERIFIED"
+    where = f"{c['source']} p.{c['page']} chars {c['start']}-{c['end']}"
+    out.print(
+        f"  [{c['n']}] {where} ({mark}): {c['quote'][:160]}",
+        highlight=False,
+        markup=False,
+    )
 
 
 @rag_app.command("eval")
@@ -711,13 +765,19 @@ def rag_eval(
     answers: Annotated[bool, typer.Option("--answers/--no-answers", help="also score EM/F1")] = True,
     settings_pairs: SetOption = None,
     rag_config: RagConfigOption = None,
+    generate: Annotated[
+        bool, typer.Option("--generate", help="also score LLM-written answers beside the extracted ones")
+    ] = False,
+    model: GeneratorOption = None,
 ) -> None:
-    """Retrieval recall@1/5/10 and MRR, answer EM and F1."""
+    """Retrieval recall@1/5/10 and MRR, answer EM and F1 (extracted, and written with --generate)."""
     from aiforge.api import rag_settings
     from aiforge.rag import evaluate
 
-    settings = rag_settings(rag_config, settings_pairs or [])
-    metrics = evaluate(str(qa_file), index, settings, answers=answers, limit=limit, mode=mode)
+    settings = rag_settings(rag_config, settings_pairs or [], model=model)
+    metrics = evaluate(
+        str(qa_file), index, settings, answers=answers, limit=limit, mode=mode, generate=generate
+    )
     typer.echo(json.dumps(metrics, indent=2, ensure_ascii=False))
 
 

@@ -144,8 +144,8 @@ def test_openai_compatible_endpoint_answer_and_citation_markers(corpus, e5, monk
         result = answer_question(index, p["question"])
         sent = _ChatEndpoint.requests[-1]
         assert sent["path"] == "/v1/chat/completions" and sent["auth"] == "Bearer secret"
-        prompt = sent["body"]["messages"][0]["content"]
-        assert p["question"] in prompt and f"[1] ({retrieved[0].chunk.source_id}" in prompt
+        prompt = sent["body"]["messages"][-1]["content"]
+        assert p["question"] in prompt and f"[1] {retrieved[0].chunk.text}" in prompt
         assert result.method == "openai" and [c.n for c in result.citations] == [1]
         assert result.citations[0].chunk_id == retrieved[0].chunk.chunk_id and result.citations[0].verified
         _ChatEndpoint.reply = "NOT IN DOCUMENTS"

@@ -137,3 +137,42 @@ def test_demo_rag_tab_shows_the_answer_and_verified_sources(rag_server: Server) 
             assert "3일" in page.get_by_label("answer").input_value()
         finally:
             browser.close()
+
+
+def _events(response: httpx.Response) -> list[Any]:
+    import json
+
+    lines = [line[len("data: ") :] for line in response.text.splitlines() if line.startswith("data: ")]
+    assert lines[-1] == "[DONE]"
+    return [json.loads(line) for line in lines[:-1]]
+
+
+def test_a_written_answer_streams_then_comes_checked(rag_server: Server) -> None:
+    from aiforge.models import PACKAGED
+
+    smollm2 = PACKAGED["smollm2-135m-instruct"]
+    if not smollm2.available():
+        pytest.skip(f"needs {smollm2.install_command()}")
+    with rag_server.client(timeout=300) as client:
+        refused = client.post("/v1/rag/manual/query", json={"question": QUESTION, "stream": True})
+        assert refused.status_code == 422 and "generate" in refused.text
+        unknown = client.post(
+            "/v1/rag/nope/query", json={"question": QUESTION, "generate": True, "stream": True}
+        )
+        assert unknown.status_code == 404
+        response = client.post(
+            "/v1/rag/manual/query", json={"question": QUESTION, "top_k": 2, "generate": True, "stream": True}
+        )
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
+    events = _events(response)
+    assert events[0]["event"] == "chunks" and len(events[0]["chunks"]) <= 2
+    final = events[-1]
+    assert final["event"] == "answer" and final["method"] == "generator"
+    written = "".join(e["text"] for e in events if e["event"] == "delta")
+    if final["found"]:  # the packaged SmolLM2 writes Korean poorly: what it wrote is checked, right or wrong
+        assert final["answer"] == written.strip()
+        assert final["supported"] == all(s["supported"] for s in final["statements"])
+        for statement in final["statements"]:
+            for citation in statement["citations"]:
+                assert citation["end"] - citation["start"] == len(citation["quote"])
+                assert not citation["verified"] or citation["quote"] in FACT_DOC

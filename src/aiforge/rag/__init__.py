@@ -16,10 +16,11 @@ Importing this package is light (numpy only); models load on first use.
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from aiforge.rag.answer import Answer, Citation, answer_question
+from aiforge.rag.answer import Answer, Citation, answer_question, stream_answer
 from aiforge.rag.eval import evaluate
 from aiforge.rag.index import RagIndex
 from aiforge.rag.ingest import IngestReport, SourceInput, ingest, ingest_sources
@@ -40,6 +41,7 @@ __all__ = [
     "ingest_sources",
     "list_indexes",
     "query",
+    "stream_query",
     "get_index",
     "close_indexes",
 ]
@@ -72,9 +74,15 @@ def ask(
     settings: RagSettings | None = None,
     top_k: int | None = None,
     filters: dict[str, Any] | None = None,
+    generate: bool | None = None,
 ) -> Answer:
-    """Answer ``question`` from ``index`` with checked citations (or say the documents do not contain it)."""
-    return answer_question(get_index(index, settings), question, top_k=top_k, filters=filters)
+    """Answer ``question`` from ``index`` with checked citations (or say the documents do not contain it).
+
+    ``generate=True`` has an LLM write the answer (``settings.generator``, else text-generation's
+    default model), each statement checked; None follows ``settings``."""
+    return answer_question(
+        get_index(index, settings), question, top_k=top_k, filters=filters, generate=generate
+    )
 
 
 def query(
@@ -84,18 +92,34 @@ def query(
     filters: dict[str, Any] | None = None,
     answer: bool = True,
     settings: RagSettings | None = None,
+    generate: bool | None = None,
 ) -> dict[str, Any]:
     """The body of ``POST /v1/rag/{index}/query``: answer, citations and the retrieved chunks, JSON-ready.
 
-    ``answer=False`` skips answering and returns only the chunks. Raises ``AiforgeError`` (AF-RAG-001
-    unknown index -> 404, AF-RAG-002 empty index, AF-INPUT-002 bad filter) for the server to map.
+    ``answer=False`` skips answering and returns only the chunks; ``generate`` as in :func:`ask`.
+    Raises ``AiforgeError`` (AF-RAG-001 unknown index -> 404, AF-RAG-002 empty index, AF-INPUT-002
+    bad filter) for the server to map.
     """
     rag = get_index(index, settings)
     if answer:
-        body = answer_question(rag, question, top_k=top_k, filters=filters).to_dict()
+        body = answer_question(rag, question, top_k=top_k, filters=filters, generate=generate).to_dict()
     else:
         body = {"question": question, "chunks": [r.to_dict() for r in rag.search(question, top_k, filters)]}
     return {"index": index, **body}
+
+
+def stream_query(
+    index: str,
+    question: str,
+    top_k: int | None = None,
+    filters: dict[str, Any] | None = None,
+    settings: RagSettings | None = None,
+) -> Iterator[dict[str, Any]]:
+    """``query`` with an LLM-written answer, as events (:func:`aiforge.rag.answer.stream_answer`):
+    the retrieved chunks, the answer's pieces as they are written, then the checked answer."""
+    rag = get_index(index, settings)
+    for event in stream_answer(rag, question, top_k=top_k, filters=filters):
+        yield {"index": index, **event} if event["event"] == "answer" else event
 
 
 def index_info(index: str, settings: RagSettings | None = None) -> dict[str, Any]:

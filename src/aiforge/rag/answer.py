@@ -1,59 +1,38 @@
 """Answers with checked citations, or a plain "the documents do not contain it".
 
-Three answerers, chosen by settings:
+Three answerers, chosen by settings (or per call with ``generate``):
 
-* ``generator_url`` - any OpenAI-compatible chat endpoint (vLLM, llama.cpp server, aiforge serve,
-  OpenAI), called with httpx; ``generator`` - a local text-generation model through the task
-  registry. Both get the top chunks numbered ``[1]..[n]`` and are asked to cite them.
+* an LLM (``generate``, ``generator`` or ``generator_url``): writes the answer from the top chunks
+  numbered ``[1]..[n]``, citing them; each statement is checked (:mod:`aiforge.rag.generate`);
 * ``qa_model`` - extractive QA (``load_pipeline("question-answering")``) over the top chunks; the
-  answer is a span of a chunk.
+  answer is a span of a chunk;
 * neither - the sentence of the top chunks that covers most of the question's terms.
 
-Every citation names the file, page, heading, chunk id and the character offsets of a *quote* in
-the document's stored text, and is checked deterministically: ``document[start:end] == quote``,
-the quote lies inside the cited chunk, and the quote supports the answer (an extractive answer
-must be inside it; a generated answer must share at least ``MIN_SUPPORT`` of its terms with it).
-``verified`` says whether all of that holds; nothing is claimed that was not checked.
+Every citation goes through one check, :func:`aiforge.rag.cite.cite` (the quote's offsets in the
+stored text, inside the cited chunk, supporting the claim); ``verified`` says whether it holds.
 
 "Not found": when no retrieved chunk is close in meaning (dense cosine below ``min_dense_score``)
 *and* none contains enough of the question's terms (idf-weighted coverage below ``min_coverage``),
-nothing is answered; the reply says plainly that the documents do not contain it.
+nothing is answered, not even by an LLM; the reply says plainly that the documents do not contain it.
 """
 
 from __future__ import annotations
 
-import os
-import re
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from typing import Any
 
-from aiforge.errors import AiforgeError
-from aiforge.rag.bm25 import query_coverage
-from aiforge.rag.chunk import split_sentences
+from aiforge.rag import generate as llm
+from aiforge.rag.cite import Citation, chunk_sentences, cite
 from aiforge.rag.index import RagIndex, Retrieved
 from aiforge.rag.settings import RagSettings
 
 NOT_FOUND_EN = "The documents do not contain an answer to this question."
 NOT_FOUND_KO = "문서에 이 질문에 대한 답이 없습니다."
-MIN_SUPPORT = 0.3
-_HANGUL = re.compile("[\uac00-\ud7a3]")
-_MARKER = re.compile(r"\[(\d{1,2})\]")
 
-
-@dataclass
-class Citation:
-    n: int  # the [n] the answer refers to
-    chunk_id: str  # as clients see it (Retrieved.chunk_ref)
-    source: str  # the source's name, never the server's path
-    page: int
-    heading: str
-    start: int  # offsets of ``quote`` in the document's stored text
-    end: int
-    quote: str
-    support: float  # share of the answer's terms found in the quote (1.0 for an extractive answer inside it)
-    verified: bool
+__all__ = ["Answer", "Citation", "answer_question", "answer_retrieved", "stream_answer", "retrieve"]
 
 
 @dataclass
@@ -65,21 +44,31 @@ class Answer:
     citations: list[Citation] = field(default_factory=list)
     retrieved: list[Retrieved] = field(default_factory=list)
     seconds: float = 0.0
+    statements: list[llm.Statement] | None = None  # a written answer's claims, each checked
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        body: dict[str, Any] = {
             "question": self.question,
             "answer": self.answer,
             "found": self.found,
             "method": self.method,
             "citations": [asdict(c) for c in self.citations],
-            "chunks": [r.to_dict() for r in self.retrieved],
-            "seconds": round(self.seconds, 3),
         }
+        if self.statements is not None:
+            body["statements"] = [s.to_dict() for s in self.statements]
+            body["supported"] = all(s.supported for s in self.statements)
+        return {**body, "chunks": [r.to_dict() for r in self.retrieved], "seconds": round(self.seconds, 3)}
+
+    @property
+    def plain_answer(self) -> str:
+        """The answer ("" when not found), a written one without its ``[n]`` markers: what EM / F1 score."""
+        if not self.found:
+            return ""
+        return self.answer if self.statements is None else llm.strip_markers(self.answer)
 
 
 def not_found_message(question: str) -> str:
-    return NOT_FOUND_KO if _HANGUL.search(question) else NOT_FOUND_EN
+    return NOT_FOUND_KO if llm.HANGUL.search(question) else NOT_FOUND_EN
 
 
 def is_relevant(retrieved: list[Retrieved], settings: RagSettings) -> bool:
@@ -89,70 +78,101 @@ def is_relevant(retrieved: list[Retrieved], settings: RagSettings) -> bool:
     )
 
 
-def answer_question(
+def retrieve(
     index: RagIndex, question: str, top_k: int | None = None, filters: dict[str, Any] | None = None
-) -> Answer:
-    """Retrieve, decide whether the documents answer it, answer, cite, check the citations."""
-    started = time.perf_counter()
+) -> list[Retrieved]:
+    """The chunks an answer reads and returns: enough for both ``top_k`` and the answerer's context."""
     settings = index.settings
-    retrieved = index.search(
+    return index.search(
         question, top_k=max(top_k or settings.top_k, settings.context_chunks), filters=filters
     )
+
+
+def answer_question(
+    index: RagIndex,
+    question: str,
+    top_k: int | None = None,
+    filters: dict[str, Any] | None = None,
+    generate: bool | None = None,
+) -> Answer:
+    """Retrieve, decide whether the documents answer it, answer, cite, check the citations.
+
+    ``generate``: True has an LLM write the answer, False extracts it; None follows the settings.
+    """
+    started = time.perf_counter()
+    result = answer_retrieved(index, question, retrieve(index, question, top_k, filters), top_k, generate)
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def answer_retrieved(
+    index: RagIndex,
+    question: str,
+    retrieved: list[Retrieved],
+    top_k: int | None = None,
+    generate: bool | None = None,
+) -> Answer:
+    """The answer from chunks already retrieved (``rag eval`` answers twice from one retrieval)."""
+    settings = index.settings
     context = retrieved[: settings.context_chunks]
     if not is_relevant(context, settings):
         result = Answer(question, not_found_message(question), False, "none")
-    elif settings.generator_url or settings.generator:
-        result = _generate(index, question, context)
+    elif settings.generates if generate is None else generate:
+        text = llm.write(settings, llm.build_messages(question, context))
+        result = written_answer(index, question, context, text)
     elif settings.qa_model:
         result = _extract(index, question, context)
     else:
         result = _best_sentence(index, question, context)
     result.retrieved = retrieved[: top_k or settings.top_k]
-    result.seconds = time.perf_counter() - started
     return result
 
 
-# ---- citations ------------------------------------------------------------------------------------
-def cite(
-    index: RagIndex, n: int, item: Retrieved, start: int, end: int, answer: str, extractive: bool
-) -> Citation:
-    """A citation of ``document[start:end]`` inside ``item``'s chunk, checked against the stored text."""
-    chunk = item.chunk
-    document = index.store.document(chunk.doc_key)
-    quote = document.text[start:end] if document else ""
-    inside = chunk.start <= start < end <= chunk.end
-    matches = bool(document) and quote == chunk.text[start - chunk.start : end - chunk.start]
-    support = (
-        (1.0 if answer.strip() and answer.strip() in quote else 0.0)
-        if extractive
-        else query_coverage(answer, quote)
-    )
-    verified = inside and matches and (support == 1.0 if extractive else support >= MIN_SUPPORT)
-    return Citation(
-        n,
-        item.chunk_ref,
-        item.source,
-        chunk.page,
-        chunk.heading,
-        start,
-        end,
-        quote,
-        round(support, 3),
-        verified,
-    )
+def stream_answer(
+    index: RagIndex,
+    question: str,
+    top_k: int | None = None,
+    filters: dict[str, Any] | None = None,
+) -> Iterator[dict[str, Any]]:
+    """An LLM-written answer as events: ``{"event": "chunks"}`` (what was retrieved), then
+    ``{"event": "delta", "text"}`` as the model writes, then ``{"event": "answer", ...}``: the whole
+    answer with every statement checked (the same body as :func:`answer_question`'s ``to_dict``)."""
+    started = time.perf_counter()
+    settings = index.settings
+    retrieved = retrieve(index, question, top_k, filters)
+    shown = retrieved[: top_k or settings.top_k]
+    yield {"event": "chunks", "chunks": [r.to_dict() for r in shown]}
+    context = retrieved[: settings.context_chunks]
+    if not is_relevant(context, settings):
+        result = Answer(question, not_found_message(question), False, "none")
+    else:
+        pieces = []
+        for piece in llm.write_stream(settings, llm.build_messages(question, context)):
+            pieces.append(piece)
+            yield {"event": "delta", "text": piece}
+        result = written_answer(index, question, context, "".join(pieces))
+    result.retrieved = shown
+    result.seconds = time.perf_counter() - started
+    yield {"event": "answer", **result.to_dict()}
 
 
-def _sentences(item: Retrieved) -> list[tuple[int, int, str]]:
-    """Sentences of a chunk as (document start, document end, text)."""
-    c = item.chunk
-    return [(c.start + s.start, c.start + s.end, c.text[s.start : s.end]) for s in split_sentences(c.text)]
+def written_answer(index: RagIndex, question: str, context: list[Retrieved], text: str) -> Answer:
+    """An LLM's answer with each statement checked; "not in the documents" when it says so."""
+    method = llm.generator_method(index.settings)
+    text = text.strip()
+    if llm.says_not_in_documents(text):
+        return Answer(question, not_found_message(question), False, method, statements=[])
+    statements = llm.check_statements(index, text, context)
+    citations = [c for s in statements for c in s.citations]
+    return Answer(question, text, bool(statements), method, citations, statements=statements)
 
 
+# ---- extracted answers ----------------------------------------------------------------------------
 def _best_sentence(index: RagIndex, question: str, context: list[Retrieved]) -> Answer:
     bm25 = index.snapshot().bm25
     best: tuple[float, int, tuple[int, int, str]] | None = None
     for rank, item in enumerate(context):
-        for sentence in _sentences(item):
+        for sentence in chunk_sentences(item):
             # every sentence of a chunk shares its heading: terms the heading covers do not pick a sentence
             score = bm25.coverage(question, f"{item.chunk.heading} {sentence[2]}") - 0.02 * rank
             if best is None or score > best[0]:
@@ -172,7 +192,7 @@ def _extract(index: RagIndex, question: str, context: list[Retrieved]) -> Answer
     _, i, best = max(scored, key=lambda entry: entry[0])
     item = context[i]
     start, end = item.chunk.start + best["start"], item.chunk.start + best["end"]
-    sentence = next(((s, e) for s, e, _ in _sentences(item) if s <= start and end <= e), (start, end))
+    sentence = next(((s, e) for s, e, _ in chunk_sentences(item) if s <= start and end <= e), (start, end))
     return Answer(
         question,
         best["answer"],
@@ -180,67 +200,6 @@ def _extract(index: RagIndex, question: str, context: list[Retrieved]) -> Answer
         "extractive-qa",
         [cite(index, 1, item, sentence[0], sentence[1], best["answer"], True)],
     )
-
-
-# ---- generation -----------------------------------------------------------------------------------
-def build_prompt(question: str, context: list[Retrieved]) -> str:
-    sources = "\n\n".join(
-        f"[{n}] ({r.source}, page {r.chunk.page}) {r.chunk.text}" for n, r in enumerate(context, 1)
-    )
-    return (
-        "Answer the question using only the numbered sources. Cite each fact with its source number in "
-        "square brackets, e.g. [1]. If the sources do not contain the answer, reply exactly: "
-        f"NOT IN DOCUMENTS\n\nSources:\n{sources}\n\nQuestion: {question}\nAnswer:"
-    )
-
-
-def _generate(index: RagIndex, question: str, context: list[Retrieved]) -> Answer:
-    settings = index.settings
-    prompt = build_prompt(question, context)
-    if settings.generator_url:
-        text, method = _openai_chat(settings, prompt), "openai"
-    else:
-        pipe = _pipeline(
-            "text-generation", settings.generator, settings.device, max_new_tokens=settings.max_new_tokens
-        )
-        text, method = pipe({"text": prompt})["generated_text"], "generator"
-    text = text.strip()
-    if not text or "NOT IN DOCUMENTS" in text:
-        return Answer(question, not_found_message(question), False, method)
-    cited = sorted({int(m) for m in _MARKER.findall(text) if 1 <= int(m) <= len(context)})
-    plain = _MARKER.sub("", text).strip()
-    citations = []
-    for n in cited or range(1, len(context) + 1):
-        start, end, _ = max(_sentences(context[n - 1]), key=lambda s: query_coverage(plain, s[2]))
-        citation = cite(index, n, context[n - 1], start, end, plain, False)
-        if cited or citation.verified:  # uncited answer: keep only sources that really support it
-            citations.append(citation)
-    return Answer(question, text, True, method, citations)
-
-
-def _openai_chat(settings: RagSettings, prompt: str) -> str:
-    import httpx
-
-    url = settings.generator_url.rstrip("/") + "/chat/completions"  # type: ignore[union-attr]
-    key = os.environ.get(settings.generator_api_key_env)
-    headers = {"Authorization": f"Bearer {key}"} if key else {}
-    body = {
-        "model": settings.generator_model,
-        "messages": [{"role": "user", "content": prompt}],
-        "max_tokens": settings.max_new_tokens,
-        "temperature": 0,
-    }
-    try:
-        response = httpx.post(url, json=body, headers=headers, timeout=120)
-        response.raise_for_status()
-        return str(response.json()["choices"][0]["message"]["content"] or "")
-    except (httpx.HTTPError, KeyError, IndexError, ValueError) as exc:
-        raise AiforgeError(
-            "AF-RAG-006",
-            f"the generator at {url} failed: {type(exc).__name__}: {exc}",
-            "check --generator-url (an OpenAI-compatible /v1 base URL), the model name and the key",
-            status=502,
-        ) from exc
 
 
 @lru_cache(maxsize=4)

@@ -11,6 +11,12 @@ ones for retrieval quality; the benchmark reports those.
 
 recall@k: share of questions with a relevant chunk in the top k. MRR: mean of 1 / rank of the first
 relevant chunk within the top 10 (0 when none).
+
+``generate=True`` answers each question twice from the same retrieved chunks, extracted (EM, F1) and
+written by the LLM (under ``generated``: EM and F1 of the answer without its ``[n]`` markers, the
+share of questions it answered and of its statements a checked citation supports, seconds per
+answer). EM and F1 compare with short gold spans, so a correct answer written as a sentence scores
+F1 below 1 and EM 0: read the two side by side, not against each other's scale.
 """
 
 from __future__ import annotations
@@ -18,8 +24,9 @@ from __future__ import annotations
 import json
 import re
 import string
+import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -169,22 +176,31 @@ def evaluate(
     limit: int | None = None,
     strict: bool = False,
     mode: str = "hybrid",
+    generate: bool = False,
 ) -> dict[str, Any]:
-    """Run the eval set against the index: recall@1/5/10, MRR and (with ``answers``) EM and F1."""
-    from aiforge.rag.answer import answer_question
+    """Run the eval set against the index: recall@1/5/10, MRR and (with ``answers``) EM and F1;
+    ``generate`` adds the scores of LLM-written answers to the same questions (``generated``)."""
+    from aiforge.rag.answer import answer_retrieved, retrieve
 
     items = load_eval_set(qa_file)[:limit]
     if not items:
         raise AiforgeError("AF-DATA-003", f"eval set '{qa_file}' has no questions", "add QA records")
     rag = index if isinstance(index, RagIndex) else RagIndex.open(index, settings)
     judge = RelevanceJudge(rag, strict=strict)
-    ranks, em, f1 = [], [], []
+    ranks: list[int | None] = []
+    extracted, written = AnswerScores(), AnswerScores()
     for item in items:
         if answers and mode == "hybrid":
-            result = answer_question(rag, item.question, top_k=max(KS))
-            retrieved, prediction = result.retrieved, result.answer if result.found else ""
-            em.append(best_over_truths(exact_match, prediction, item.answers))
-            f1.append(best_over_truths(f1_score, prediction, item.answers))
+            retrieved = retrieve(rag, item.question, top_k=max(KS))
+            # with generate, the first answer is extracted whatever the settings name as generator
+            extracted.add(
+                item, answer_retrieved(rag, item.question, retrieved, max(KS), False if generate else None)
+            )
+            if generate:
+                started = time.perf_counter()
+                result = answer_retrieved(rag, item.question, retrieved, max(KS), True)
+                written.add(item, result, time.perf_counter() - started)
+            retrieved = retrieved[: max(KS)]
         else:
             retrieved = rag.search(item.question, top_k=max(KS), mode=mode)
         ranks.append(judge.first_relevant_rank(item, retrieved))
@@ -194,6 +210,42 @@ def evaluate(
         "strict": strict,
         **retrieval_metrics(ranks),
     }
-    if em:
-        report.update({"EM": sum(em) / len(em), "F1": sum(f1) / len(f1)})
+    if extracted.em:
+        report.update(extracted.summary())
+    if written.em:
+        report["generated"] = written.summary(written=True)
     return report
+
+
+@dataclass
+class AnswerScores:
+    """EM and F1 of one answerer over the eval set (and, for written answers, how well supported)."""
+
+    em: list[float] = field(default_factory=list)
+    f1: list[float] = field(default_factory=list)
+    answered: int = 0
+    statements: int = 0
+    supported: int = 0
+    seconds: float = 0.0
+
+    def add(self, item: EvalItem, result: Any, seconds: float = 0.0) -> None:
+        prediction = result.plain_answer
+        self.em.append(best_over_truths(exact_match, prediction, item.answers))
+        self.f1.append(best_over_truths(f1_score, prediction, item.answers))
+        self.answered += bool(result.found)
+        self.statements += len(result.statements or ())
+        self.supported += sum(s.supported for s in result.statements or ())
+        self.seconds += seconds
+
+    def summary(self, written: bool = False) -> dict[str, float]:
+        n = len(self.em)
+        scores = {"EM": sum(self.em) / n, "F1": sum(self.f1) / n}
+        if written:
+            scores.update(
+                {
+                    "answered": self.answered / n,
+                    "supported_statements": self.supported / self.statements if self.statements else 0.0,
+                    "seconds_per_answer": round(self.seconds / n, 2),
+                }
+            )
+        return scores

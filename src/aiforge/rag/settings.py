@@ -73,6 +73,11 @@ class RagSettings(BaseModel):
     reranker: str | None = Field(None, description="cross-encoder model (path or id); None = no re-ranking")
     rerank_candidates: int = Field(20, ge=1)
     # answering
+    generate: bool = Field(
+        False,
+        description="an LLM writes the answers: generator_url, else generator, else text-generation's "
+        "default model (the packaged SmolLM2 offline)",
+    )
     qa_model: str | None = Field(None, description="extractive QA model for the no-generator answer")
     generator: str | None = Field(None, description="local text-generation model (path, packaged or hub id)")
     generator_url: str | None = Field(
@@ -97,6 +102,11 @@ class RagSettings(BaseModel):
                 f"chunk_overlap ({self.chunk_overlap}) must be below chunk_tokens ({self.chunk_tokens})"
             )
         return self
+
+    @property
+    def generates(self) -> bool:
+        """Whether answers are written by an LLM (naming a generator implies it)."""
+        return self.generate or bool(self.generator or self.generator_url)
 
     @property
     def index_home(self) -> Path:
