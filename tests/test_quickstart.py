@@ -9,12 +9,15 @@ from collections.abc import Iterator
 import pytest
 from rich.console import Console
 
-from aiforge.quickstart import GUIDE_FOLDER, GUIDE_INDEX, bundled, step_documents
+from aiforge.quickstart import GUIDE_INDEX, GUIDE_SOURCE, bundled, step_documents
 
 
-def test_the_guide_ships_with_its_licence() -> None:
-    files = sorted(p.name for p in bundled(GUIDE_FOLDER).glob("*.md"))
-    assert files == ["documents.md", "install.md", "train-and-serve.md"]
+def test_the_guide_ships_with_its_licence_and_ingests_as_packaged() -> None:
+    from aiforge.rag.ingest import IngestReport, collect_files
+
+    files, [root] = collect_files([GUIDE_SOURCE], IngestReport(GUIDE_INDEX))
+    assert root == bundled("guide_ko").resolve()
+    assert sorted(files.values()) == ["documents.md", "install.md", "train-and-serve.md"]
     assert "guide_ko/" in bundled("README.md").read_text(encoding="utf-8")  # attribution and CC0
 
 
@@ -35,5 +38,5 @@ def test_quickstart_answers_a_korean_question_from_the_bundled_guide(close_index
     assert first.verified and first.source == "train-and-serve.md"  # a name, not the server's path
     printed = output.getvalue()
     assert "8000번" in printed and "train-and-serve.md" in printed and "(verified)" in printed
-    assert str(bundled(GUIDE_FOLDER)) not in printed
+    assert str(bundled("guide_ko")) not in printed
     assert f"--index {GUIDE_INDEX}" in printed

@@ -19,7 +19,8 @@ from aiforge.errors import AiforgeError
 
 EXAMPLE_CONFIG = "nsmc-sentiment.yaml"
 MODEL_NAME = "nsmc-sentiment"
-GUIDE_FOLDER = "guide_ko"  # "aiforge 사용 안내": three short Markdown files written for aiforge (CC0)
+# "aiforge 사용 안내": three short Markdown files written for aiforge (CC0), in aiforge/data/guide_ko
+GUIDE_SOURCE = "packaged:guide_ko"
 GUIDE_INDEX = "guide-ko"
 GUIDE_QUESTION = "aiforge 서버의 기본 포트는 몇 번인가요?"
 
@@ -90,10 +91,11 @@ def step_documents(console: Console, question: str = GUIDE_QUESTION) -> Any:
     from aiforge import rag
 
     settings = rag.RagSettings.from_env(progress=False)
-    report = rag.ingest([bundled(GUIDE_FOLDER)], GUIDE_INDEX, settings)
+    report = rag.ingest([GUIDE_SOURCE], GUIDE_INDEX, settings)
     console.print(
-        f"indexed {len(report.added) + len(report.updated)} new or changed file(s) of "
-        f"{bundled(GUIDE_FOLDER).name}/ into '{GUIDE_INDEX}' ({report.chunks_total} chunks)"
+        f"aiforge rag ingest {GUIDE_SOURCE} --index {GUIDE_INDEX}: {len(report.added) + len(report.updated)} "
+        f"new or changed file(s), {report.chunks_total} chunks",
+        highlight=False,
     )
     answer = rag.ask(question, GUIDE_INDEX, settings)
     console.print(f"Q: {question}\nA: {answer.answer}", highlight=False)
