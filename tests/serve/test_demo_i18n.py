@@ -88,6 +88,8 @@ def test_the_page_speaks_the_browsers_language(browser: Any, demo_server: Server
         assert page.get_by_placeholder(words["chat_placeholder"]).is_visible()
 
         page.get_by_role("tab", name=words["documents_tab"]).click()
+        page.get_by_role("button", name=words["ask"]).click()  # no question yet: the server says so
+        page.get_by_text(words["type_question"]).first.wait_for(timeout=30_000)
         page.get_by_label(words["question"]).fill(GUIDE_QUESTION)
         page.get_by_role("button", name=words["ask"]).click()
         page.get_by_text(words["verified"]).wait_for(timeout=60_000)  # written by the server, translated
@@ -141,3 +143,11 @@ def test_server_written_messages_follow_accept_language(header: str, expected: s
 
 def test_every_language_has_every_string() -> None:
     assert all(set(words) == set(TEXT["en"]) for words in TEXT.values())
+
+
+def test_output_summaries_follow_the_language() -> None:
+    from aiforge.serve.demo import render_output
+
+    out = {"dim": 3, "embedding": [0.1, 0.2, 0.3]}
+    assert render_output("vector", out, (), "ko").startswith("3차원 벡터: [0.1000")
+    assert render_output("vector", out, ()).startswith("3-dimensional vector: [0.1000")

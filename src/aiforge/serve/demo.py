@@ -37,7 +37,7 @@ class TaskUI:
     inputs: Callable[[], list[Any]]
     record: Callable[..., dict[str, Any]]
     output: Callable[[], Any]
-    render: Callable[[dict[str, Any], tuple[Any, ...]], Any]
+    render: Callable[..., Any]  # (output record, input values, language="en") -> the view's value
 
 
 def mount_demo(app: Any, runtime: Runtime, max_file_bytes: int) -> None:
@@ -72,12 +72,19 @@ def _model_tab(gr: Any, model: ServedModel) -> None:
     view = ui.output()
     raw = gr.JSON(label=tr("raw_output"))
 
-    async def run(*values: Any) -> tuple[Any, dict[str, Any]]:
+    media = model.card.demo.input if model.card.demo.input in ("image", "audio") else None
+
+    async def run(request: Any, *values: Any) -> tuple[Any, dict[str, Any]]:
+        lang = language(request)
+        if media and not values[0]:
+            raise gr.Error(say("upload_first", lang, what=say(media, lang)))
         try:
             outputs, _ = await model.predict([ui.record(*values)])
         except AiforgeError as exc:
             raise gr.Error(f"[{exc.code}] {exc.message}") from None
-        return ui.render(outputs[0], values), outputs[0]
+        return ui.render(outputs[0], values, lang), outputs[0]
+
+    accept_request(gr, run)
 
     submit.click(
         run, inputs, [view, raw], api_name=f"predict_{model.name.replace('-', '_').replace('.', '_')}"
@@ -116,11 +123,16 @@ def _rag_tab(gr: Any) -> None:
                 raise gr.Error(f"[{exc.code}] {exc.message}") from None
             return body["answer"], render_citations(body.get("citations", []), lang)
 
-        # Gradio hands the request to the parameter annotated gr.Request; under postponed annotations
-        # it cannot resolve the string "gr.Request" (gr is local), so the class is set here.
-        run.__annotations__["request"] = gr.Request
+        accept_request(gr, run)
 
         ask.click(run, [index, question], [answer, sources], api_name="rag_query")
+
+
+def accept_request(gr: Any, fn: Callable[..., Any]) -> None:
+    """Have Gradio pass ``fn`` its request (the browser's language is in its headers). Gradio finds
+    the parameter by its annotation, gr.Request; under postponed annotations it cannot resolve the
+    string "gr.Request" (gr is a local name here), so the class is set on the function."""
+    fn.__annotations__["request"] = gr.Request
 
 
 def render_citations(citations: list[dict[str, Any]], lang: str = "en") -> str:
@@ -145,7 +157,7 @@ def task_ui(gr: Any, model: ServedModel) -> TaskUI:
         inputs,
         record,
         lambda: _OUTPUTS[view.output](gr),
-        lambda out, values: render_output(view.output, out, values),
+        lambda out, values, lang="en": render_output(view.output, out, values, lang),
     )
 
 
@@ -189,7 +201,7 @@ _OUTPUTS: dict[str, Callable[[Any], Any]] = {
 }
 
 
-def render_output(kind: str, out: dict[str, Any], values: tuple[Any, ...]) -> Any:
+def render_output(kind: str, out: dict[str, Any], values: tuple[Any, ...], lang: str = "en") -> Any:
     """One output record -> the value of the output widget of this demo kind (``values`` are the
     input widgets' values: the text that entities highlight, the image boxes are drawn on)."""
     if kind == "label":
@@ -221,7 +233,8 @@ def render_output(kind: str, out: dict[str, Any], values: tuple[Any, ...]) -> An
         return rate, samples
     if kind == "vector" and "embedding" in out:
         return (
-            f"{out['dim']}-dimensional vector: [{', '.join(f'{v:.4f}' for v in out['embedding'][:6])}, ...]"
+            say("vector", lang, dim=out["dim"])
+            + f": [{', '.join(f'{v:.4f}' for v in out['embedding'][:6])}, ...]"
         )
     return str(out)
 

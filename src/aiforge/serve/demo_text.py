@@ -46,6 +46,8 @@ TEXT: dict[str, dict[str, str]] = {
         "verified": "✓ verified",
         "not_verified": "✗ not verified",
         "where": "{source} p.{page} chars {start}-{end}",
+        "upload_first": "no {what} given: upload one first",
+        "vector": "{dim}-dimensional vector",
     },
     "ko": {
         "intro": "## aiforge 모델\n탭마다 서빙 중인 모델 하나를 API와 같은 배처로 실행합니다 "
@@ -80,6 +82,8 @@ TEXT: dict[str, dict[str, str]] = {
         "verified": "✓ 확인됨",
         "not_verified": "✗ 확인되지 않음",
         "where": "{source} {page}쪽, {start}-{end}번째 글자",
+        "upload_first": "{what} 파일이 없습니다: 먼저 올려 주세요",
+        "vector": "{dim}차원 벡터",
     },
 }
 DEFAULT_LANGUAGE = "en"
