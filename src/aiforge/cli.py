@@ -802,7 +802,8 @@ def quickstart(
     host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port")] = 8000,
 ) -> None:
-    """The main job: doctor, fine-tune Korean sentiment on the bundled sample, run it, serve it."""
+    """The main job: doctor, fine-tune Korean sentiment on the bundled sample, run it, answer a question
+    from the bundled Korean guide with cited sources, serve it."""
     from aiforge.quickstart import quickstart as run_quickstart
 
     run_quickstart(out, output_dir, serve=serve, host=host, port=port)

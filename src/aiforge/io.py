@@ -16,6 +16,19 @@ from typing import Any
 
 from aiforge.errors import AiforgeError
 
+PACKAGED_DATA_PREFIX = "packaged:"
+
+
+def resolve_data_path(path: str | Path) -> Path:
+    """``packaged:nsmc_sample/train.tsv`` -> the sample inside the installed aiforge package (training
+    data, the ``guide_ko`` documents for ``aiforge rag ingest``); other paths are returned as given
+    (relative to the current directory)."""
+    text = str(path)
+    if text.startswith(PACKAGED_DATA_PREFIX):
+        return Path(__file__).parent / "data" / text.removeprefix(PACKAGED_DATA_PREFIX)
+    return Path(text).expanduser()
+
+
 TEXT_COLUMNS = ("text", "document", "sentence", "content", "review")
 MEDIA_SUFFIXES = {
     ".jpg",

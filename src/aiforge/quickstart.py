@@ -1,8 +1,9 @@
 """The main job, end to end: check the machine, fine-tune a Korean sentiment model on the bundled
-NSMC sample, register it, run it on Korean examples, then serve it with the demo page.
+NSMC sample, register it, run it on Korean examples, answer a Korean question from the bundled
+Korean guide with cited sources, then serve the model with the demo page.
 
 Every step calls the same functions as the individual commands (`aiforge doctor`, `train`,
-`run`, `serve`), so the quickstart is also their integration test.
+`run`, `rag ingest`, `rag ask`, `serve`), so the quickstart is also their integration test.
 """
 
 from __future__ import annotations
@@ -18,6 +19,10 @@ from aiforge.errors import AiforgeError
 
 EXAMPLE_CONFIG = "nsmc-sentiment.yaml"
 MODEL_NAME = "nsmc-sentiment"
+# "aiforge 사용 안내": three short Markdown files written for aiforge (CC0), in aiforge/data/guide_ko
+GUIDE_SOURCE = "packaged:guide_ko"
+GUIDE_INDEX = "guide-ko"
+GUIDE_QUESTION = "aiforge 서버의 기본 포트는 몇 번인가요?"
 
 
 def bundled(name: str) -> Path:
@@ -80,6 +85,27 @@ def step_run(console: Console, model_ref: str | None) -> None:
         console.print(f"{label:>10} {score:.2f}  {example['text']}")
 
 
+def step_documents(console: Console, question: str = GUIDE_QUESTION) -> Any:
+    """Ingest the bundled Korean guide (again: only changed files are embedded) and answer
+    ``question`` from it, printing the answer and its checked citations; returns the ``Answer``."""
+    from aiforge import rag
+
+    settings = rag.RagSettings.from_env(progress=False)
+    report = rag.ingest([GUIDE_SOURCE], GUIDE_INDEX, settings)
+    console.print(
+        f"aiforge rag ingest {GUIDE_SOURCE} --index {GUIDE_INDEX}: {len(report.added) + len(report.updated)} "
+        f"new or changed file(s), {report.chunks_total} chunks",
+        highlight=False,
+    )
+    answer = rag.ask(question, GUIDE_INDEX, settings)
+    console.print(f"Q: {question}\nA: {answer.answer}", highlight=False)
+    for c in answer.citations:
+        mark = "verified" if c.verified else "UNVERIFIED"
+        console.print(f"  [{c.n}] {c.source} chars {c.start}-{c.end} ({mark}): {c.quote}", highlight=False)
+    console.print(f'ask your own: aiforge rag ask "..." --index {GUIDE_INDEX}', highlight=False)
+    return answer
+
+
 def step_serve(console: Console, model_ref: str, host: str, port: int) -> None:
     from aiforge.serve import load_settings, run_server
 
@@ -97,6 +123,8 @@ def quickstart(console: Console, output_dir: Path, serve: bool, host: str, port:
     ref = step_train(console, output_dir)
     console.rule("3. run it on Korean examples")
     step_run(console, ref)
+    console.rule("4. answer from documents (the bundled Korean guide)")
+    step_documents(console)
     if serve and ref:
-        console.rule("4. serve it")
+        console.rule("5. serve it")
         step_serve(console, ref, host, port)

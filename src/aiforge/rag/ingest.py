@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from aiforge.errors import AiforgeError
+from aiforge.io import resolve_data_path
 from aiforge.rag.bm25 import Segment, encode_terms
 from aiforge.rag.chunk import chunk_spans
 from aiforge.rag.embed import Embedder, load_embedder
@@ -109,7 +110,7 @@ def collect_files(
     roots: list[Path] = []
     prefix = f"{name.strip('/')}/" if name else ""
     for raw in paths:
-        path = Path(raw).expanduser().resolve()
+        path = resolve_data_path(raw).resolve()  # packaged:guide_ko = the bundled Korean guide
         if path.is_dir():
             roots.append(path)
             for p in sorted(path.rglob("*")):

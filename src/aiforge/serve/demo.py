@@ -8,7 +8,10 @@ the HTTP API, so demo requests are batched, limited and counted like any other.
 
 A "Documents (RAG)" tab, shown when ``aiforge.rag`` imports, asks a question of an index built with
 `aiforge rag ingest` (the same call as ``POST /v1/rag/{index}/query``) and lists the cited sources,
-each with its quote and whether the citation was verified against the stored document.
+each with its quote and whether the citation was verified against the stored document. A model that
+backs ``/v1/chat/completions`` also gets a chat tab (demo_chat.py).
+
+The page speaks the browser's language, English or Korean (demo_text.py holds the words).
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from aiforge.errors import AiforgeError
+from aiforge.serve.demo_chat import chat_tab, serves_chat
+from aiforge.serve.demo_text import language, say, tr, translations
 from aiforge.serve.runtime import Runtime, ServedModel
 
 
@@ -32,7 +37,7 @@ class TaskUI:
     inputs: Callable[[], list[Any]]
     record: Callable[..., dict[str, Any]]
     output: Callable[[], Any]
-    render: Callable[[dict[str, Any], tuple[Any, ...]], Any]
+    render: Callable[..., Any]  # (output record, input values, language="en") -> the view's value
 
 
 def mount_demo(app: Any, runtime: Runtime, max_file_bytes: int) -> None:
@@ -41,32 +46,45 @@ def mount_demo(app: Any, runtime: Runtime, max_file_bytes: int) -> None:
     import gradio as gr
 
     with gr.Blocks(title="aiforge demo", analytics_enabled=False) as blocks:
-        gr.Markdown(
-            "## aiforge models\nEach tab runs one served model through the same batcher as the API "
-            "([API docs](/docs))."
-        )
+        gr.Markdown(tr("intro"))
         for model in runtime.models.values():
             with gr.Tab(f"{model.name} ({model.task})"):
                 _model_tab(gr, model)
+            if serves_chat(model):
+                with gr.Tab(f"{model.name} · " + tr("chat_tab")):
+                    chat_tab(gr, model)
         _rag_tab(gr)
     gr.mount_gradio_app(
-        app, blocks, path="/demo", ssr_mode=False, max_file_size=max_file_bytes, footer_links=["api"]
+        app,
+        blocks,
+        path="/demo",
+        ssr_mode=False,
+        max_file_size=max_file_bytes,
+        footer_links=["api"],
+        i18n=translations(),
     )
 
 
 def _model_tab(gr: Any, model: ServedModel) -> None:
     ui = task_ui(gr, model)
     inputs = ui.inputs()
-    submit = gr.Button("Submit", variant="primary")
+    submit = gr.Button(tr("submit"), variant="primary")
     view = ui.output()
-    raw = gr.JSON(label="raw output")
+    raw = gr.JSON(label=tr("raw_output"))
 
-    async def run(*values: Any) -> tuple[Any, dict[str, Any]]:
+    media = model.card.demo.input if model.card.demo.input in ("image", "audio") else None
+
+    async def run(request: Any, *values: Any) -> tuple[Any, dict[str, Any]]:
+        lang = language(request)
+        if media and not values[0]:
+            raise gr.Error(say("upload_first", lang, what=say(media, lang)))
         try:
             outputs, _ = await model.predict([ui.record(*values)])
         except AiforgeError as exc:
             raise gr.Error(f"[{exc.code}] {exc.message}") from None
-        return ui.render(outputs[0], values), outputs[0]
+        return ui.render(outputs[0], values, lang), outputs[0]
+
+    accept_request(gr, run)
 
     submit.click(
         run, inputs, [view, raw], api_name=f"predict_{model.name.replace('-', '_').replace('.', '_')}"
@@ -80,42 +98,53 @@ def _rag_tab(gr: Any) -> None:
     except ImportError:
         return
     indexes = rag.list_indexes()
-    with gr.Tab("Documents (RAG)"):
+    with gr.Tab(tr("documents_tab")):
         index = gr.Dropdown(
             choices=indexes,
             value=indexes[0] if indexes else None,
             allow_custom_value=True,
-            label="index",
-            info="built with `aiforge rag ingest PATH --index NAME`",
+            label=tr("index"),
+            info=tr("index_info"),
         )
-        question = gr.Textbox(label="question", lines=2)
-        ask = gr.Button("Ask", variant="primary")
-        answer = gr.Textbox(label="answer", lines=3)
-        sources = gr.Markdown(label="sources")
+        question = gr.Textbox(label=tr("question"), lines=2)
+        ask = gr.Button(tr("ask"), variant="primary")
+        answer = gr.Textbox(label=tr("answer"), lines=3)
+        sources = gr.Markdown(label=tr("sources"))
 
-        def run(name: str | None, text: str) -> tuple[str, str]:
+        def run(name: str | None, text: str, request: gr.Request) -> tuple[str, str]:
+            lang = language(request)
             if not name:
-                raise gr.Error("choose an index (create one with `aiforge rag ingest PATH --index NAME`)")
+                raise gr.Error(say("choose_index", lang))
             if not text or not text.strip():
-                raise gr.Error("type a question first")
+                raise gr.Error(say("type_question", lang))
             try:
                 body = rag.query(name, text)
             except AiforgeError as exc:
                 raise gr.Error(f"[{exc.code}] {exc.message}") from None
-            return body["answer"], render_citations(body.get("citations", []))
+            return body["answer"], render_citations(body.get("citations", []), lang)
+
+        accept_request(gr, run)
 
         ask.click(run, [index, question], [answer, sources], api_name="rag_query")
 
 
-def render_citations(citations: list[dict[str, Any]]) -> str:
+def accept_request(gr: Any, fn: Callable[..., Any]) -> None:
+    """Have Gradio pass ``fn`` its request (the browser's language is in its headers). Gradio finds
+    the parameter by its annotation, gr.Request; under postponed annotations it cannot resolve the
+    string "gr.Request" (gr is a local name here), so the class is set on the function."""
+    fn.__annotations__["request"] = gr.Request
+
+
+def render_citations(citations: list[dict[str, Any]], lang: str = "en") -> str:
     """Markdown for the cited sources: where each quote is, the quote, and whether it was verified."""
     if not citations:
-        return "_no sources cited_"
-    lines = ["**Sources**", ""]
+        return say("no_sources", lang)
+    lines = [say("sources_heading", lang), ""]
     for c in citations:
-        mark = "✓ verified" if c["verified"] else "✗ not verified"
+        mark = say("verified" if c["verified"] else "not_verified", lang)
         quote = " ".join(str(c["quote"]).split())
-        lines.append(f"- [{c['n']}] {c['source']} p.{c['page']} chars {c['start']}-{c['end']} ({mark})")
+        where = say("where", lang, source=c["source"], page=c["page"], start=c["start"], end=c["end"])
+        lines.append(f"- [{c['n']}] {where} ({mark})")
         lines.append(f"  > {quote}")
     return "\n".join(lines)
 
@@ -128,7 +157,7 @@ def task_ui(gr: Any, model: ServedModel) -> TaskUI:
         inputs,
         record,
         lambda: _OUTPUTS[view.output](gr),
-        lambda out, values: render_output(view.output, out, values),
+        lambda out, values, lang="en": render_output(view.output, out, values, lang),
     )
 
 
@@ -136,43 +165,43 @@ InputWidgets = tuple[Callable[[], list[Any]], Callable[..., dict[str, Any]]]
 
 # Demo input kind -> (the widgets, how their values become one input record).
 _INPUTS: dict[str, Callable[[Any], InputWidgets]] = {
-    "text": lambda gr: (lambda: [gr.Textbox(label="text", lines=3)], lambda text: {"text": text}),
+    "text": lambda gr: (lambda: [gr.Textbox(label=tr("text"), lines=3)], lambda text: {"text": text}),
     "text-labels": lambda gr: (
-        lambda: [gr.Textbox(label="text", lines=3), gr.Textbox(label="candidate labels (comma-separated)")],
+        lambda: [gr.Textbox(label=tr("text"), lines=3), gr.Textbox(label=tr("candidate_labels"))],
         lambda text, labels: {
             "text": text,
             "candidate_labels": [x.strip() for x in labels.split(",") if x.strip()],
         },
     ),
     "question-context": lambda gr: (
-        lambda: [gr.Textbox(label="question"), gr.Textbox(label="context", lines=6)],
+        lambda: [gr.Textbox(label=tr("question")), gr.Textbox(label=tr("context"), lines=6)],
         lambda question, context: {"question": question, "context": context},
     ),
     "image": lambda gr: (
-        lambda: [gr.Image(type="filepath", label="image")],
+        lambda: [gr.Image(type="filepath", label=tr("image"))],
         lambda path: {"image": _read(path, "image")},
     ),
     "audio": lambda gr: (
-        lambda: [gr.Audio(sources=["upload", "microphone"], type="filepath", label="audio")],
+        lambda: [gr.Audio(sources=["upload", "microphone"], type="filepath", label=tr("audio"))],
         lambda path: {"audio": _read(path, "audio")},
     ),
 }
 
 # Demo output kind -> the widget that shows it.
 _OUTPUTS: dict[str, Callable[[Any], Any]] = {
-    "label": lambda gr: gr.Label(label="prediction", num_top_classes=5),
-    "entities": lambda gr: gr.HighlightedText(label="entities"),
-    "answer": lambda gr: gr.HighlightedText(label="answer"),
-    "text": lambda gr: gr.Textbox(label="output", lines=4),
-    "boxes": lambda gr: gr.AnnotatedImage(label="prediction"),
-    "masks": lambda gr: gr.AnnotatedImage(label="prediction"),
-    "audio": lambda gr: gr.Audio(label="speech", type="numpy"),
-    "vector": lambda gr: gr.Textbox(label="summary"),
-    "json": lambda gr: gr.Textbox(label="summary"),
+    "label": lambda gr: gr.Label(label=tr("prediction"), num_top_classes=5),
+    "entities": lambda gr: gr.HighlightedText(label=tr("entities")),
+    "answer": lambda gr: gr.HighlightedText(label=tr("answer")),
+    "text": lambda gr: gr.Textbox(label=tr("output"), lines=4),
+    "boxes": lambda gr: gr.AnnotatedImage(label=tr("prediction")),
+    "masks": lambda gr: gr.AnnotatedImage(label=tr("prediction")),
+    "audio": lambda gr: gr.Audio(label=tr("speech"), type="numpy"),
+    "vector": lambda gr: gr.Textbox(label=tr("summary")),
+    "json": lambda gr: gr.Textbox(label=tr("summary")),
 }
 
 
-def render_output(kind: str, out: dict[str, Any], values: tuple[Any, ...]) -> Any:
+def render_output(kind: str, out: dict[str, Any], values: tuple[Any, ...], lang: str = "en") -> Any:
     """One output record -> the value of the output widget of this demo kind (``values`` are the
     input widgets' values: the text that entities highlight, the image boxes are drawn on)."""
     if kind == "label":
@@ -204,7 +233,8 @@ def render_output(kind: str, out: dict[str, Any], values: tuple[Any, ...]) -> An
         return rate, samples
     if kind == "vector" and "embedding" in out:
         return (
-            f"{out['dim']}-dimensional vector: [{', '.join(f'{v:.4f}' for v in out['embedding'][:6])}, ...]"
+            say("vector", lang, dim=out["dim"])
+            + f": [{', '.join(f'{v:.4f}' for v in out['embedding'][:6])}, ...]"
         )
     return str(out)
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from aiforge.errors import AiforgeError
+from aiforge.io import resolve_data_path
 from aiforge.train.config import DataConfig
 
 READERS = {
@@ -67,20 +68,6 @@ def _as_list(labels: Any) -> list[Any]:
 
 
 # ---- reading ---------------------------------------------------------------------------------------
-PACKAGED_DATA_PREFIX = "packaged:"
-
-
-def resolve_data_path(path: str | Path) -> Path:
-    """``packaged:nsmc_sample/train.tsv`` -> the sample inside the installed aiforge package; other
-    paths are returned as given (relative to the current directory)."""
-    text = str(path)
-    if text.startswith(PACKAGED_DATA_PREFIX):
-        import aiforge
-
-        return Path(aiforge.__file__).parent / "data" / text.removeprefix(PACKAGED_DATA_PREFIX)
-    return Path(text).expanduser()
-
-
 def read_table(path: str | Path, max_rows: int | None = None):
     """A CSV/TSV/JSONL/Parquet file -> a pandas DataFrame; bytes that are not UTF-8 become U+FFFD."""
     import pandas as pd
