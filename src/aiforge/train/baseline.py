@@ -48,8 +48,10 @@ def fit_logreg(
     model.fit(*train)
     out: dict[str, Any] = {"name": name}
     for split, (features, y) in evaluate.items():
-        metrics = classification_metrics(y, model.predict(features).tolist(), labels)
+        predicted = model.predict(features).tolist()
+        metrics = classification_metrics(y, predicted, labels)
         out[split] = {k: metrics[k] for k in ("accuracy", "macro_f1")}
+        out[split]["rows"] = {"kind": "single", "true": list(y), "pred": predicted}  # for the paired test
     out["fit_seconds"] = time.perf_counter() - start
     return out
 

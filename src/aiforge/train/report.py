@@ -24,6 +24,7 @@ from aiforge.train.callbacks import TrainState
 from aiforge.train.config import TrainConfig
 from aiforge.train.metrics import scalar_metrics
 from aiforge.train.prepared import Prepared
+from aiforge.train.significance import describe
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,7 @@ class TrainResult:
     registered_version: str | None = None
     alias: str | None = None
     warnings: list[str] = field(default_factory=list)
+    comparison: dict[str, Any] = field(default_factory=dict)  # {split: model vs baseline} (significance.py)
 
     @property
     def ref(self) -> str | None:
@@ -61,12 +63,12 @@ class TrainResult:
         ours = self.metrics[split]
         took = f"{self.steps} steps, {self.seconds / 60:.1f} min"
         out = [f"model         {self.model_dir} ({self.backbone}, {took})"]
-        shown = [k for k in ("accuracy", "macro_f1", "f1") if k in ours]
-        line = f"{split:<14}" + ", ".join(f"{k} {ours[k]:.4f}" for k in shown)
+        out.append(f"{split:<14}" + with_intervals(ours))
         if self.baseline and split in self.baseline:
-            base = self.baseline[split]
-            line += f"  (baseline {self.baseline['name']}: accuracy {base['accuracy']:.4f})"
-        out.append(line)
+            base = with_intervals(self.baseline[split])
+            out.append(f"{'baseline':<14}{base} ({self.baseline['name']})")
+        if split in self.comparison:
+            out.append(f"{'verdict':<14}" + describe(self.comparison[split]))
         if self.run_id:
             out.append(f"mlflow run    {self.run_id}")
         if self.ref:
@@ -81,6 +83,7 @@ class TrainResult:
             "steps": self.steps,
             "metrics": {k: scalar_metrics(v) for k, v in self.metrics.items()},
             "baseline": self.baseline,
+            "comparison": self.comparison,
             "run_id": self.run_id,
             "registered": self.ref,
         }
@@ -93,12 +96,14 @@ def write_reports(
     metrics: dict[str, Any],
     baseline: dict[str, Any] | None,
     report_split: str,
+    comparison: dict[str, Any] | None = None,
 ) -> list[str]:
     """metrics.json, the confusion matrix and loss curve PNGs, the resolved config and the environment."""
     files = [out / "config.yaml"]
     payload = {
         "metrics": metrics,
         "baseline": baseline,
+        "comparison": comparison or {},
         "history": state.history,
         "skipped_rows": prep.dataset.skipped,
         "data_hash": prep.dataset.data_hash,
@@ -138,6 +143,7 @@ def write_metadata(
     metrics: dict[str, Any],
     baseline: dict[str, Any] | None,
     state: TrainState,
+    comparison: dict[str, Any] | None = None,
 ) -> None:
     """The model dir's ``aiforge.json``: what produced this model, and how well it did."""
     from aiforge import __version__
@@ -156,7 +162,9 @@ def write_metadata(
             "test": len(prep.test) if prep.test is not None else 0,
         },
         "metrics": {k: scalar_metrics(v) for k, v in metrics.items()},
+        "intervals": {k: v["ci"] for k, v in metrics.items() if "ci" in v},
         "baseline": baseline,
+        "comparison": comparison or {},
         "steps": state.step,
         "run_id": state.run_id,
         "git_commit": git_commit(),
@@ -165,6 +173,41 @@ def write_metadata(
     (model_dir / METADATA_FILE).write_text(
         json.dumps(metadata, indent=2, ensure_ascii=False), encoding="utf-8"
     )
+
+
+def with_intervals(scores: dict[str, Any]) -> str:
+    """``accuracy 0.8270 [0.8030, 0.8500], macro_f1 ...``: headline metrics with their 95 % intervals."""
+    intervals = scores.get("ci", {})
+    parts = []
+    for name in ("accuracy", "macro_f1", "micro_f1", "f1"):
+        if name not in scores:
+            continue
+        bounds = intervals.get(name)
+        shown = f" [{bounds[0]:.4f}, {bounds[1]:.4f}]" if bounds else ""
+        parts.append(f"{name} {scores[name]:.4f}{shown}")
+    return ", ".join(parts)
+
+
+def comparison_metrics(
+    metrics: dict[str, Any], baseline: dict[str, Any] | None, comparison: dict[str, Any]
+) -> dict[str, float]:
+    """The baseline's scores, every interval's bounds and the paired test's numbers, as flat MLflow
+    metrics (``test_accuracy_ci_low``, ``baseline_test_accuracy``, ``test_vs_baseline_p_value``...)."""
+    prefix = {"validation": "final_val_", "test": "test_"}
+    flat: dict[str, float] = {}
+    for split, scores in metrics.items():
+        for name, (low, high) in scores.get("ci", {}).items():
+            flat[f"{prefix.get(split, split + '_')}{name}_ci_low"] = low
+            flat[f"{prefix.get(split, split + '_')}{name}_ci_high"] = high
+    for split in ("validation", "test"):
+        if baseline and isinstance(baseline.get(split), dict):
+            flat.update(scalar_metrics(baseline[split], f"baseline_{split}_"))
+    for split, result in comparison.items():
+        flat[f"{split}_vs_baseline_difference"] = result["difference"]
+        low, high = result["difference_ci"]
+        flat[f"{split}_vs_baseline_diff_ci_low"], flat[f"{split}_vs_baseline_diff_ci_high"] = low, high
+        flat[f"{split}_vs_baseline_p_value"] = result["p_value"]
+    return flat
 
 
 def git_commit() -> str | None:

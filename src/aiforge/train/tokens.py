@@ -80,6 +80,7 @@ class TokenClassificationTask(TokenizedTask):
                 true_tags[i] = [self.labels[t] for t in gold[keep]]
                 pred_tags[i] = [self.labels[t] for t in predicted[row, : len(gold)][keep]]
         metrics = seqeval_metrics(true_tags, pred_tags)
+        metrics["rows"] = {"kind": "entities", "true": true_tags, "pred": pred_tags}
         metrics["loss"] = total_loss / max(1, len(encoded))
         return metrics
 
