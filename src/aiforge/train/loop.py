@@ -29,6 +29,7 @@ import torch
 from aiforge.errors import AiforgeError
 from aiforge.models import ModelRef
 from aiforge.train.batches import epoch_batches
+from aiforge.train.calibration import calibrate, save_temperature
 from aiforge.train.callbacks import Callback, CallbackRunner, TrainState
 from aiforge.train.checkpoint import load_checkpoint, save_checkpoint, seed_everything, set_rng_state
 from aiforge.train.config import TrainConfig, default_model, dump_yaml, trainer_card
@@ -459,14 +460,18 @@ def _finish(
     if prep.test is not None:
         metrics["test"] = task.evaluate(best, prep.test, prep.device, batch, autocast)
     report_split = "test" if "test" in metrics else "validation"
+    calibration = calibrate(metrics, task.multi_label, report_split)  # T fitted on validation logits
+    if calibration is not None:
+        save_temperature(model_dir, calibration["temperature"])
     comparison = assess(metrics, baseline, len(task.labels))  # intervals, paired test vs the baseline
-    artifacts = write_reports(out, prep, state, metrics, baseline, report_split, comparison)
-    write_metadata(model_dir, config, prep, metrics, baseline, state, comparison)
+    artifacts = write_reports(out, prep, state, metrics, baseline, report_split, comparison, calibration)
+    write_metadata(model_dir, config, prep, metrics, baseline, state, comparison, calibration)
 
     final = {
         **scalar_metrics(metrics["validation"], "final_val_"),
         **(scalar_metrics(metrics["test"], "test_") if "test" in metrics else {}),
         **comparison_metrics(metrics, baseline, comparison),
+        **({k: v for k, v in calibration.items() if isinstance(v, float)} if calibration else {}),
     }
     state.summary = {
         "final_metrics": final,
@@ -491,4 +496,5 @@ def _finish(
         state.registered_version,
         config.tracking.alias if state.registered_version else None,
         comparison=comparison,
+        calibration=calibration,
     )

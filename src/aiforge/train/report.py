@@ -48,6 +48,7 @@ class TrainResult:
     alias: str | None = None
     warnings: list[str] = field(default_factory=list)
     comparison: dict[str, Any] = field(default_factory=dict)  # {split: model vs baseline} (significance.py)
+    calibration: dict[str, Any] | None = None  # temperature, ECE before / after (calibration.py)
 
     @property
     def ref(self) -> str | None:
@@ -69,6 +70,12 @@ class TrainResult:
             out.append(f"{'baseline':<14}{base} ({self.baseline['name']})")
         if split in self.comparison:
             out.append(f"{'verdict':<14}" + describe(self.comparison[split]))
+        if self.calibration:
+            c = self.calibration
+            out.append(
+                f"{'calibration':<14}temperature {c['temperature']:.3f} (fitted on validation); "
+                f"{c['split']} ECE {c['ece_before']:.4f} -> {c['ece_after']:.4f}"
+            )
         if self.run_id:
             out.append(f"mlflow run    {self.run_id}")
         if self.ref:
@@ -84,6 +91,7 @@ class TrainResult:
             "metrics": {k: scalar_metrics(v) for k, v in self.metrics.items()},
             "baseline": self.baseline,
             "comparison": self.comparison,
+            "calibration": summary_of(self.calibration),
             "run_id": self.run_id,
             "registered": self.ref,
         }
@@ -97,6 +105,7 @@ def write_reports(
     baseline: dict[str, Any] | None,
     report_split: str,
     comparison: dict[str, Any] | None = None,
+    calibration: dict[str, Any] | None = None,
 ) -> list[str]:
     """metrics.json, the confusion matrix and loss curve PNGs, the resolved config and the environment."""
     files = [out / "config.yaml"]
@@ -104,6 +113,7 @@ def write_reports(
         "metrics": metrics,
         "baseline": baseline,
         "comparison": comparison or {},
+        "calibration": calibration,
         "history": state.history,
         "skipped_rows": prep.dataset.skipped,
         "data_hash": prep.dataset.data_hash,
@@ -127,6 +137,8 @@ def write_reports(
                 prep.task.metric_name(),
             )
         )
+    if calibration is not None:
+        files.append(plot_reliability(calibration, out / "reliability.png", prep.backbone))
     environment = doctor_environment()
     if environment is not None:
         (out / "environment.json").write_text(
@@ -144,6 +156,7 @@ def write_metadata(
     baseline: dict[str, Any] | None,
     state: TrainState,
     comparison: dict[str, Any] | None = None,
+    calibration: dict[str, Any] | None = None,
 ) -> None:
     """The model dir's ``aiforge.json``: what produced this model, and how well it did."""
     from aiforge import __version__
@@ -165,6 +178,7 @@ def write_metadata(
         "intervals": {k: v["ci"] for k, v in metrics.items() if "ci" in v},
         "baseline": baseline,
         "comparison": comparison or {},
+        "calibration": summary_of(calibration),
         "steps": state.step,
         "run_id": state.run_id,
         "git_commit": git_commit(),
@@ -208,6 +222,13 @@ def comparison_metrics(
         flat[f"{split}_vs_baseline_diff_ci_low"], flat[f"{split}_vs_baseline_diff_ci_high"] = low, high
         flat[f"{split}_vs_baseline_p_value"] = result["p_value"]
     return flat
+
+
+def summary_of(calibration: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The calibration's numbers without its per-bin tables (those are in metrics.json and the PNG)."""
+    if calibration is None:
+        return None
+    return {k: v for k, v in calibration.items() if not k.startswith("reliability_")}
 
 
 def git_commit() -> str | None:
@@ -322,6 +343,47 @@ def plot_loss_curve(
             other.set_ylabel(metric)
             other.legend(loc="upper right")
         ax.legend(loc="upper left")
+        _save(plt, fig, path)
+    return path
+
+
+def plot_reliability(calibration: dict[str, Any], path: Path, title: str = "") -> Path:
+    """Accuracy against confidence per bin, before and after temperature scaling; the diagonal is
+    a perfectly calibrated model. Bars hold the bins' accuracy, dots their mean confidence."""
+    split, temperature = calibration["split"], calibration["temperature"]
+    heading = wrap(f"{split}: {title}" if title else split, int(10 * CHARS_PER_INCH))
+    with _pyplot([heading]) as plt:
+        fig, axes = plt.subplots(1, 2, figsize=(10, 4.5), sharey=True)
+        for ax, when, name in zip(
+            axes, ("before", "after"), ("logits", f"logits / {temperature:.3f}"), strict=True
+        ):
+            table = calibration[f"reliability_{when}"]
+            bins = len(table["count"])
+            centres = (np.arange(bins) + 0.5) / bins
+            filled = np.asarray(table["count"]) > 0
+            ax.bar(
+                centres[filled],
+                np.asarray(table["accuracy"])[filled],
+                width=1 / bins,
+                alpha=0.7,
+                edgecolor="black",
+                label="accuracy",
+            )
+            ax.plot(
+                np.asarray(table["confidence"])[filled],
+                np.asarray(table["accuracy"])[filled],
+                "o",
+                color="tab:red",
+                label="mean confidence",
+            )
+            ax.plot([0, 1], [0, 1], "--", color="gray", label="calibrated")
+            ax.set_xlim(0, 1)
+            ax.set_ylim(0, 1)
+            ax.set_xlabel("confidence")
+            ax.set_title(f"{name}: ECE {calibration[f'ece_{when}']:.4f}")
+        axes[0].set_ylabel("accuracy")
+        axes[0].legend(loc="upper left")
+        fig.suptitle(heading)
         _save(plt, fig, path)
     return path
 
