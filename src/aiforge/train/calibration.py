@@ -5,8 +5,8 @@ A fine-tuned classifier is usually over-confident (on the NSMC quickstart nearly
 logits by one scalar T > 0 chosen to minimise the validation negative log-likelihood: the predicted
 label never changes (argmax is unchanged, so accuracy and the paired test are untouched), only how
 sure the scores are. T is saved in the model's ``config.json`` as ``aiforge_temperature`` (and in
-``aiforge.json``); the text-classification pipeline divides by it, so ``aiforge run`` and
-``aiforge serve`` give calibrated scores.
+``aiforge.json``); the text, image (transformers) and audio classification pipelines divide by
+it, so ``aiforge run`` and ``aiforge serve`` give calibrated scores.
 
 Multi-label models get one temperature shared by every label's sigmoid (minimising the binary
 cross-entropy): a per-label temperature would be fitted on a few positives per label on small
@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from aiforge.tasks.text import TEMPERATURE_KEY  # where the pipeline reads it
+from aiforge.tasks.base import TEMPERATURE_KEY  # where the classification pipelines read it
 
 BINS = 15
 LOG_BETA_RANGE = (math.log(0.02), math.log(50.0))  # 1/T: T from 0.02 to 50
