@@ -56,6 +56,7 @@ def example_config() -> Path:
 def step_train(console: Console, output_dir: Path) -> str | None:
     """Fine-tune on the bundled sample; returns the registry ref of the new model."""
     from aiforge.train import load_config, train
+    from aiforge.train.significance import describe
 
     config = load_config(example_config(), overrides=[f"output_dir={output_dir}"])
     result = train(config)
@@ -66,6 +67,8 @@ def step_train(console: Console, output_dir: Path) -> str | None:
         f"macro-F1 {test.get('macro_f1', float('nan')):.3f} in {result.seconds / 60:.1f} min; "
         f"TF-IDF baseline accuracy {base.get('accuracy', float('nan')):.3f}; registered as {result.ref}"
     )
+    if "test" in result.comparison:  # "beats" only when the paired test says so
+        console.print(f"model vs baseline: {describe(result.comparison['test'])}")
     return result.ref
 
 

@@ -86,7 +86,7 @@ def test_timm_training_saves_a_timm_export_that_loads_by_path_and_registry(
     assert (result.output_dir / "confusion_matrix.png").stat().st_size > 0
     assert result.baseline["name"].startswith("linear-probe")
     assert result.baseline["test"]["accuracy"] > 0.5  # digits separate even on random conv features
-    assert any("baseline linear-probe" in line for line in result.lines())
+    assert any(line.startswith("baseline") and "linear-probe" in line for line in result.lines())
 
     image = str(digits / "test" / "two" / "000.png")
     local = load_pipeline("image-classification", model=str(result.model_dir), device="cpu", top_k=3)

@@ -63,7 +63,30 @@ def test_train_writes_a_loadable_model_tracks_and_registers(make_config) -> None
 
     # --from-run: the run's resolved config comes back from its artifacts
     assert config_from_run(result.run_id)["training"]["batch_size"] == 16
-    assert any(line.startswith("test") and "baseline" in line for line in result.lines())
+    lines = result.lines()
+    assert any(line.startswith("test ") and "accuracy" in line and "[" in line for line in lines)
+    assert any(line.startswith("baseline") and "tfidf" in line for line in lines)
+
+    # the verdict against the baseline: paired test on the same test rows, everywhere it is reported
+    comparison = meta["comparison"]["test"]
+    assert comparison["test"] == "mcnemar-mid-p" and comparison["n"] == 40  # the 40 test rows
+    assert comparison["verdict"] in ("beats", "tie", "below")
+    assert any(line.startswith("verdict") and comparison["verdict"] in line for line in lines)
+    assert run.data.tags["aiforge.vs_baseline.test"] == comparison["verdict"]
+    assert run.data.metrics["test_vs_baseline_p_value"] == pytest.approx(comparison["p_value"])
+    low, high = meta["intervals"]["test"]["accuracy"]
+    assert low <= result.metrics["test"]["accuracy"] <= high
+    assert "rows" not in json.loads((result.output_dir / "metrics.json").read_text())["metrics"]["test"]
+
+    # calibration: a temperature fitted on validation, saved where the pipeline reads it, ECE before/after
+    calibration = meta["calibration"]
+    assert calibration["temperature"] > 0 and calibration["fitted_on"] == "validation"
+    assert (
+        json.loads((result.model_dir / "config.json").read_text())["aiforge_temperature"]
+        == calibration["temperature"]
+    )
+    assert (result.output_dir / "reliability.png").stat().st_size > 0 and "reliability.png" in artifacts
+    assert run.data.metrics["ece_after"] == pytest.approx(calibration["ece_after"])
 
     # registry: the run became version 1; promote it and load it by alias
     assert (result.registered_name, result.registered_version) == ("tiny-sentiment", "1")

@@ -93,7 +93,13 @@ def test_ner_training_reports_seqeval_and_loads_as_a_pipeline(
     test = result.metrics["test"]
     assert {"f1", "precision", "recall", "accuracy"} <= set(test)
     assert set(test["per_class"]) == {"LOC", "PER"}  # entity types, not BIO tags
-    assert result.baseline is None  # the TF-IDF baseline is for text classification only
+    # the per-word logistic regression baseline, scored on the same sentences, compared by paired bootstrap
+    assert result.baseline is not None and result.baseline["name"] == "word-features+logreg"
+    assert result.baseline["test"]["f1"] > 0.9  # names and places sit in fixed slots of the sentence
+    comparison = result.comparison["test"]
+    assert comparison["test"] == "paired-bootstrap" and comparison["metric"] == "f1" and comparison["n"] == 12
+    assert comparison["verdict"] in ("beats", "tie", "below")
+    assert any(line.startswith("verdict") for line in result.lines())
     pipe = load_pipeline("token-classification", model=str(result.model_dir), device="cpu")
     out = pipe("Maria went to 서울 today")
     assert isinstance(out["entities"], list)

@@ -309,6 +309,16 @@ class Pipeline(ABC):
         }
 
 
+# A temperature fitted on the validation split by `aiforge train` (aiforge.train.calibration), stored
+# in the model's config.json: classifiers divide their logits by it, so scores are calibrated.
+TEMPERATURE_KEY = "aiforge_temperature"
+
+
+def fitted_temperature(model_config: Any) -> float:
+    """The model's calibration temperature (1.0: none was fitted)."""
+    return float(getattr(model_config, TEMPERATURE_KEY, None) or 1.0)
+
+
 def set_torch_threads(threads: int) -> None:
     """A thread's own torch intra-op thread count (OpenMP keeps it per calling thread)."""
     import torch

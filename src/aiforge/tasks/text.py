@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 
 from aiforge.errors import AiforgeError
 from aiforge.lazy import lazy_module
-from aiforge.tasks.base import Pipeline, TaskInput, TaskParams, cut_to_window
+from aiforge.tasks.base import Pipeline, TaskInput, TaskParams, cut_to_window, fitted_temperature
 from aiforge.tasks.card import DemoView, Trainer, register_task, warm_text
 
 if TYPE_CHECKING:
@@ -237,7 +237,8 @@ TEXT_BACKBONES = ("klue/roberta-small", "packaged:multilingual-e5-small-hf", "pa
     architectures=("ForSequenceClassification",),
 )
 class TextClassification(EncoderPipeline):
-    """Label a text. Single-label uses softmax, multi-label (config.problem_type) sigmoid."""
+    """Label a text. Single-label uses softmax, multi-label (config.problem_type) sigmoid; logits
+    are divided by the model's fitted temperature (``aiforge_temperature`` in config.json) if any."""
 
     Input = TextInput
     Output = ClassificationOutput
@@ -247,7 +248,7 @@ class TextClassification(EncoderPipeline):
     packed_head = "sequence"
 
     def postprocess(self, raw: dict[str, Any], item: TextInput) -> dict[str, Any]:
-        logits = raw["logits"]
+        logits = raw["logits"] / fitted_temperature(self.model.config)
         multi = self.params.multi_label
         if multi is None:
             multi = self.model.config.problem_type == "multi_label_classification"

@@ -43,7 +43,7 @@ from aiforge.errors import AiforgeError
 from aiforge.lazy import lazy_module
 from aiforge.media import load_image
 from aiforge.models import ModelRef, offline_error
-from aiforge.tasks.base import Pipeline, TaskParams
+from aiforge.tasks.base import TEMPERATURE_KEY, Pipeline, TaskParams, fitted_temperature
 from aiforge.tasks.card import DemoView, Trainer, register_task
 from aiforge.tasks.images import ImageInput, decode_mask, encode_mask, warm_image
 
@@ -199,7 +199,7 @@ class ImageClassification(_VisionPipeline):
         config = model.config
         return _Classifier(
             transform=lambda img: _hf_features(processor, img).tensors,
-            logits=lambda batch: model(**batch).logits,
+            logits=lambda batch: model(**batch).logits / fitted_temperature(config),
             labels=[config.id2label[i] for i in range(config.num_labels)],
             multi_label=config.problem_type == "multi_label_classification" or config.num_labels == 1,
         )
@@ -256,11 +256,20 @@ def _load_timm(ref: ModelRef, device: str) -> _Classifier:
     model, data_config, labels = load_timm_model(ref)
     transform = create_transform(**data_config, is_training=False)
     model = model.to(device).eval()
+    temperature = _timm_temperature(ref)
     return _Classifier(
         transform=lambda img: {"pixel_values": transform(img).unsqueeze(0)},
-        logits=lambda batch: model(batch["pixel_values"]),
+        logits=lambda batch: model(batch["pixel_values"]) / temperature,
         labels=labels,
     )
+
+
+def _timm_temperature(ref: ModelRef) -> float:
+    """The calibration temperature `aiforge train` wrote into a local timm export's config.json."""
+    config = Path(ref.location) / "config.json"
+    if ref.kind == "timm" or not config.is_file():
+        return 1.0
+    return float(json.loads(config.read_text(encoding="utf-8")).get(TEMPERATURE_KEY) or 1.0)
 
 
 def load_timm_model(ref: ModelRef) -> tuple[torch.nn.Module, dict[str, Any], list[str]]:

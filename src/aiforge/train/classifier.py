@@ -139,6 +139,25 @@ class ClassifierTask(Generic[EncodedT]):
         return metrics
 
     def metrics(self, encoded: EncodedT, logits: np.ndarray) -> dict[str, Any]:
+        """Scores, plus the per-row truth, prediction and logits (``rows``) that the report's
+        intervals, the paired test against the baseline (:mod:`aiforge.train.significance`) and the
+        temperature (:mod:`aiforge.train.calibration`) need."""
         if self.multi_label:
-            return multilabel_metrics(np.asarray(encoded.labels), (logits > 0).astype(int), self.labels)
-        return classification_metrics(encoded.labels, logits.argmax(-1).tolist(), self.labels)
+            true, pred = np.asarray(encoded.labels).astype(int), (logits > 0).astype(int)
+            metrics = multilabel_metrics(true, pred, self.labels)
+            metrics["rows"] = {
+                "kind": "multi",
+                "true": true.tolist(),
+                "pred": pred.tolist(),
+                "logits": logits,
+            }
+            return metrics
+        predicted = logits.argmax(-1).tolist()
+        metrics = classification_metrics(encoded.labels, predicted, self.labels)
+        metrics["rows"] = {
+            "kind": "single",
+            "true": list(encoded.labels),
+            "pred": predicted,
+            "logits": logits,
+        }
+        return metrics

@@ -29,6 +29,7 @@ import torch
 from aiforge.errors import AiforgeError
 from aiforge.models import ModelRef
 from aiforge.train.batches import epoch_batches
+from aiforge.train.calibration import calibrate, save_temperature
 from aiforge.train.callbacks import Callback, CallbackRunner, TrainState
 from aiforge.train.checkpoint import load_checkpoint, save_checkpoint, seed_everything, set_rng_state
 from aiforge.train.config import TrainConfig, default_model, dump_yaml, trainer_card
@@ -37,7 +38,8 @@ from aiforge.train.dataset import load_dataset
 from aiforge.train.metrics import scalar_metrics
 from aiforge.train.parallel import SINGLE, DataParallel
 from aiforge.train.prepared import Prepared
-from aiforge.train.report import TrainResult, git_commit, write_metadata, write_reports
+from aiforge.train.report import TrainResult, comparison_metrics, git_commit, write_metadata, write_reports
+from aiforge.train.significance import assess
 from aiforge.train.task import TrainingTask
 
 log = logging.getLogger(__name__)
@@ -458,18 +460,22 @@ def _finish(
     if prep.test is not None:
         metrics["test"] = task.evaluate(best, prep.test, prep.device, batch, autocast)
     report_split = "test" if "test" in metrics else "validation"
-    artifacts = write_reports(out, prep, state, metrics, baseline, report_split)
-    write_metadata(model_dir, config, prep, metrics, baseline, state)
+    calibration = calibrate(metrics, task.multi_label, report_split)  # T fitted on validation logits
+    if calibration is not None:
+        save_temperature(model_dir, calibration["temperature"])
+    comparison = assess(metrics, baseline, len(task.labels))  # intervals, paired test vs the baseline
+    artifacts = write_reports(out, prep, state, metrics, baseline, report_split, comparison, calibration)
+    write_metadata(model_dir, config, prep, metrics, baseline, state, comparison, calibration)
 
     final = {
         **scalar_metrics(metrics["validation"], "final_val_"),
         **(scalar_metrics(metrics["test"], "test_") if "test" in metrics else {}),
+        **comparison_metrics(metrics, baseline, comparison),
+        **({k: v for k, v in calibration.items() if isinstance(v, float)} if calibration else {}),
     }
-    for split in ("validation", "test"):
-        if baseline and split in baseline:
-            final.update({f"baseline_{split}_{k}": v for k, v in baseline[split].items()})
     state.summary = {
         "final_metrics": final,
+        "tags": {f"aiforge.vs_baseline.{split}": c["verdict"] for split, c in comparison.items()},
         "artifacts": artifacts,
         "model_dir": str(model_dir),
         "description": f"{prep.backbone} fine-tuned on {config.data.train}; "
@@ -489,4 +495,6 @@ def _finish(
         state.summary.get("registered_name"),
         state.registered_version,
         config.tracking.alias if state.registered_version else None,
+        comparison=comparison,
+        calibration=calibration,
     )

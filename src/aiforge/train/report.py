@@ -24,6 +24,7 @@ from aiforge.train.callbacks import TrainState
 from aiforge.train.config import TrainConfig
 from aiforge.train.metrics import scalar_metrics
 from aiforge.train.prepared import Prepared
+from aiforge.train.significance import describe
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,8 @@ class TrainResult:
     registered_version: str | None = None
     alias: str | None = None
     warnings: list[str] = field(default_factory=list)
+    comparison: dict[str, Any] = field(default_factory=dict)  # {split: model vs baseline} (significance.py)
+    calibration: dict[str, Any] | None = None  # temperature, ECE before / after (calibration.py)
 
     @property
     def ref(self) -> str | None:
@@ -61,12 +64,18 @@ class TrainResult:
         ours = self.metrics[split]
         took = f"{self.steps} steps, {self.seconds / 60:.1f} min"
         out = [f"model         {self.model_dir} ({self.backbone}, {took})"]
-        shown = [k for k in ("accuracy", "macro_f1", "f1") if k in ours]
-        line = f"{split:<14}" + ", ".join(f"{k} {ours[k]:.4f}" for k in shown)
+        out.append(f"{split:<14}" + with_intervals(ours))
         if self.baseline and split in self.baseline:
-            base = self.baseline[split]
-            line += f"  (baseline {self.baseline['name']}: accuracy {base['accuracy']:.4f})"
-        out.append(line)
+            base = with_intervals(self.baseline[split])
+            out.append(f"{'baseline':<14}{base} ({self.baseline['name']})")
+        if split in self.comparison:
+            out.append(f"{'verdict':<14}" + describe(self.comparison[split]))
+        if self.calibration:
+            c = self.calibration
+            out.append(
+                f"{'calibration':<14}temperature {c['temperature']:.3f} (fitted on validation); "
+                f"{c['split']} ECE {c['ece_before']:.4f} -> {c['ece_after']:.4f}"
+            )
         if self.run_id:
             out.append(f"mlflow run    {self.run_id}")
         if self.ref:
@@ -81,6 +90,8 @@ class TrainResult:
             "steps": self.steps,
             "metrics": {k: scalar_metrics(v) for k, v in self.metrics.items()},
             "baseline": self.baseline,
+            "comparison": self.comparison,
+            "calibration": summary_of(self.calibration),
             "run_id": self.run_id,
             "registered": self.ref,
         }
@@ -93,12 +104,16 @@ def write_reports(
     metrics: dict[str, Any],
     baseline: dict[str, Any] | None,
     report_split: str,
+    comparison: dict[str, Any] | None = None,
+    calibration: dict[str, Any] | None = None,
 ) -> list[str]:
     """metrics.json, the confusion matrix and loss curve PNGs, the resolved config and the environment."""
     files = [out / "config.yaml"]
     payload = {
         "metrics": metrics,
         "baseline": baseline,
+        "comparison": comparison or {},
+        "calibration": calibration,
         "history": state.history,
         "skipped_rows": prep.dataset.skipped,
         "data_hash": prep.dataset.data_hash,
@@ -122,6 +137,8 @@ def write_reports(
                 prep.task.metric_name(),
             )
         )
+    if calibration is not None:
+        files.append(plot_reliability(calibration, out / "reliability.png", prep.backbone))
     environment = doctor_environment()
     if environment is not None:
         (out / "environment.json").write_text(
@@ -138,6 +155,8 @@ def write_metadata(
     metrics: dict[str, Any],
     baseline: dict[str, Any] | None,
     state: TrainState,
+    comparison: dict[str, Any] | None = None,
+    calibration: dict[str, Any] | None = None,
 ) -> None:
     """The model dir's ``aiforge.json``: what produced this model, and how well it did."""
     from aiforge import __version__
@@ -156,7 +175,10 @@ def write_metadata(
             "test": len(prep.test) if prep.test is not None else 0,
         },
         "metrics": {k: scalar_metrics(v) for k, v in metrics.items()},
+        "intervals": {k: v["ci"] for k, v in metrics.items() if "ci" in v},
         "baseline": baseline,
+        "comparison": comparison or {},
+        "calibration": summary_of(calibration),
         "steps": state.step,
         "run_id": state.run_id,
         "git_commit": git_commit(),
@@ -165,6 +187,48 @@ def write_metadata(
     (model_dir / METADATA_FILE).write_text(
         json.dumps(metadata, indent=2, ensure_ascii=False), encoding="utf-8"
     )
+
+
+def with_intervals(scores: dict[str, Any]) -> str:
+    """``accuracy 0.8270 [0.8030, 0.8500], macro_f1 ...``: headline metrics with their 95 % intervals."""
+    intervals = scores.get("ci", {})
+    parts = []
+    for name in ("accuracy", "macro_f1", "micro_f1", "f1"):
+        if name not in scores:
+            continue
+        bounds = intervals.get(name)
+        shown = f" [{bounds[0]:.4f}, {bounds[1]:.4f}]" if bounds else ""
+        parts.append(f"{name} {scores[name]:.4f}{shown}")
+    return ", ".join(parts)
+
+
+def comparison_metrics(
+    metrics: dict[str, Any], baseline: dict[str, Any] | None, comparison: dict[str, Any]
+) -> dict[str, float]:
+    """The baseline's scores, every interval's bounds and the paired test's numbers, as flat MLflow
+    metrics (``test_accuracy_ci_low``, ``baseline_test_accuracy``, ``test_vs_baseline_p_value``...)."""
+    prefix = {"validation": "final_val_", "test": "test_"}
+    flat: dict[str, float] = {}
+    for split, scores in metrics.items():
+        for name, (low, high) in scores.get("ci", {}).items():
+            flat[f"{prefix.get(split, split + '_')}{name}_ci_low"] = low
+            flat[f"{prefix.get(split, split + '_')}{name}_ci_high"] = high
+    for split in ("validation", "test"):
+        if baseline and isinstance(baseline.get(split), dict):
+            flat.update(scalar_metrics(baseline[split], f"baseline_{split}_"))
+    for split, result in comparison.items():
+        flat[f"{split}_vs_baseline_difference"] = result["difference"]
+        low, high = result["difference_ci"]
+        flat[f"{split}_vs_baseline_diff_ci_low"], flat[f"{split}_vs_baseline_diff_ci_high"] = low, high
+        flat[f"{split}_vs_baseline_p_value"] = result["p_value"]
+    return flat
+
+
+def summary_of(calibration: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The calibration's numbers without its per-bin tables (those are in metrics.json and the PNG)."""
+    if calibration is None:
+        return None
+    return {k: v for k, v in calibration.items() if not k.startswith("reliability_")}
 
 
 def git_commit() -> str | None:
@@ -279,6 +343,47 @@ def plot_loss_curve(
             other.set_ylabel(metric)
             other.legend(loc="upper right")
         ax.legend(loc="upper left")
+        _save(plt, fig, path)
+    return path
+
+
+def plot_reliability(calibration: dict[str, Any], path: Path, title: str = "") -> Path:
+    """Accuracy against confidence per bin, before and after temperature scaling; the diagonal is
+    a perfectly calibrated model. Bars hold the bins' accuracy, dots their mean confidence."""
+    split, temperature = calibration["split"], calibration["temperature"]
+    heading = wrap(f"{split}: {title}" if title else split, int(10 * CHARS_PER_INCH))
+    with _pyplot([heading]) as plt:
+        fig, axes = plt.subplots(1, 2, figsize=(10, 4.5), sharey=True)
+        for ax, when, name in zip(
+            axes, ("before", "after"), ("logits", f"logits / {temperature:.3f}"), strict=True
+        ):
+            table = calibration[f"reliability_{when}"]
+            bins = len(table["count"])
+            centres = (np.arange(bins) + 0.5) / bins
+            filled = np.asarray(table["count"]) > 0
+            ax.bar(
+                centres[filled],
+                np.asarray(table["accuracy"])[filled],
+                width=1 / bins,
+                alpha=0.7,
+                edgecolor="black",
+                label="accuracy",
+            )
+            ax.plot(
+                np.asarray(table["confidence"])[filled],
+                np.asarray(table["accuracy"])[filled],
+                "o",
+                color="tab:red",
+                label="mean confidence",
+            )
+            ax.plot([0, 1], [0, 1], "--", color="gray", label="calibrated")
+            ax.set_xlim(0, 1)
+            ax.set_ylim(0, 1)
+            ax.set_xlabel("confidence")
+            ax.set_title(f"{name}: ECE {calibration[f'ece_{when}']:.4f}")
+        axes[0].set_ylabel("accuracy")
+        axes[0].legend(loc="upper left")
+        fig.suptitle(heading)
         _save(plt, fig, path)
     return path
 

@@ -168,7 +168,8 @@ class TokenizedTask(ClassifierTask[Encoded]):
 
 
 class TextClassificationTask(TokenizedTask):
-    """(Multi-label) text classification: a label (or labels) per text; TF-IDF baseline."""
+    """(Multi-label) text classification: a label (or labels) per text; TF-IDF baseline (one-vs-rest
+    for multi-label)."""
 
     name = "text-classification"
     auto_class = "AutoModelForSequenceClassification"
@@ -186,16 +187,10 @@ class TextClassificationTask(TokenizedTask):
         return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
     def fit_baseline(self, prep: Prepared[Encoded]) -> dict[str, Any] | None:
-        if self.multi_label:
-            return None
-        from aiforge.train.baseline import fit_text_baseline
+        from aiforge.train.baseline import fit_multilabel_text_baseline, fit_text_baseline, scored_splits
 
-        data = prep.dataset
-        evaluate_on = {
-            "validation": data.validation,
-            **({"test": data.test} if data.test is not None else {}),
-        }
-        return fit_text_baseline(data.train, evaluate_on, data.labels)
+        fit = fit_multilabel_text_baseline if self.multi_label else fit_text_baseline
+        return fit(prep.dataset.train, scored_splits(prep.dataset), prep.dataset.labels)
 
 
 def _has_hangul(texts: list[Any], sample: int = 500) -> bool:

@@ -22,14 +22,15 @@ from aiforge.train.task import Autocast
 from aiforge.train.text import Encoded, TokenizedTask
 
 if TYPE_CHECKING:
+    from aiforge.train.prepared import Prepared
     from aiforge.train.task import TrainingTask
 
 IGNORE_INDEX = -100  # torch's CrossEntropyLoss skips these positions
 
 
 class TokenClassificationTask(TokenizedTask):
-    """A tag per word of a word list: sub-word alignment, entity-level scores, no baseline (there is
-    no cheap one for entity spans)."""
+    """A tag per word of a word list: sub-word alignment, entity-level scores, a per-word logistic
+    regression baseline (:func:`aiforge.train.baseline.fit_token_baseline`)."""
 
     name = "token-classification"
     auto_class = "AutoModelForTokenClassification"
@@ -38,6 +39,11 @@ class TokenClassificationTask(TokenizedTask):
 
     def head_kwargs(self) -> dict[str, Any]:
         return {}
+
+    def fit_baseline(self, prep: Prepared[Encoded]) -> dict[str, Any] | None:
+        from aiforge.train.baseline import fit_token_baseline, scored_splits
+
+        return fit_token_baseline(prep.dataset.train, scored_splits(prep.dataset), prep.dataset.labels)
 
     def encode(self, split: Split) -> Encoded:
         """Sub-word ids per sentence; tag ids on first sub-words, -100 elsewhere."""
@@ -80,6 +86,7 @@ class TokenClassificationTask(TokenizedTask):
                 true_tags[i] = [self.labels[t] for t in gold[keep]]
                 pred_tags[i] = [self.labels[t] for t in predicted[row, : len(gold)][keep]]
         metrics = seqeval_metrics(true_tags, pred_tags)
+        metrics["rows"] = {"kind": "entities", "true": true_tags, "pred": pred_tags}
         metrics["loss"] = total_loss / max(1, len(encoded))
         return metrics
 

@@ -46,6 +46,8 @@ class MlflowCallback(Callback):
     def on_train_end(self, state: TrainState) -> None:
         summary = state.summary
         self.logger.log_metrics(summary.get("final_metrics", {}), state.step)
+        if summary.get("tags"):
+            self.logger.set_tags(summary["tags"])  # aiforge.vs_baseline.test: beats / tie / below
         for path in summary.get("artifacts", []):
             self.logger.log_artifact(Path(path))
         model_dir = Path(summary["model_dir"])

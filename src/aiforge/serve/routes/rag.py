@@ -31,7 +31,6 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 
 from aiforge.errors import AiforgeError
-
 from aiforge.serve.jsonbody import StrictJsonRoute
 
 router = APIRouter(prefix="/v1/rag", tags=["rag"], route_class=StrictJsonRoute)

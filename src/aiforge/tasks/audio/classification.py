@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 
 from aiforge.media import load_audio
 from aiforge.tasks.audio.inputs import AudioInput, AudioPipeline, warm_audio
-from aiforge.tasks.base import TaskParams
+from aiforge.tasks.base import TaskParams, fitted_temperature
 from aiforge.tasks.card import DemoView, Trainer, register_task
 
 
@@ -94,7 +94,7 @@ class AudioClassification(AudioPipeline):
         ]
 
     def postprocess(self, raw: dict[str, Any], item: AudioInput) -> dict[str, Any]:
-        logits = raw["logits"]
+        logits = raw["logits"] / fitted_temperature(self.model.config)
         multi = self.model.config.problem_type == "multi_label_classification"
         probs = 1.0 / (1.0 + np.exp(-logits)) if multi else _softmax(logits)
         labels = self.model.config.id2label
