@@ -32,7 +32,8 @@ async def stream_answer(model: ServedModel, messages: list[dict[str, str]]) -> A
     deployment = model.require_ready()
     params = body.generation_params()
     runner: Any = model.variant(deployment, params)
-    events = stream_chat(model, deployment, runner, body.messages_as_dicts(), body).body_iterator
+    response = await stream_chat(model, deployment, runner, body.messages_as_dicts(), body)
+    events: Any = response.body_iterator  # type: ignore[attr-defined]
     try:
         async for event in events:
             payload = str(event).removeprefix("data: ").strip()
@@ -47,7 +48,7 @@ async def stream_answer(model: ServedModel, messages: list[dict[str, str]]) -> A
                 if piece:
                     yield piece
     finally:
-        await events.aclose()  # type: ignore[attr-defined]  # stops the generation, frees the slot
+        await events.aclose()  # stops the generation, frees the slot
 
 
 def history_messages(history: list[dict[str, Any]], message: str) -> list[dict[str, str]]:

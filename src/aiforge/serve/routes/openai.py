@@ -129,14 +129,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, runtim
     constrained = check_constraint(runner, model, schema)
     messages = body.messages_as_dicts()
     if body.stream:
-        runner.chat_prompt_tokens(messages)  # transformers: a prompt that cannot fit is a 400 now
-        return await stream_generation(
-            model,
-            deployment,
-            lambda usage: runner.stream_chat(messages, usage=usage, **constrained),
-            body,
-            ChatChunks(completion_id(), model.name, deployment.version),
-        )
+        return await stream_chat(model, deployment, runner, messages, body, constrained)
     record = runner.chat_record(messages, **constrained)
     outputs, deployment = await model.predict([record], params, lambda: disconnected(request.receive))
     mark_model(request.scope, model, deployment)
@@ -260,6 +253,25 @@ class CompletionChunks(ChatChunks):
 
     def usage(self, usage: dict[str, int]) -> dict[str, Any]:
         return text_completion_chunk(*self.ids, "", usage=usage)
+
+
+async def stream_chat(
+    model: ServedModel,
+    deployment: Deployment,
+    runner: Any,
+    messages: list[dict[str, str]],
+    body: GenerationRequest,
+    constrained: dict[str, Any] | None = None,
+) -> Response:
+    """A streamed chat answer as server-sent events: the route's and the demo's Chat tab's one way."""
+    runner.chat_prompt_tokens(messages)  # transformers: a prompt that cannot fit is a 400 now
+    return await stream_generation(
+        model,
+        deployment,
+        lambda usage: runner.stream_chat(messages, usage=usage, **(constrained or {})),
+        body,
+        ChatChunks(completion_id(), model.name, deployment.version),
+    )
 
 
 async def stream_generation(
