@@ -177,7 +177,14 @@ def test_the_korean_snippet_is_the_same_code():
     assert code(SNIPPET_KO) == code(SNIPPET)
 
 
-@pytest.mark.parametrize(("readme", "snippet"), [("README.md", SNIPPET), ("README.ko.md", SNIPPET_KO)])
+@pytest.mark.parametrize(
+    ("readme", "snippet"),
+    [
+        ("README.md", SNIPPET),
+        ("README.ko.md", SNIPPET_KO),
+        ("README.md", ROOT / "docs" / "snippets" / "langchain_client.py"),  # test_langchain.py runs it
+    ],
+)
 def test_the_readme_shows_the_snippet_the_tests_run(readme: str, snippet: Path):
     text = snippet.read_text(encoding="utf-8")
     code = text[text.index('"""\n', 3) + 4 :].lstrip("\n")  # without the module docstring
