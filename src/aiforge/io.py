@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +60,7 @@ def _open_text(path: Path):
         ) from None
 
 
-def read_records(path: str | Path) -> Iterator[Any]:
+def read_records(path: str | Path) -> Generator[Any, None, None]:
     """Yield raw records (dicts or strings); a bad line yields an AiforgeError in its place."""
     path = Path(path)
     if not path.exists():

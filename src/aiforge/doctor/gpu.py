@@ -59,7 +59,7 @@ def _wheel_for(max_cuda: tuple[int, int] | None) -> str | None:
 
 
 def _torch_build(torch: Any) -> str:
-    version = getattr(torch, "version", None)
+    version: Any = getattr(torch, "version", None)
     if getattr(version, "cuda", None):
         return f"CUDA {version.cuda}"
     if getattr(version, "hip", None):

@@ -131,8 +131,8 @@ class Batcher:
         self.executor = ThreadPoolExecutor(
             max_workers=workers,
             thread_name_prefix=f"aiforge-infer-{name}",
-            initializer=set_torch_threads if torch_threads else None,  # None: torch's process default
-            initargs=(torch_threads,) if torch_threads else (),
+            # None: torch's process default
+            initializer=partial(set_torch_threads, torch_threads) if torch_threads else None,
         )
         self._free_workers = asyncio.Semaphore(workers)
         self._running: dict[asyncio.Task[None], float] = {}  # batches in flight -> when they started

@@ -251,7 +251,7 @@ def label_scores(out: dict[str, Any]) -> dict[str, float]:
         isinstance(out.get("labels"), list) and out["labels"] and isinstance(out["labels"][0], str)
     ):  # zero-shot
         return dict(zip(out["labels"], out["scores"], strict=False))
-    pairs = out.get("scores") if isinstance(out.get("scores"), list) else out.get("labels", [])
+    pairs: list[Any] = out["scores"] if isinstance(out.get("scores"), list) else out.get("labels") or []
     return {p["label"]: p["score"] for p in pairs}
 
 

@@ -137,7 +137,7 @@ class Packer:
         self.head = head
         self.pad_id = pad_id
         self.row_tokens = row_tokens
-        embeddings = getattr(model.base_model, "embeddings", None)
+        embeddings: Any = getattr(model.base_model, "embeddings", None)
         # RoBERTa-style embeddings number positions from padding_idx + 1
         roberta_style = hasattr(embeddings, "create_position_ids_from_input_ids")
         self.position_offset = embeddings.padding_idx + 1 if roberta_style else 0

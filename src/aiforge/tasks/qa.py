@@ -312,7 +312,7 @@ class QuestionAnswering(Pipeline):
         return int(features.inputs["attention_mask"].sum())
 
     # ---- forward ------------------------------------------------------------------------------------
-    def forward(self, batch: list[QAFeatures]) -> list[QARaw]:  # type: ignore[override]
+    def forward(self, batch: list[QAFeatures]) -> list[QARaw]:
         """All windows of all items in one model call (sliced only past MAX_WINDOWS_PER_FORWARD)."""
         width = max(f.context_mask.shape[1] for f in batch)
         stacked = {

@@ -204,9 +204,11 @@ def application(settings: ServeSettings, scaling: Scaling | None = None, ingress
     replica_args = (settings.model_dump_json(), worker_env())
     if ingress == "direct":
         replica_options["ray_actor_options"]["runtime_env"] = replica_runtime_env()
-        return serve.deployment(serve.ingress()(DirectReplica), **replica_options).bind(*replica_args)
-    replica = serve.deployment(AppReplica, **replica_options)
-    gateway = serve.deployment(
+        # Any: Ray's stubs do not declare Deployment.bind
+        direct: Any = serve.deployment(serve.ingress()(DirectReplica), **replica_options)
+        return direct.bind(*replica_args)
+    replica: Any = serve.deployment(AppReplica, **replica_options)
+    gateway: Any = serve.deployment(
         serve.ingress()(Gateway),
         name="Gateway",
         num_replicas=1,

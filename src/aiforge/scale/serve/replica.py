@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, MutableMapping
 from typing import Any
 
 from aiforge.serve.settings import ServeSettings
@@ -166,7 +166,7 @@ class DirectReplica(AppReplica):
                 body_done = body_done or message["type"] != "http.request" or not message.get("more_body")
                 return message
 
-            async def send_direct(message: dict[str, Any]) -> None:
+            async def send_direct(message: MutableMapping[str, Any]) -> None:
                 if message["type"] == "http.response.start":
                     # Ray's server puts the request's x-request-id (the id the app saw) on the
                     # response itself: the app's copy would make it "id, id"

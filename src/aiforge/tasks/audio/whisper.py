@@ -229,7 +229,7 @@ class TransformersWhisper:
         self.dtype = torch.float16 if device.startswith("cuda") else torch.float32
         self.processor = transformers.AutoProcessor.from_pretrained(location)
         self.model = transformers.WhisperForConditionalGeneration.from_pretrained(location, dtype=self.dtype)
-        self.model.to(device).eval()
+        self.model.eval().to(device)
         self.device = device
         tokenizer = self.processor.tokenizer
         self.timestamp_begin = tokenizer.convert_tokens_to_ids("<|0.00|>")
