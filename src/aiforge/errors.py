@@ -69,6 +69,8 @@ CODES: dict[str, str] = {
     "AF-SERVE-007": "request body too large",
     "AF-SERVE-008": "model reload or rollback failed",
     "AF-SERVE-009": "inference failed inside the server",
+    "AF-SERVE-010": "API key not allowed on this route (scope)",
+    "AF-SERVE-011": "API key over its rate limit",
     # rag
     "AF-RAG-001": "index not found",
     "AF-RAG-002": "index empty",

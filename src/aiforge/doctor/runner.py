@@ -12,6 +12,7 @@ from aiforge.doctor.model import Env, Finding
 from aiforge.doctor.plots import check_plot_fonts
 from aiforge.doctor.python import check_pip, check_python, check_python_env, check_python_path
 from aiforge.doctor.resources import check_disk, check_hf_cache, check_memory
+from aiforge.secrets import redact
 
 
 def _guard(check: str, fn: Callable[[], Finding | list[Finding] | None]) -> list[Finding]:
@@ -67,11 +68,12 @@ def summary(findings: Iterable[Finding]) -> dict[str, int]:
 
 
 def to_json(findings: Iterable[Finding]) -> dict:
+    """The report as JSON, secrets redacted: users paste it into bug reports (and runs store it)."""
     findings = list(findings)
     return {
         "ok": exit_code(findings) == 0,
         "summary": summary(findings),
-        "findings": [f.to_dict() for f in findings],
+        "findings": [redact(f.to_dict()) for f in findings],
     }
 
 

@@ -1,9 +1,11 @@
 """The app factory: ``create_app(settings) -> FastAPI``. Nothing loads at import time.
 
-Request path, outermost first: RequestContext (request id, access log, metrics) -> ApiKeyAuth (when
-keys are set) -> BodyLimit -> JsonPredict (JSON predict requests, answered without FastAPI's
-routing) -> routers. Models load in the lifespan, in a background task, so the
-server answers /healthz (alive) and /readyz (503, "loading") while weights load and warm up.
+Request path, outermost first: RequestContext (request id, access log, metrics) -> CORS (when origins
+are set: preflights are answered before auth, as browsers send them without credentials) ->
+ApiKeyAuth (when keys are set: scopes, per-key rates) -> BodyLimit -> JsonPredict (JSON predict
+requests, answered without FastAPI's routing) -> routers. Models load in the lifespan, in a
+background task, so the server answers /healthz (alive) and /readyz (503, "loading") while weights
+load and warm up.
 """
 
 from __future__ import annotations
@@ -66,6 +68,16 @@ def create_app(settings: ServeSettings) -> FastAPI:
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     if settings.api_key_file is not None:
         app.add_middleware(ApiKeyAuth, keys=load_api_keys(settings.api_key_file))
+    if settings.cors_origins:
+        from starlette.middleware.cors import CORSMiddleware
+
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+            expose_headers=["X-Request-ID", "X-Aiforge-Model-Version", "Retry-After"],
+        )
     app.add_middleware(RequestContext, metrics=metrics)
     if settings.demo:
         from aiforge.serve.demo import mount_demo

@@ -14,6 +14,8 @@ import sys
 import time
 from typing import Any
 
+from aiforge.secrets import redact_text
+
 REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("aiforge_request_id", default=None)
 
 # LogRecord attributes that are not user-supplied ``extra`` fields.
@@ -44,6 +46,17 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False, default=str)
 
 
+class RedactSecrets(logging.Filter):
+    """Replace secrets in a record's message (keys in query strings, bearer tokens, URL passwords)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        cleaned = redact_text(message)
+        if cleaned != message:
+            record.msg, record.args = cleaned, None
+        return True
+
+
 def log_config(level: str = "info", as_json: bool = True, process_wide: bool = False) -> dict[str, Any]:
     """The ``logging.config`` dict uvicorn applies at start (its ``log_config``).
 
@@ -55,17 +68,23 @@ def log_config(level: str = "info", as_json: bool = True, process_wide: bool = F
         "class": "logging.StreamHandler",
         "formatter": "json" if as_json else "plain",
         "stream": sys.stderr,
+        "filters": ["redact"],
     }
-    ours = {"handlers": ["stderr"], "level": level.upper(), "propagate": False}
+    ours = {"handlers": ["stderr"], "level": level.upper(), "propagate": False, "filters": ["redact"]}
     config: dict[str, Any] = {
         "version": 1,
         "disable_existing_loggers": False,
+        "filters": {"redact": {"()": RedactSecrets}},
         "formatters": {
             "json": {"()": JsonFormatter},
             "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
         },
         "handlers": {"stderr": handler},
-        "loggers": {name: dict(ours) for name in ("uvicorn", "uvicorn.error")},
+        "loggers": {
+            **{name: dict(ours) for name in ("uvicorn", "uvicorn.error")},
+            # uvicorn's access lines carry the query string, where a browser's ?api_key= would be
+            "uvicorn.access": {"filters": ["redact"]},
+        },
     }
     if process_wide:
         config["root"] = {"handlers": ["stderr"], "level": level.upper()}

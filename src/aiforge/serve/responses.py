@@ -3,11 +3,12 @@
 ::
 
     {"error": {"message": "inputs[1]: invalid input ...", "type": "invalid_request_error",
-               "param": "inputs", "code": "AF-INPUT-002", "fix": "fields: text: str"}}
+               "param": "inputs", "code": "AF-INPUT-002", "fix": "fields: text: str",
+               "request_id": "3f2a9c1e07b4-1a"}}
 
 The official ``openai`` client reads ``message``/``type``/``code``; people read ``fix``. Bad input is
 always a 4xx (malformed JSON 400, wrong fields 422, too large 413, wrong media type 415); a 500 means
-a server-side failure and its body carries the request id to find the traceback in the log.
+a server-side failure. ``request_id`` (also the ``x-request-id`` header) finds the request's log lines.
 """
 
 from __future__ import annotations
@@ -52,10 +53,11 @@ def error_response(
     param: str | None = None,
     headers: Mapping[str, str] | None = None,
 ) -> JSONResponse:
-    body = {
-        "error": {"message": message, "type": error_type(status), "param": param, "code": code, "fix": fix}
-    }
-    return JSONResponse(body, status_code=status, headers=headers)
+    error = {"message": message, "type": error_type(status), "param": param, "code": code, "fix": fix}
+    request_id = REQUEST_ID.get()
+    if request_id:  # the same id as the x-request-id header and the server's log lines
+        error["request_id"] = request_id
+    return JSONResponse({"error": error}, status_code=status, headers=headers)
 
 
 def aiforge_error_response(exc: AiforgeError) -> JSONResponse:

@@ -118,7 +118,14 @@ class ServeSettings(BaseModel):
     api_key_file: Path | None = Field(
         None,
         description="one API key per line ('#' comments); when set, every route but /healthz "
-        "needs 'Authorization: Bearer KEY'",
+        "needs 'Authorization: Bearer KEY'. After a key: 'scope=admin' (needed for /admin/*) and "
+        "'rate=N/min' (per-key limit, 429 with Retry-After)",
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description="browser origins allowed to call the API from their pages, e.g. "
+        "['https://app.example.com'] ('*' for any); empty (the default): no CORS headers, so "
+        "browsers refuse cross-origin calls",
     )
     max_body_bytes: int = Field(25 * 2**20, ge=1024, description="larger request bodies get 413")
     demo: bool = Field(True, description="mount the Gradio demo page at /demo")

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from aiforge.config import apply, build, env_overrides, merge, parse_sets, read_yaml_file
 from aiforge.errors import AiforgeError
+from aiforge.secrets import redact
 
 if TYPE_CHECKING:
     from aiforge.tasks.card import TaskCard
@@ -246,7 +247,8 @@ def load_config(
 
 
 def dump_yaml(config: TrainConfig) -> str:
-    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+    """The resolved config as the run stores it, with any credentials (e.g. in a URL) redacted."""
+    return yaml.safe_dump(redact(config.model_dump(mode="json")), sort_keys=False, allow_unicode=True)
 
 
 # ---- the commented template --------------------------------------------------------------------------

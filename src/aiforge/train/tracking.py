@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from aiforge.secrets import redact
 from aiforge.train.callbacks import Callback, TrainState
 from aiforge.train.config import TrackingConfig
 
@@ -34,7 +35,7 @@ class MlflowCallback(Callback):
         run_name = self.cfg.run_name or Path(state.output_dir).name
         state.run_id = self.logger.start(run_name, self.tags, run_id=self.resume_run_id)
         if self.resume_run_id is None:  # a resumed run logged its params already
-            self.logger.log_params(self.params)
+            self.logger.log_params(redact(self.params))  # params may leave the machine
 
     def on_log(self, state: TrainState) -> None:
         self.logger.log_metrics({f"train_{k}": v for k, v in state.logs.items()}, state.step)
