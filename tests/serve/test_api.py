@@ -162,7 +162,7 @@ def test_image_upload_base64_and_server_paths(api: Server) -> None:
     assert [o["labels"][0]["label"] for o in as_json.json()["outputs"]] == ["palace", "daisy"]
     # a client must not make the server open its own files
     assert server_path.status_code == 422 and "file paths" in server_path.json()["error"]["message"]
-    assert undecodable.status_code == 422 and undecodable.json()["error"]["code"] == "AF-INPUT-003"
+    assert undecodable.status_code == 415 and undecodable.json()["error"]["code"] == "AF-INPUT-003"
 
 
 def test_json_body_in_chunks_with_a_charset_is_answered_as_a_whole(api: Server) -> None:

@@ -128,7 +128,7 @@ def test_transcription_of_garbage_is_422(api: Server) -> None:
             files={"file": ("x.wav", b"RIFF....not really audio", "audio/wav")},
         )
         missing_file = http.post("/v1/audio/transcriptions", data={"model": "asr"})
-    assert response.status_code == 422 and response.json()["error"]["code"] == "AF-INPUT-004"
+    assert response.status_code == 415 and response.json()["error"]["code"] == "AF-INPUT-004"
     assert missing_file.status_code == 422
 
 

@@ -21,9 +21,10 @@ from aiforge import __version__
 from aiforge.serve.auth import ApiKeyAuth, load_api_keys
 from aiforge.serve.metrics import ServeMetrics
 from aiforge.serve.middleware import BodyLimit, RequestContext
-from aiforge.serve.responses import install_error_handlers
+from aiforge.serve.responses import ERROR_RESPONSES, install_error_handlers
 from aiforge.serve.routes import openai, ops, predict, rag
 from aiforge.serve.runtime import Runtime
+from aiforge.serve.schema import served_schema
 from aiforge.serve.settings import ServeSettings
 
 DESCRIPTION = """Models served by `aiforge serve`, with dynamic batching.
@@ -62,8 +63,9 @@ def create_app(settings: ServeSettings) -> FastAPI:
     app.state.metrics = metrics
     install_error_handlers(app)
     for router in (ops.health_router, predict.router, openai.router, rag.router, ops.admin_router):
-        app.include_router(router)
+        app.include_router(router, responses=ERROR_RESPONSES)
     # add_middleware puts each new middleware outermost: the last added runs first.
+    app.openapi = served_schema(app, runtime)  # type: ignore[method-assign]
     app.add_middleware(predict.JsonPredict, runtime=runtime)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     if settings.api_key_file is not None:

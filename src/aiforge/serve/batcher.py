@@ -527,7 +527,12 @@ def preprocess_error(exc: Exception, index: int, total: int) -> AiforgeError:
             "check the input's format",
         )
     where = f"inputs[{index}]: " if total > 1 else ""
-    return AiforgeError(code, where + message, fix, status=415 if code == "AF-INPUT-005" else 422)
+    return AiforgeError(code, where + message, fix, status=UNSUPPORTED_MEDIA_CODES.get(code, 422))
+
+
+# 415: content the model cannot take (an upload to a text model, bytes that are no image or audio);
+# 422: a well-formed input that is still invalid (a record missing a field, an unknown language).
+UNSUPPORTED_MEDIA_CODES = {"AF-INPUT-003": 415, "AF-INPUT-004": 415, "AF-INPUT-005": 415}
 
 
 def as_request_error(failed: ItemError, model: str) -> AiforgeError:

@@ -10,24 +10,52 @@ from __future__ import annotations
 import base64
 import time
 import uuid
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+
+GREEDY_BELOW = 1e-2  # temperatures under this decode greedily
+MAX_NEW_TOKENS = 8192  # the text-generation task's max_new_tokens limit
+
+# The schema states what the validators enforce, so a client generated from /openapi.json (or a
+# fuzzer) never builds a request the server then rejects.
+NonEmptyText = Annotated[str, Field(min_length=1)]
+# Integers as JSON Schema defines them: 1.0 is one, false and "1" are not (pydantic's strict mode
+# alone refuses 1.0, its lax mode takes false and "1").
+INTEGRAL = BeforeValidator(lambda v: int(v) if isinstance(v, float) and v.is_integer() else v)
+# (constraints go inside the Annotated, before the validator, or the schema shows no minimum/maximum)
+PositiveInt = Annotated[int, Field(ge=1), INTEGRAL]
+TokenCount = Annotated[int, Field(ge=1, le=MAX_NEW_TOKENS), INTEGRAL]
+JsonInt = Annotated[int, INTEGRAL]
+
+
+def only(value: Any, why: str) -> Any:
+    """A field whose other values aiforge cannot honour: the schema documents the one it can, and
+    the value is not validated, so the handler's unsupported() answers the clear 400 OpenAI gives."""
+    if isinstance(value, bool) or value in (0, 1):
+        bound: dict[str, Any] = (
+            {"enum": [value, None]} if isinstance(value, bool) else {"minimum": value, "maximum": value}
+        )
+    else:
+        bound = {"maxLength": 0} if value == "" else {"maxProperties": 0}
+    return Field(None if value in ("", {}) else value, description=why, json_schema_extra=bound)
+Seed = Annotated[int, Field(ge=0, le=2**53), INTEGRAL]  # exact in a JSON double; torch.manual_seed takes it
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # strict: no silent coercion (false is not 0, "1" is not 1), as the JSON schema says
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 # ---- embeddings ---------------------------------------------------------------------------------------
 class EmbeddingRequest(_Strict):
     model: str
-    input: str | list[str] = Field(
-        description="one text or a list of texts (token-id arrays are not accepted)"
+    input: NonEmptyText | Annotated[list[NonEmptyText], Field(min_length=1, max_length=2048)] = Field(
+        description="one text or a list of 1 to 2048 texts, none empty (token-id arrays are not accepted)"
     )
     encoding_format: Literal["float", "base64"] = "float"
-    dimensions: int | None = Field(None, ge=1)
+    dimensions: PositiveInt | None = None
     user: str | None = None
     input_type: Literal["query", "passage"] | None = Field(
         None, description="aiforge extension: e5-style models embed queries and passages differently"
@@ -103,24 +131,33 @@ class JsonSchemaFormat(_Strict):
     strict: bool | None = None
 
 
-class ResponseFormat(_Strict):
-    type: Literal["text", "json_object", "json_schema"]
-    json_schema: JsonSchemaFormat | None = None
-
-    @model_validator(mode="after")
-    def _schema_given(self) -> ResponseFormat:
-        if self.type == "json_schema" and self.json_schema is None:
-            raise ValueError("response_format type 'json_schema' needs a 'json_schema' object")
-        return self
+class TextFormat(_Strict):
+    type: Literal["text"]
 
     def constraint(self) -> dict[str, Any] | None:
-        """What the runtime constrains its output with: None (free text), {} (any JSON object) or
-        the JSON schema the output must validate against."""
-        if self.type == "text":
-            return None
-        if self.type == "json_object" or self.json_schema is None:
-            return {}
-        return self.json_schema.schema_
+        return None  # free text
+
+
+class JsonObjectFormat(_Strict):
+    type: Literal["json_object"]
+
+    def constraint(self) -> dict[str, Any] | None:
+        return {}  # any JSON object
+
+
+class JsonSchemaResponseFormat(_Strict):
+    type: Literal["json_schema"]
+    json_schema: JsonSchemaFormat
+
+    def constraint(self) -> dict[str, Any] | None:
+        return self.json_schema.schema_  # the JSON schema the output must validate against
+
+
+# A union told apart by ``type`` (not one model with an optional json_schema): the schema then says
+# that json_schema comes with, and only with, type "json_schema".
+ResponseFormat = Annotated[
+    TextFormat | JsonObjectFormat | JsonSchemaResponseFormat, Field(discriminator="type")
+]
 
 
 class GenerationRequest(_Strict):
@@ -133,18 +170,19 @@ class GenerationRequest(_Strict):
     """
 
     model: str
-    max_tokens: int | None = Field(None, ge=1)
+    max_tokens: TokenCount | None = None
     temperature: float | None = Field(None, ge=0, le=2, description="0 or unset: greedy decoding")
     top_p: float | None = Field(None, gt=0, le=1)
-    seed: int | None = None
-    stop: str | list[str] | None = None
+    seed: Seed | None = None
+    stop: str | Annotated[list[str], Field(max_length=4)] | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
-    n: int | None = 1
+    # Values aiforge cannot honour are outside the schema (and answered 400 by unsupported()).
+    n: JsonInt | None = only(1, "only 1: send n requests for n completions")
     user: str | None = None
-    presence_penalty: float | None = 0.0
-    frequency_penalty: float | None = 0.0
-    logit_bias: dict[str, float] | None = None
+    presence_penalty: float | None = only(0, "only 0 (not supported)")
+    frequency_penalty: float | None = only(0, "only 0 (not supported)")
+    logit_bias: dict[str, float] | None = only({}, "only {} (not supported)")
     metadata: dict[str, str] | None = None
     store: bool | None = None
     service_tier: str | None = None
@@ -179,8 +217,11 @@ class GenerationRequest(_Strict):
         limit = self.token_limit()
         if limit is not None:
             params["max_new_tokens"] = limit
-        sample = bool(self.temperature) or (
-            self.top_p is not None and self.top_p < 1 and self.temperature != 0
+        # Below GREEDY_BELOW, sampling is greedy decoding in the limit, and dividing logits by a
+        # temperature like 1e-300 overflows to inf (the fuzzer's 500): decode greedily instead.
+        greedy = self.temperature is not None and self.temperature < GREEDY_BELOW
+        sample = (bool(self.temperature) and not greedy) or (
+            self.top_p is not None and self.top_p < 1 and self.temperature is None
         )
         if sample:
             params["do_sample"] = True
@@ -195,13 +236,13 @@ class GenerationRequest(_Strict):
 
 class ChatCompletionRequest(GenerationRequest):
     messages: list[ChatMessage] = Field(min_length=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: TokenCount | None = None
     response_format: ResponseFormat | None = None
     tools: list[dict[str, Any]] | None = None
     tool_choice: str | dict[str, Any] | None = None
     parallel_tool_calls: bool | None = None
-    logprobs: bool | None = False
-    top_logprobs: int | None = None
+    logprobs: bool | None = only(False, "only false (not supported)")
+    top_logprobs: JsonInt | None = only(0, "only 0 (not supported)")
     modalities: list[Literal["text"]] | None = None
 
     def unsupported(self) -> str | None:
@@ -227,12 +268,21 @@ class ChatCompletionRequest(GenerationRequest):
 class CompletionRequest(GenerationRequest):
     """/v1/completions (OpenAI's legacy text completions): the prompt is continued as written."""
 
-    prompt: str | list[str] = Field(description="one prompt or a list (token-id arrays are not accepted)")
-    max_tokens: int | None = Field(16, ge=1)  # OpenAI's default for this endpoint
+    model_config = ConfigDict(  # the schema states unsupported()'s rule for streams
+        json_schema_extra={
+            "if": {"properties": {"stream": {"const": True}}, "required": ["stream"]},
+            "then": {"properties": {"prompt": {"anyOf": [{"type": "string"}, {"maxItems": 1}]}}},
+        }
+    )
+
+    prompt: NonEmptyText | Annotated[list[NonEmptyText], Field(min_length=1)] = Field(
+        description="one prompt or a list, none empty (token-id arrays are not accepted)"
+    )
+    max_tokens: TokenCount | None = 16  # OpenAI's default for this endpoint
     echo: bool = False
-    suffix: str | None = None
-    logprobs: int | None = None
-    best_of: int | None = None
+    suffix: str | None = only("", "not supported: omit it")
+    logprobs: JsonInt | None = only(0, "not supported: omit it")
+    best_of: JsonInt | None = only(1, "only 1")
 
     @field_validator("prompt")
     @classmethod

@@ -20,6 +20,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from aiforge.errors import AiforgeError
@@ -30,6 +31,41 @@ from aiforge.serve.logs import REQUEST_ID
 log = logging.getLogger("aiforge.serve")
 
 CLIENT_CLOSED = 499  # nginx's "client closed request": logged and counted, never seen by a client
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str = Field(description="OpenAI's error type, e.g. invalid_request_error, rate_limit_error")
+    param: str | None = Field(None, description="the request field at fault, when there is one")
+    code: str = Field(description="aiforge's stable error code, e.g. AF-SERVE-002 (`aiforge errors`)")
+    fix: str = Field("", description="what to do about it")
+    request_id: str | None = Field(None, description="the x-request-id of the request, as logged")
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+# Every status the routes answer besides their success, documented on every route of the OpenAPI
+# schema (the routers are included with these) so clients and fuzzers see no undocumented status.
+_STATUS_MEANINGS = {
+    400: "malformed request: body is not valid JSON, or an unsupported option",
+    401: "API key missing or invalid (when the server has keys)",
+    403: "the API key's scope does not cover this route",
+    404: "no such served model, RAG index or route",
+    409: "conflict: the resource is busy (an index being written) or the action is not possible now",
+    413: "request body over the server's max_body_bytes",
+    415: "unsupported media type (a file that cannot be decoded)",
+    422: "the request does not match the schema, or an input is invalid",
+    429: "queue full or the key over its rate: retry after the Retry-After header's seconds",
+    499: "client closed the request before the answer (logged and counted; no client receives it)",
+    500: "server-side failure: request_id finds the traceback in the log",
+    503: "model not ready: loading, warming, failed or shutting down (see /readyz)",
+    504: "the request waited longer than the model's timeout_s",
+}
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": meaning} for status, meaning in _STATUS_MEANINGS.items()
+}
 
 
 def error_type(status: int) -> str:

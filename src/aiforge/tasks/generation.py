@@ -85,7 +85,9 @@ class GenerationParams(TaskParams):
     temperature: float | None = Field(None, gt=0, description="sampling temperature (with do_sample)")
     top_p: float | None = Field(None, gt=0, le=1, description="nucleus sampling mass (with do_sample)")
     repetition_penalty: float | None = Field(None, gt=0, description=">1 discourages repeats")
-    seed: int | None = Field(None, description="sampling seed: same seed + same batch, same text")
+    seed: int | None = Field(
+        None, ge=0, le=2**53, description="sampling seed: same seed + same batch, same text"
+    )
 
 
 class TextGenerationParams(GenerationParams):

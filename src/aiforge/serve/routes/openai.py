@@ -68,6 +68,15 @@ async def get_model(name: str, runtime: RuntimeDep) -> dict[str, Any]:
     return model_card(runtime.get(name))
 
 
+# stream=true answers server-sent events; otherwise one JSON object
+STREAMED_OR_JSON: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "the completion (JSON), or its chunks as server-sent events when stream=true",
+        "content": {"application/json": {}, "text/event-stream": {}},
+    }
+}
+
+
 # ---- embeddings -------------------------------------------------------------------------------------
 @router.post(
     "/embeddings", response_model=EmbeddingResponse, summary="Embed texts (sentence-embeddings models)"
@@ -117,7 +126,11 @@ def count_tokens(pipe: Pipeline, texts: list[str]) -> int:
 # ---- chat completions and completions -------------------------------------------------------------------
 # Either runtime (transformers: tasks/generation.py, llama.cpp: tasks/llm.py) has the methods used here:
 # chat_record / completion_record (non-streamed, through the batcher), stream_chat / stream_completion.
-@router.post("/chat/completions", summary="Chat with a text-generation model (SSE when stream=true)")
+@router.post(
+    "/chat/completions",
+    summary="Chat with a text-generation model (SSE when stream=true)",
+    responses=STREAMED_OR_JSON,
+)
 async def chat_completions(body: ChatCompletionRequest, request: Request, runtime: RuntimeDep) -> Response:
     model = runtime.for_route(body.model, "chat", "/v1/chat/completions")
     mark_model(request.scope, model)
@@ -149,7 +162,9 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, runtim
 
 
 @router.post(
-    "/completions", summary="Continue a prompt as written (OpenAI's legacy completions; SSE when stream=true)"
+    "/completions",
+    summary="Continue a prompt as written (OpenAI's legacy completions; SSE when stream=true)",
+    responses=STREAMED_OR_JSON,
 )
 async def completions(body: CompletionRequest, request: Request, runtime: RuntimeDep) -> Response:
     model = runtime.for_route(body.model, "completions", "/v1/completions")
@@ -195,6 +210,13 @@ def refuse_unsupported(body: GenerationRequest, model: ServedModel, runner: Any)
         limitation = getattr(runner, "tools_limitation", None)
         why = limitation() if limitation else "aiforge serves text answers only on this runtime"
         reason = f"model '{model.name}' cannot call tools: {why}"
+    context = getattr(runner, "context_limit", None)
+    for field in ("max_tokens", "max_completion_tokens"):  # both, as the schema caps both
+        asked = getattr(body, field, None)
+        if reason is None and context and asked is not None and asked >= context:
+            reason = (
+                f"{field}={asked} leaves no room for a prompt: model '{model.name}' reads {context} tokens"
+            )
     if reason is not None:
         raise AiforgeError("AF-SERVE-002", reason, "change the request as the message says", status=400)
 
@@ -423,28 +445,19 @@ async def transcriptions(
     request: Request,
     runtime: RuntimeDep,
     file: Annotated[UploadFile, File(description="audio file: wav, flac, mp3, ogg, m4a, webm...")],
-    model: Annotated[str, Form()],
+    model: Annotated[str, Form(min_length=1)],
     language: Annotated[str | None, Form(description="ISO code, e.g. 'ko'; default: detect")] = None,
-    prompt: Annotated[str | None, Form()] = None,
+    prompt: Annotated[str, Form(max_length=0, description="not supported: omit it")] = "",
     response_format: Annotated[TranscriptFormat, Form()] = "json",
-    temperature: Annotated[float, Form(ge=0, le=1)] = 0.0,
+    temperature: Annotated[
+        float, Form(ge=0, le=0, description="only 0 (deterministic decoding) is supported")
+    ] = 0.0,
     timestamp_granularities: Annotated[
-        list[Literal["segment", "word"]] | None, Form(alias="timestamp_granularities[]")
-    ] = None,
+        list[Literal["segment", "word"]], Form(alias="timestamp_granularities[]")
+    ] = [],  # noqa: B006 - FastAPI copies parameter defaults per request
 ) -> Response:
     served = runtime.for_route(model, "transcriptions", "/v1/audio/transcriptions")
     mark_model(request.scope, served)
-    if prompt:
-        raise AiforgeError(
-            "AF-SERVE-002", "'prompt' is not supported by aiforge transcription", "omit 'prompt'", status=422
-        )
-    if temperature:
-        raise AiforgeError(
-            "AF-SERVE-002",
-            "only temperature=0 is supported (deterministic decoding)",
-            "omit 'temperature'",
-            status=422,
-        )
     record: dict[str, Any] = {"audio": await file.read()}
     if language:
         record["language"] = language

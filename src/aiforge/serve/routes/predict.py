@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
@@ -45,8 +45,11 @@ class PredictRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    inputs: list[Any] | str | dict[str, Any] = Field(
-        min_length=1,
+    inputs: (
+        Annotated[list[Any], Field(min_length=1)]
+        | Annotated[str, Field(min_length=1)]
+        | Annotated[dict[str, Any], Field(min_length=1)]
+    ) = Field(
         description='texts, records ({"text": ...}, {"question": ..., '
         '"context": ...}) or base64 media; one output per input, same order. A bare string or '
         "record (as the Hugging Face Inference API accepts) is one input: one output",
@@ -71,10 +74,18 @@ class PredictResponse(BaseModel):
 _MULTIPART_SCHEMA = {
     "type": "object",
     "properties": {
-        "file": {"type": "array", "items": {"type": "string", "format": "binary"}},
+        "file": {
+            "type": "array",
+            "items": {"type": "string", "format": "binary"},
+            "minItems": 1,
+            "maxItems": MAX_FILES,
+        },
         "parameters": {"type": "string", "description": "JSON object of task parameters"},
     },
     "required": ["file"],
+    # other fields of the model's input record (e.g. language for speech) are accepted too, but
+    # which ones depends on the model: see GET /v1/models and the task's card
+    "additionalProperties": False,
 }
 _REQUEST_BODY = {
     "requestBody": {

@@ -23,9 +23,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter
+from fastapi import Path as PathParam
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
@@ -33,13 +34,26 @@ from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 from aiforge.errors import AiforgeError
 from aiforge.serve.jsonbody import StrictJsonRoute
 
+# aiforge.rag.store.check_name's rule, stated in the schema (aiforge.rag is imported on first use
+# only, so it is repeated here; tests/serve/test_fuzz.py keeps the two equal)
+INDEX_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 router = APIRouter(prefix="/v1/rag", tags=["rag"], route_class=StrictJsonRoute)
 
 
 class RagQuery(BaseModel):
     """One question to one index."""
 
-    model_config = ConfigDict(extra="forbid")
+    # the schema states _stream_needs_generate's rule, so generated clients never break it
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "if": {"properties": {"stream": {"const": True}}, "required": ["stream"]},
+            "then": {
+                "properties": {"generate": {"const": True}, "answer": {"const": True}},
+                "required": ["generate"],
+            },
+        },
+    )
 
     question: str = Field(min_length=1, description="the question, in any language the embedder reads")
     top_k: int = Field(5, ge=1, le=50, description="retrieved chunks returned")
@@ -74,7 +88,9 @@ async def list_rag_indexes() -> dict[str, list[str]]:
 
 
 @router.post("/{index}/query", summary="Answer a question from an index, with checked citations")
-async def query_index(index: str, body: RagQuery) -> Any:
+async def query_index(
+    index: Annotated[str, PathParam(pattern=INDEX_NAME_PATTERN, description="an index name")], body: RagQuery
+) -> Any:
     """Retrieval and answering block (embedding, disk reads, generation): they run in the thread pool.
 
     ``AiforgeError`` from the library carries its HTTP status and is answered by the shared handler.
