@@ -227,3 +227,21 @@ def test_augmentation_presets_keep_digits_upright(image_config) -> None:
     assert tuple(crop.scale) == (0.5, 1.0)
     _, plain = steps("none")
     assert plain.train_transform is plain.eval_transform
+
+
+def test_links_out_of_the_data_folder_are_skipped(tmp_path: Path, digits: Path) -> None:
+    import shutil
+
+    from aiforge.train.media import read_class_folders
+
+    root = tmp_path / "data"
+    shutil.copytree(digits / "train", root)
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    shutil.copy(next((root / "zero").iterdir()), outside / "private.png")
+    (root / "zero" / "leak.png").symlink_to(outside / "private.png")
+    (root / "one" / "alias.png").symlink_to(next((root / "two").iterdir()))  # inside: fine
+    split, skipped = read_class_folders("train", root, "image")
+    assert not any("private" in p or "leak" in p for p in split.inputs)
+    assert skipped == {"link outside the data folder": 1}
+    assert len(split.inputs) == 3 * PER_CLASS + 1

@@ -26,6 +26,10 @@ PAGE_SEPARATOR = "\n\n"
 # documents' XML stays far below this; the declared sizes are checked before anything is inflated,
 # and zipfile never inflates a member past its declared size.
 MAX_DOCX_UNPACKED_BYTES = 256 * 2**20
+# PDFs: pypdf stops inflating a stream at its own limit (75 MB by default) and raises
+# LimitReachedError, reported as a bomb below. A file of many small pages is the other way to make
+# extraction run for hours (about 3 ms a page here): past this many pages the file is refused.
+MAX_PDF_PAGES = 5000
 
 
 @dataclass
@@ -161,7 +165,16 @@ def parse_pdf(path: Path, data: bytes) -> ParsedDocument:
     reader = pypdf.PdfReader(io.BytesIO(data))
     if reader.is_encrypted:
         raise _parse_error(path, "the PDF is encrypted")
-    pages = [(page.extract_text() or "").replace("\r\n", "\n").strip() for page in reader.pages]
+    if len(reader.pages) > MAX_PDF_PAGES:
+        raise _parse_error(
+            path, f"{len(reader.pages)} pages, over the limit of {MAX_PDF_PAGES}: split the file first"
+        )
+    try:
+        pages = [(page.extract_text() or "").replace("\r\n", "\n").strip() for page in reader.pages]
+    except pypdf.errors.LimitReachedError as exc:
+        raise _parse_error(
+            path, f"a stream inflates past pypdf's decompression limit (a decompression bomb?): {exc}"
+        ) from None
     if not any(pages):
         raise _parse_error(
             path, f"no extractable text in {len(pages)} page(s) (a scanned PDF needs OCR first)"

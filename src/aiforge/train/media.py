@@ -105,8 +105,14 @@ def read_class_folders(name: str, root: Path, kind: MediaKind) -> tuple[Split, d
     stray = [p for p in root.iterdir() if p.is_file() and not p.name.startswith(".")]
     if stray:
         skipped["file outside the class folders"] = len(stray)
+    inside = root.resolve()
     for folder in folders:
-        files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+        found = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+        # a link out of the dataset folder is never followed (as in `rag ingest`): a copied dataset
+        # must not make a run read, and a registered model carry, files from elsewhere on the disk
+        files = [p for p in found if p.resolve().is_relative_to(inside)]
+        if len(files) < len(found):
+            skipped["link outside the data folder"] += len(found) - len(files)
         media = [p for p in files if p.suffix.lower() in SUFFIXES[kind]]
         if not media:
             raise AiforgeError(
