@@ -26,6 +26,13 @@ FACT_DOC = (
     "## 배송\n\n"
     "제주도 배송은 3일이 걸린다. 주말에는 배송하지 않는다.\n"
 )
+# Ingested documents are untrusted: this one carries HTML and Markdown that must stay text in the demo.
+HOSTILE_DOC = (
+    "# 반품\n\n"
+    "반품 주소는 서울시 강남구 테헤란로 1이다 <img src=x onerror=\"window.__pwned=1\">"
+    "<script>window.__pwned=2</script> [확인](javascript:window.__pwned=3)\n"
+)
+HOSTILE_QUESTION = "반품 주소는 어디인가요?"
 QUESTION = "제주도 배송은 며칠이 걸리나요?"
 FACT = "제주도 배송은 3일이 걸린다."
 
@@ -40,6 +47,7 @@ def rag_server(model_dirs: dict[str, Path], tmp_path_factory: pytest.TempPathFac
     docs = home / "docs"
     (docs / "guide").mkdir(parents=True)
     (docs / "guide" / "manual.md").write_text(FACT_DOC, encoding="utf-8")
+    (docs / "returns.md").write_text(HOSTILE_DOC, encoding="utf-8")
     previous = os.environ.get("AIFORGE_HOME")
     os.environ["AIFORGE_HOME"] = str(home)
     try:
@@ -139,6 +147,36 @@ def test_demo_rag_tab_shows_the_answer_and_verified_sources(rag_server: Server) 
             browser.close()
 
 
+def test_html_in_a_document_stays_text_in_the_demo(rag_server: Server) -> None:
+    if not shutil.which(CHROMIUM):
+        pytest.skip("Chromium is missing: apt-get install -y chromium fonts-noto-cjk")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, args=["--no-sandbox", "--headless", "--disable-gpu"]
+        )
+        try:
+            page = browser.new_page()
+            dialogs: list[str] = []
+            page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+            page.goto(f"{rag_server.base}/demo/?api_key={API_KEY}", wait_until="domcontentloaded")
+            tab = page.get_by_role("tab", name="Documents (RAG)")
+            tab.wait_for(timeout=60_000)
+            tab.click()
+            page.get_by_label("question").fill(HOSTILE_QUESTION)
+            page.locator("button:visible", has_text="Ask").click()
+            page.get_by_text("returns.md").first.wait_for(timeout=60_000)
+            cited = page.locator("blockquote:visible").first.inner_text()
+            assert "<script>window.__pwned=2</script>" in cited  # shown as written
+            assert "onerror" in cited and "javascript:" in cited
+            page.wait_for_timeout(500)  # an onerror would have fired by now
+            assert page.evaluate("window.__pwned") is None and not dialogs
+            assert page.locator("a[href^='javascript:']").count() == 0
+        finally:
+            browser.close()
+
+
 def _events(response: httpx.Response) -> list[Any]:
     import json
 
@@ -175,4 +213,4 @@ def test_a_written_answer_streams_then_comes_checked(rag_server: Server) -> None
         for statement in final["statements"]:
             for citation in statement["citations"]:
                 assert citation["end"] - citation["start"] == len(citation["quote"])
-                assert not citation["verified"] or citation["quote"] in FACT_DOC
+                assert not citation["verified"] or citation["quote"] in FACT_DOC + HOSTILE_DOC

@@ -17,8 +17,10 @@ The page speaks the browser's language, English or Korean (demo_text.py holds th
 from __future__ import annotations
 
 import base64
+import html
 import io
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -142,11 +144,22 @@ def render_citations(citations: list[dict[str, Any]], lang: str = "en") -> str:
     lines = [say("sources_heading", lang), ""]
     for c in citations:
         mark = say("verified" if c["verified"] else "not_verified", lang)
-        quote = " ".join(str(c["quote"]).split())
-        where = say("where", lang, source=c["source"], page=c["page"], start=c["start"], end=c["end"])
+        quote = markdown_literal(" ".join(str(c["quote"]).split()))
+        source = markdown_literal(str(c["source"]))
+        where = say("where", lang, source=source, page=c["page"], start=c["start"], end=c["end"])
         lines.append(f"- [{c['n']}] {where} ({mark})")
         lines.append(f"  > {quote}")
     return "\n".join(lines)
+
+
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|~-])")
+
+
+def markdown_literal(text: str) -> str:
+    """``text`` shown as written: ingested documents are untrusted, so HTML in a quote (a
+    ``<script>``, an ``onerror=``) must stay text, and Markdown in it must not become links or
+    formatting (tests/serve/test_rag_route.py checks this in Chromium)."""
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", html.escape(text, quote=False))
 
 
 def task_ui(gr: Any, model: ServedModel) -> TaskUI:
