@@ -150,6 +150,26 @@ def fetch_version(ref: str, tracking_uri: str | None = None) -> RegisteredVersio
     return RegisteredVersion(name, str(mv.version), local)
 
 
+def fetch_run_model(run_id: str, tracking_uri: str | None = None) -> tuple[Path, str]:
+    """The model a training run logged (its ``model`` artifact folder), downloaded once into the
+    cache, and the run's name: what `aiforge export` starts from when given a run id."""
+    mlflow_client = client(tracking_uri)
+    from mlflow.exceptions import MlflowException
+
+    try:
+        run = mlflow_client.get_run(run_id)
+    except MlflowException:
+        raise AiforgeError(
+            "AF-MODEL-004",
+            f"no run '{run_id}' in the tracking store at {tracking_uri or default_tracking_uri()}",
+            "`aiforge runs` lists the runs and their ids",
+        ) from None
+    local = cache_dir() / "runs" / run_id
+    if not (local / ".complete").exists():
+        local = download_version(f"{run.info.artifact_uri}/model", local)
+    return local, run.info.run_name or run_id
+
+
 def download_version(source: str, target: Path) -> Path:
     """Copy a version's artifacts into the cache; a marker file makes partial downloads visible."""
     import shutil
