@@ -838,6 +838,25 @@ def export_hub_command(
         out.print(f"pushed to {push_folder(out_dir, push, private)}", highlight=False)
 
 
+@export_app.command("space")
+@friendly
+def export_space_command(
+    ref: ExportRef,
+    out_dir: ExportOut,
+    hub_repo: Annotated[
+        str | None, typer.Option("--hub-repo", help="the model's hub repo, for models:")
+    ] = None,
+    language: Annotated[str | None, typer.Option("--language", help="ISO code, e.g. ko")] = None,
+    licence: Annotated[str | None, typer.Option("--license", help="default: the base model's")] = None,
+    force: ExportForce = False,
+) -> None:
+    """A Gradio Space folder: README front matter, app.py without aiforge, pinned requirements, the model."""
+    from aiforge.export.space import export_space
+
+    written = export_space(ref, out_dir, hub_repo=hub_repo, language=language, licence=licence, force=force)
+    out.print(f"wrote {written['folder']}: {', '.join(written['files'])}", highlight=False)
+
+
 def main() -> None:
     app()
 
