@@ -857,6 +857,22 @@ def export_space_command(
     out.print(f"wrote {written['folder']}: {', '.join(written['files'])}", highlight=False)
 
 
+@export_app.command("docker")
+@friendly
+def export_docker_command(
+    ref: ExportRef,
+    out_dir: ExportOut,
+    name: Annotated[str | None, typer.Option("--name", help="served name: /v1/models/NAME/predict")] = None,
+    force: ExportForce = False,
+) -> None:
+    """A container build context: Dockerfile, serve.yaml, .dockerignore, pinned requirements, the model."""
+    from aiforge.export.docker import export_docker
+
+    written = export_docker(ref, out_dir, name=name, force=force)
+    out.print(f"wrote {written['folder']}: {', '.join(written['files'])}", highlight=False)
+    out.print(f"build: docker build -t {written['name']} {written['folder']}", highlight=False)
+
+
 def main() -> None:
     app()
 

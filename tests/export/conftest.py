@@ -5,7 +5,12 @@ the session's SQLite registry as ``registry:nsmc-tiny@production``."""
 from __future__ import annotations
 
 import getpass
+import os
 import re
+import site
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -64,3 +69,39 @@ def machine_specific(folder: Path, *extra: str) -> list[str]:
         if token.search(data):
             found.append(f"{path.name}: a hub token")
     return found
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def fresh_venv(root: Path) -> Path:
+    """A new venv that sees the project venv's packages (no network here, and no wheel of gradio on
+    this machine: they are the only copies). Made without pip, so no setuptools of its own shadows
+    the tested stack; `pip` runs from the project venv's copy through the .pth file."""
+    python = root / "venv" / "bin" / "python"
+    base = getattr(sys, "_base_executable", sys.executable)
+    subprocess.run([base, "-m", "venv", "--without-pip", str(root / "venv")], check=True)
+    purelib = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    Path(purelib, "project-venv.pth").write_text(site.getsitepackages()[0] + "\n", encoding="utf-8")
+    return python
+
+
+def pip_install_offline(python: Path, requirements: Path) -> None:
+    """`pip install --no-index -r requirements.txt`: passes only if every pin is what was tested."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    installed = subprocess.run(
+        [str(python), "-m", "pip", "install", "--no-index", "-r", str(requirements)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert installed.returncode == 0, installed.stderr[-2000:]

@@ -13,8 +13,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import site
-import socket
 import subprocess
 import sys
 import time
@@ -25,7 +23,14 @@ import pytest
 
 from aiforge.errors import AiforgeError
 from aiforge.export.space import export_space
-from tests.export.conftest import KOREAN_REVIEW, REGISTERED, machine_specific
+from tests.export.conftest import (
+    KOREAN_REVIEW,
+    REGISTERED,
+    free_port,
+    fresh_venv,
+    machine_specific,
+    pip_install_offline,
+)
 
 
 @pytest.fixture(scope="module")
@@ -67,39 +72,13 @@ def test_a_task_without_a_template_is_a_coded_error(tmp_path: Path) -> None:
     assert unsupported.value.code == "AF-EXPORT-003"
 
 
-def fresh_venv(root: Path) -> Path:
-    python = root / "venv" / "bin" / "python"
-    subprocess.run([sys._base_executable, "-m", "venv", "--without-pip", str(root / "venv")], check=True)  # type: ignore[attr-defined]
-    purelib = subprocess.run(
-        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
-    Path(purelib, "project-venv.pth").write_text(site.getsitepackages()[0] + "\n", encoding="utf-8")
-    return python
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.mark.slow  # ~40 s alone, 2 min on a busy machine: app start, Chromium, a CLI run
 def test_space_runs_in_a_fresh_venv_and_chromium_gets_aiforge_runs_label(space: Path, tmp_path: Path) -> None:
     from playwright.sync_api import sync_playwright
 
     python = fresh_venv(tmp_path)
+    pip_install_offline(python, space / "requirements.txt")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    installed = subprocess.run(
-        [str(python), "-m", "pip", "install", "--no-index", "-r", str(space / "requirements.txt")],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
-    assert installed.returncode == 0, installed.stderr[-2000:]
 
     cli = subprocess.run(
         [sys.executable, "-m", "aiforge", "run", "text-classification", "--model", REGISTERED, KOREAN_REVIEW],
