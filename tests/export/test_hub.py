@@ -107,3 +107,15 @@ def test_cli_exports_and_reports_the_offline_push(trained, tmp_path: Path) -> No
     )
     assert done.returncode == 2 and "AF-EXPORT-002" in done.stderr
     assert (tmp_path / "repo" / "README.md").is_file()  # the folder is written before the push fails
+
+
+def test_a_model_aiforge_did_not_train_gets_an_honest_card(tmp_path: Path) -> None:
+    from huggingface_hub import ModelCard
+
+    from tests.tiny_models import make_tiny_bert
+
+    model = make_tiny_bert(tmp_path / "plain-bert", head="seq-cls")
+    export_hub(str(model), tmp_path / "repo", language="en")
+    card = ModelCard.load(tmp_path / "repo" / "README.md")
+    assert card.data.language == "en" and card.data.eval_results is None  # no metrics, no model-index
+    assert "Not recorded" in card.text and "fine-tuned" not in card.text

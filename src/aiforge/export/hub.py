@@ -4,7 +4,6 @@ and the baseline's), optionally pushed with ``huggingface_hub``."""
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -105,11 +104,14 @@ def card_body(facts: ModelFacts, repo_id: str) -> str:
 
 
 def intended_use(facts: ModelFacts) -> str:
-    base = (
-        f"fine-tuned from [{facts.base_model}](https://huggingface.co/{facts.base_model})"
-        if (facts.base_model)
-        else "fine-tuned"
-    )
+    if not facts.config:  # not trained by aiforge: say only what the files show
+        origin = "exported with aiforge"
+    elif facts.base_model:
+        origin = (
+            f"fine-tuned from [{facts.base_model}](https://huggingface.co/{facts.base_model}) with aiforge"
+        )
+    else:
+        origin = "fine-tuned with aiforge"
     labels = (
         f" It predicts one of: {', '.join(f'`{label}`' for label in facts.labels)}." if facts.labels else ""
     )
@@ -117,9 +119,8 @@ def intended_use(facts: ModelFacts) -> str:
     what = f"{language} " if language else ""
     return (
         "## Intended use\n\n"
-        f"A `{facts.task}` model for {what}input, {base} with "
-        f"aiforge.{labels} Use it on data like its training data "
-        "(below); check it on your own data before relying on it."
+        f"A `{facts.task}` model for {what}input, {origin}.{labels} Use it on data like its training "
+        "data (below); check it on your own data before relying on it."
     )
 
 
@@ -249,10 +250,3 @@ def push(folder: Path, repo_id: str, private: bool = False) -> str:
             f"check the network and your token (`hf auth login`); the folder {folder} is complete",
         ) from exc
     return str(url)
-
-
-def card_metadata(folder: Path) -> dict[str, Any]:
-    """The card's YAML metadata, read back with huggingface_hub (used by the tests and the CLI)."""
-    from huggingface_hub import ModelCard
-
-    return json.loads(json.dumps(ModelCard.load(folder / "README.md").data.to_dict()))
