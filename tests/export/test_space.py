@@ -64,6 +64,23 @@ def test_nothing_machine_specific_in_the_space(space: Path, trained) -> None:
     assert machine_specific(space, str(trained.output_dir)) == []
 
 
+def test_app_scores_equal_aiforge_run_scores(space: Path) -> None:
+    """The label alone says little on a near-50/50 tiny model: the scores must match too (the app
+    divides by the fitted temperature as aiforge does)."""
+    import importlib.util
+
+    from aiforge.api import pipeline
+
+    spec = importlib.util.spec_from_file_location("exported_space_app", space / "app.py")
+    assert spec is not None and spec.loader is not None
+    app = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(app)
+    assert app.TEMPERATURE != 1.0  # training fitted one: the parity below covers it
+    ours = pipeline("text-classification", model=REGISTERED).predict([KOREAN_REVIEW])[0]
+    theirs = app.classify(KOREAN_REVIEW)
+    assert theirs == pytest.approx({s["label"]: s["score"] for s in ours["scores"]}, abs=1e-5)
+
+
 def test_a_task_without_a_template_is_a_coded_error(tmp_path: Path) -> None:
     from tests.tiny_models import make_tiny_gpt2
 
