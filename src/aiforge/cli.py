@@ -809,6 +809,70 @@ def quickstart(
     run_quickstart(out, output_dir, serve=serve, host=host, port=port)
 
 
+# ---- export (issue 19): hand a model to others -------------------------------------------------------
+export_app = typer.Typer(help="Export a model: a Hub repo with a model card, a Gradio Space, a container.")
+app.add_typer(export_app, name="export")
+ExportRef = Annotated[str, typer.Argument(help="registry:NAME@ALIAS, an MLflow run id, or a model folder")]
+ExportOut = Annotated[Path, typer.Argument(help="the folder to write (new or empty)")]
+ExportForce = Annotated[bool, typer.Option("--force", help="replace the folder's content")]
+
+
+@export_app.command("hub")
+@friendly
+def export_hub_command(
+    ref: ExportRef,
+    out_dir: ExportOut,
+    push: Annotated[str | None, typer.Option("--push", help="upload to this hub repo id")] = None,
+    language: Annotated[str | None, typer.Option("--language", help="ISO code, e.g. ko")] = None,
+    licence: Annotated[str | None, typer.Option("--license", help="default: the base model's")] = None,
+    private: Annotated[bool, typer.Option("--private", help="create the hub repo private")] = False,
+    force: ExportForce = False,
+) -> None:
+    """A Hugging Face model repo folder: weights, config, tokenizer and a model card with the metrics."""
+    from aiforge.export.hub import export_hub
+    from aiforge.export.hub import push as push_folder
+
+    written = export_hub(ref, out_dir, repo_id=push, language=language, licence=licence, force=force)
+    out.print(f"wrote {written['folder']}: {', '.join(written['files'])}", highlight=False)
+    if push:
+        out.print(f"pushed to {push_folder(out_dir, push, private)}", highlight=False)
+
+
+@export_app.command("space")
+@friendly
+def export_space_command(
+    ref: ExportRef,
+    out_dir: ExportOut,
+    hub_repo: Annotated[
+        str | None, typer.Option("--hub-repo", help="the model's hub repo, for models:")
+    ] = None,
+    language: Annotated[str | None, typer.Option("--language", help="ISO code, e.g. ko")] = None,
+    licence: Annotated[str | None, typer.Option("--license", help="default: the base model's")] = None,
+    force: ExportForce = False,
+) -> None:
+    """A Gradio Space folder: README front matter, app.py without aiforge, pinned requirements, the model."""
+    from aiforge.export.space import export_space
+
+    written = export_space(ref, out_dir, hub_repo=hub_repo, language=language, licence=licence, force=force)
+    out.print(f"wrote {written['folder']}: {', '.join(written['files'])}", highlight=False)
+
+
+@export_app.command("docker")
+@friendly
+def export_docker_command(
+    ref: ExportRef,
+    out_dir: ExportOut,
+    name: Annotated[str | None, typer.Option("--name", help="served name: /v1/models/NAME/predict")] = None,
+    force: ExportForce = False,
+) -> None:
+    """A container build context: Dockerfile, serve.yaml, .dockerignore, pinned requirements, the model."""
+    from aiforge.export.docker import export_docker
+
+    written = export_docker(ref, out_dir, name=name, force=force)
+    out.print(f"wrote {written['folder']}: {', '.join(written['files'])}", highlight=False)
+    out.print(f"build: docker build -t {written['name']} {written['folder']}", highlight=False)
+
+
 def main() -> None:
     app()
 

@@ -84,6 +84,11 @@ CODES: dict[str, str] = {
     "AF-RAY-002": "Ray cluster unreachable or refused the connection",
     "AF-RAY-003": "a Ray replica or worker died while handling the request (retry it)",
     "AF-RAY-004": "option not supported with this backend",
+    # export (hub repo, Space, MLflow model, container)
+    "AF-EXPORT-001": "the model to export cannot be found (registry reference, run id or model dir)",
+    "AF-EXPORT-002": "pushing to the Hugging Face hub failed (offline, no token, or refused)",
+    "AF-EXPORT-003": "this export target does not support the model's task or format",
+    "AF-EXPORT-004": "the export folder exists and is not empty",
 }
 
 

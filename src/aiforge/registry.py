@@ -150,6 +150,26 @@ def fetch_version(ref: str, tracking_uri: str | None = None) -> RegisteredVersio
     return RegisteredVersion(name, str(mv.version), local)
 
 
+def fetch_run_model(run_id: str, tracking_uri: str | None = None) -> tuple[Path, str]:
+    """The model a training run logged (its ``model`` artifact folder), downloaded once into the
+    cache, and the run's name: what `aiforge export` starts from when given a run id."""
+    mlflow_client = client(tracking_uri)
+    from mlflow.exceptions import MlflowException
+
+    try:
+        run = mlflow_client.get_run(run_id)
+    except MlflowException:
+        raise AiforgeError(
+            "AF-MODEL-004",
+            f"no run '{run_id}' in the tracking store at {tracking_uri or default_tracking_uri()}",
+            "`aiforge runs` lists the runs and their ids",
+        ) from None
+    local = cache_dir() / "runs" / run_id
+    if not (local / ".complete").exists():
+        local = download_version(f"{run.info.artifact_uri}/model", local)
+    return local, run.info.run_name or run_id
+
+
 def download_version(source: str, target: Path) -> Path:
     """Copy a version's artifacts into the cache; a marker file makes partial downloads visible."""
     import shutil
@@ -377,6 +397,48 @@ class RunLogger:
 def _param_value(value: Any) -> str:
     text = str(value)
     return text if len(text) <= PARAM_VALUE_LIMIT else text[: PARAM_VALUE_LIMIT - 3] + "..."
+
+
+# ---- the MLflow model wrapper of a model dir ---------------------------------------------------------
+# MLflow imports this module when it loads the model (`mlflow.pyfunc.load_model`, `mlflow models
+# serve`); a string, because the export layer sits above this one.
+PYFUNC_LOADER = "aiforge.export.mlflow_model"
+MLFLOW_REQUIREMENTS = ("aiforge", "mlflow", "torch", "transformers", "pandas")
+
+
+def write_pyfunc_wrapper(
+    model_dir: Path, task: str, input_field: str | None = None, example: str | None = None
+) -> None:
+    """Make ``model_dir`` an MLflow model as well (``MLmodel``, pyfunc flavour, input signature and
+    example, requirements), beside the Hugging Face files it keeps, so a registered version loads
+    with ``mlflow.pyfunc.load_model("models:/NAME@ALIAS")``. The pyfunc runs aiforge's pipeline for
+    ``task``: the same pre- and postprocessing as `aiforge run` and the server."""
+    import importlib.metadata
+    import platform
+
+    import mlflow.pyfunc
+    import pandas as pd
+    from mlflow.models import Model, ModelSignature
+    from mlflow.models.utils import _save_example
+    from mlflow.types import ColSpec, Schema
+
+    model = Model(metadata={"aiforge_task": task})
+    mlflow.pyfunc.add_to_model(model, loader_module=PYFUNC_LOADER, data=".", python_env="python_env.yaml")
+    if input_field:
+        model.signature = ModelSignature(inputs=Schema([ColSpec("string", input_field)]))
+        if example:  # MLflow has no public call that stores an example beside an existing model dir
+            _save_example(model, pd.DataFrame({input_field: [example]}), str(model_dir))
+    pins = []
+    for name in MLFLOW_REQUIREMENTS:
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            pins.append(f"{name}=={importlib.metadata.version(name)}")
+    (model_dir / "requirements.txt").write_text("\n".join(pins) + "\n", encoding="utf-8")
+    (model_dir / "python_env.yaml").write_text(
+        f"python: {platform.python_version()}\n"
+        "build_dependencies:\n- pip\ndependencies:\n- -r requirements.txt\n",
+        encoding="utf-8",
+    )
+    model.save(str(model_dir / "MLmodel"))
 
 
 # ---- registry: versions and aliases -----------------------------------------------------------------

@@ -52,9 +52,24 @@ class MlflowCallback(Callback):
         for path in summary.get("artifacts", []):
             self.logger.log_artifact(Path(path))
         model_dir = Path(summary["model_dir"])
+        self._wrap_as_mlflow_model(model_dir)
         self.logger.log_artifact(model_dir, "model")
         self._register(state, model_dir)
         self.logger.finish("FINISHED")
+
+    def _wrap_as_mlflow_model(self, model_dir: Path) -> None:
+        """MLmodel beside the weights: the registered version then loads with mlflow.pyfunc."""
+        from aiforge.registry import write_pyfunc_wrapper
+        from aiforge.tasks.card import get_task
+
+        task = self.tags.get("aiforge.task", "")
+        try:
+            card = get_task(task)
+            field = card.pipeline.primary_field
+            example = card.warmup({}) if card.warmup is not None and field else None
+            write_pyfunc_wrapper(model_dir, card.name, field, example if isinstance(example, str) else None)
+        except Exception as exc:  # noqa: BLE001 - the model itself is saved; only the wrapper is missing
+            log.warning("[AF-TRACK-001] could not write the MLflow model wrapper for %s: %s", model_dir, exc)
 
     def _register(self, state: TrainState, model_dir: Path) -> None:
         if not (self.cfg.register_model and self.logger.run_id and self.logger.artifact_uri):
