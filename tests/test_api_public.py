@@ -19,7 +19,7 @@ import aiforge
 ROOT = Path(__file__).resolve().parents[1]
 SNIPPET = ROOT / "docs" / "snippets" / "python_api.py"
 SNIPPET_KO = ROOT / "docs" / "snippets" / "python_api.ko.py"  # README.ko.md's copy, Korean comments
-PUBLIC = ["ask", "ingest", "pipeline", "serve_app", "train_model"]
+PUBLIC = ["ask", "ingest", "pipeline", "serve_app", "sweep", "train_model"]
 LABELS = {0: "negative", 1: "positive"}
 REVIEWS = ["정말 재미있는 영화였어요", "시간이 아까웠다", "good fun"]
 # What keeps a training run small, single-threaded and untracked: environment variables, the layer
@@ -182,10 +182,16 @@ def test_the_korean_snippet_is_the_same_code():
     [
         ("README.md", SNIPPET),
         ("README.ko.md", SNIPPET_KO),
-        ("README.md", ROOT / "docs" / "snippets" / "langchain_client.py"),  # test_langchain.py runs it
+        # tests/serve/test_langchain.py runs these three
+        ("README.md", ROOT / "docs" / "snippets" / "langchain_client.py"),
+        ("README.md", ROOT / "docs" / "snippets" / "langchain_client.mjs"),
+        ("README.md", ROOT / "docs" / "snippets" / "llamaindex_client.py"),
     ],
 )
 def test_the_readme_shows_the_snippet_the_tests_run(readme: str, snippet: Path):
     text = snippet.read_text(encoding="utf-8")
-    code = text[text.index('"""\n', 3) + 4 :].lstrip("\n")  # without the module docstring
-    assert f"```python\n{code}```" in (ROOT / readme).read_text(encoding="utf-8")
+    if snippet.suffix == ".py":
+        code = text[text.index('"""\n', 3) + 4 :].lstrip("\n")  # without the module docstring
+        assert f"```python\n{code}```" in (ROOT / readme).read_text(encoding="utf-8")
+    else:
+        assert f"```js\n{text}```" in (ROOT / readme).read_text(encoding="utf-8")

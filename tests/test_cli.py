@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -56,6 +57,15 @@ def test_tasks_and_models_list_every_task(tmp_path):
     assert {d["task"] for d in listed["defaults"]} == names
     e5 = next(p for p in listed["packaged"] if p["name"] == "multilingual-e5-small")
     assert e5["installed"] is True
+    defaults = {d["task"]: d for d in listed["defaults"]}
+    # ocr tells which engine reads what: Korean goes to Tesseract, the rest to RapidOCR
+    engines = {e["model"]: e["inputs"] for e in defaults["ocr"]["offline_engines"]}
+    assert "Korean" in engines["tesseract-kor"] and set(engines) == {"tesseract-kor", "rapidocr"}
+    # defaults trained here rather than installed say how to build them
+    assert all(
+        defaults[t].get("offline_build") or defaults[t]["offline_available"]
+        for t in ("text-classification", "question-answering")
+    )
     tasks = json.loads(aiforge("tasks", "--json").stdout)
     assert {t["task"] for t in tasks} == names
     assert all(t["input"] and t["output"] and t["summary"] for t in tasks)
@@ -179,6 +189,7 @@ def test_tasks_and_models_never_break_a_name(columns):
         assert result.returncode == 0, result.stderr
         assert all(len(line) <= columns for line in result.stdout.splitlines()), command
         shown += result.stdout
+    assert re.search(r"\b\d+ of \d+ tasks work offline now", shown)
     lines = shown.splitlines()
     broken = sorted(name for name in names if not any(name in line for line in lines))
     assert not broken, f"names broken across lines at {columns} columns: {broken}"

@@ -31,6 +31,8 @@ from transformers import (
     BertForTokenClassification,
     GPT2Config,
     GPT2LMHeadModel,
+    LlamaConfig,
+    LlamaForCausalLM,
     PreTrainedModel,
     PreTrainedTokenizerFast,
     T5Config,
@@ -151,6 +153,40 @@ def make_tiny_gpt2(directory: str | Path, n_positions: int = 128, seed: int = 0)
     torch.manual_seed(seed)
     directory = _save(GPT2LMHeadModel(config), Path(directory))
     return save_causal_tokenizer(directory, model_max_length=n_positions)
+
+
+# A ChatML-like template on tokens the MiniLM vocabulary has: [unused1] opens a turn, [SEP] (EOS) ends it.
+TINY_CHAT_TEMPLATE = (
+    "{% for m in messages %}{{ '[unused1]' + m['role'] + ' ' + m['content'] + '[SEP]' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '[unused1]assistant ' }}{% endif %}"
+)
+
+
+def make_tiny_llama(directory: str | Path, max_positions: int = 256, seed: int = 0) -> Path:
+    """A 2-layer, 64-wide Llama (grouped-query attention) with a causal MiniLM-vocab tokenizer that has
+    a chat template: the architecture of SmolLM2 and the packaged GGUF models, in miniature."""
+    config = LlamaConfig(
+        vocab_size=VOCAB_SIZE,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=max_positions,
+        bos_token_id=CLS_ID,
+        eos_token_id=SEP_ID,
+        pad_token_id=PAD_ID,
+        tie_word_embeddings=True,
+    )
+    torch.manual_seed(seed)
+    directory = _save(LlamaForCausalLM(config), Path(directory))
+    save_causal_tokenizer(directory, model_max_length=max_positions)
+    tokenizer = AutoTokenizer.from_pretrained(directory)
+    # one token, not "[", "unused", "1", "]"
+    tokenizer.add_special_tokens({"additional_special_tokens": ["[unused1]"]})
+    tokenizer.chat_template = TINY_CHAT_TEMPLATE
+    tokenizer.save_pretrained(directory)
+    return directory
 
 
 def make_tiny_t5(directory: str | Path, max_input_tokens: int = 128, seed: int = 0) -> Path:
@@ -287,8 +323,9 @@ def make_tiny_segformer(directory: str | Path, labels: tuple[str, ...] = ("sky",
     return _save_seeded(SegformerForSemanticSegmentation, config, directory, processor, seed=0)
 
 
-def make_tiny_sam(directory: str | Path) -> Path:
-    """A 2-layer, 32-wide Segment Anything (64 x 64 input, 16-px patches) with its processor."""
+def make_tiny_sam(directory: str | Path, patch_size: int = 16) -> Path:
+    """A 2-layer, 32-wide Segment Anything (64 x 64 input, 16-px patches) with its processor; 8-px
+    patches give an 8 x 8 embedding and 32 x 32 masks."""
     from transformers import (
         SamConfig,
         SamImageProcessor,
@@ -305,14 +342,18 @@ def make_tiny_sam(directory: str | Path) -> Path:
         num_hidden_layers=2,
         num_attention_heads=2,
         image_size=64,
-        patch_size=16,
+        patch_size=patch_size,
         mlp_dim=64,
         window_size=2,
         global_attn_indexes=[1],
         num_pos_feats=8,
     )
     prompt = SamPromptEncoderConfig(
-        hidden_size=16, image_size=64, patch_size=16, image_embedding_size=4, mask_input_channels=4
+        hidden_size=16,
+        image_size=64,
+        patch_size=patch_size,
+        image_embedding_size=64 // patch_size,
+        mask_input_channels=4,
     )
     decoder = SamMaskDecoderConfig(
         hidden_size=16, mlp_dim=32, num_hidden_layers=2, num_attention_heads=2, iou_head_hidden_dim=16
@@ -474,3 +515,52 @@ def make_tiny_vits(directory: str | Path) -> Path:
     torch.manual_seed(0)
     VitsModel(config).save_pretrained(directory)
     return directory
+
+
+def make_tiny_musicgen(directory: str | Path) -> Path:
+    """A 1-layer MusicGen (T5 text encoder, 2-codebook decoder, 8 kHz EnCodec with hop 64, so 125
+    frames per second) with the MiniLM tokenizer."""
+    from transformers import (
+        EncodecConfig,
+        MusicgenConfig,
+        MusicgenDecoderConfig,
+        MusicgenForConditionalGeneration,
+    )
+
+    codebook_size = 32
+    text_encoder = T5Config(
+        vocab_size=VOCAB_SIZE, d_model=16, d_kv=8, d_ff=32, num_layers=1, num_heads=2, pad_token_id=PAD_ID
+    )
+    codec = EncodecConfig(
+        sampling_rate=8000,
+        audio_channels=1,
+        num_filters=4,
+        codebook_size=codebook_size,
+        codebook_dim=16,
+        hidden_size=16,
+        upsampling_ratios=[4, 4, 4],
+        num_residual_layers=1,
+        num_lstm_layers=1,
+        target_bandwidths=[1.25],  # 2 codebooks of 5 bits at 125 frames/s
+        compress=2,
+    )
+    decoder = MusicgenDecoderConfig(
+        vocab_size=codebook_size,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        ffn_dim=32,
+        num_codebooks=2,
+        max_position_embeddings=512,
+        pad_token_id=codebook_size,  # MusicGen's start and pad token is one past the codebook
+        bos_token_id=codebook_size,
+    )
+    config = MusicgenConfig(
+        text_encoder=text_encoder.to_dict(), audio_encoder=codec.to_dict(), decoder=decoder.to_dict()
+    )
+    torch.manual_seed(0)
+    model = MusicgenForConditionalGeneration(config)
+    for layer in model.audio_encoder.quantizer.layers:  # EnCodec's codebooks start as zeros: every code
+        layer.codebook.embed.normal_()  # would decode to the same sound
+    directory = _save(model, Path(directory))
+    return save_bert_tokenizer(directory)

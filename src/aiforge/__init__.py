@@ -7,6 +7,7 @@ The Python API: each function is what the matching command runs (see :mod:`aifor
     classify = aiforge.pipeline("text-classification", model="runs/nsmc-sentiment/model")
     classify.predict(["정말 재미있는 영화였어요"])           # aiforge run
     result = aiforge.train_model("train.yaml", sets=["training.epochs=1"])   # aiforge train
+    sweep = aiforge.sweep("sweep.yaml", sets=["trials=8"])   # aiforge sweep: search over configs
     app = aiforge.serve_app(models=["sentence-embeddings"])  # aiforge serve, as a FastAPI app
     aiforge.ingest(["docs/"], index="manuals")               # aiforge rag ingest
     aiforge.ask("설치 방법은?", index="manuals")               # aiforge rag ask
@@ -23,9 +24,9 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from aiforge.api import ask, ingest, pipeline, serve_app, train_model
+    from aiforge.api import ask, ingest, pipeline, serve_app, sweep, train_model
 
-__all__ = ["__version__", "ask", "ingest", "pipeline", "serve_app", "train_model"]
+__all__ = ["__version__", "ask", "ingest", "pipeline", "serve_app", "sweep", "train_model"]
 
 _API = frozenset(__all__) - {"__version__"}
 

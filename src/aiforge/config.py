@@ -212,6 +212,8 @@ def set_path(tree: Tree, parts: list[str], value: Any, origin: str = "") -> None
     node = tree
     for depth, part in enumerate(parts[:-1]):
         child = node.setdefault(part, {})
+        if isinstance(child, Override) and isinstance(child.value(), dict):
+            child = node[part] = child.value()  # --set model={...} then --set model.layers=8
         if not isinstance(child, dict):
             where = ".".join(parts[: depth + 1])
             raise AiforgeError(

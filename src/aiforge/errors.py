@@ -8,7 +8,12 @@ them to 4xx JSON bodies. Codes are listed in ``CODES`` so docs and scripts can r
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import os
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, fields
+from pathlib import Path
 
 # code -> one-line meaning. Keep codes stable: scripts and docs refer to them.
 CODES: dict[str, str] = {
@@ -29,6 +34,8 @@ CODES: dict[str, str] = {
     "AF-MPS-001": "Apple MPS unavailable on Apple silicon",
     "AF-HF-001": "Hugging Face cache problem",
     "AF-DISK-001": "low free disk space",
+    "AF-DISK-002": "disk full while writing (the previous version of the file is kept)",
+    "AF-FILE-001": "a saved file (checkpoint, model weights, index) is truncated or corrupt",
     "AF-MEM-001": "low free memory",
     "AF-PKG-001": "optional package missing",
     "AF-TORCH-003": "tensor operation failed or gave wrong results on the CPU",
@@ -43,6 +50,8 @@ CODES: dict[str, str] = {
     "AF-MODEL-002": "model not available offline",
     "AF-MODEL-003": "model does not fit the task",
     "AF-MODEL-004": "registry model or alias not found",
+    "AF-ONNX-001": "ONNX export, quantisation or probe check failed (the model stays on PyTorch)",
+    "AF-ONNX-002": "int8 loses more than the tolerance against fp32 (not made the default)",
     "AF-DEP-001": "optional dependency missing (install an extra)",
     "AF-INPUT-001": "input file missing or unreadable",
     "AF-INPUT-002": "input record malformed",
@@ -59,6 +68,11 @@ CODES: dict[str, str] = {
     "AF-TRAIN-001": "out of memory during training",
     "AF-TRAIN-002": "no checkpoint to resume from",
     "AF-TRACK-001": "tracking store unreachable or rejected a value",
+    # sweeps
+    "AF-SWEEP-001": "sweep file invalid (unknown field, bad method, missing trials or parameters)",
+    "AF-SWEEP-002": "a sweep parameter names no training field, or a value its field refuses",
+    "AF-SWEEP-003": "sweep dir mix-up: a sweep is already there, nothing to resume, or another space",
+    "AF-SWEEP-004": "sweep trial produced no value for the metric",
     # serving
     "AF-SERVE-001": "served model not found",
     "AF-SERVE-002": "request invalid",
@@ -79,6 +93,7 @@ CODES: dict[str, str] = {
     "AF-RAG-005": "index store server unreachable",
     "AF-RAG-006": "answer generator failed (endpoint error or bad reply)",
     "AF-RAG-007": "index was built with other settings (embedder, chunking)",
+    "AF-RAG-008": "index store needs an upgrade or a server extension (pgvector)",
     # scaling out on Ray
     "AF-RAY-001": "the Ray backend needs ray, which is not installed",
     "AF-RAY-002": "Ray cluster unreachable or refused the connection",
@@ -141,3 +156,57 @@ def require(module: str, extra: str):
         return importlib.import_module(module)
     except ImportError as exc:
         raise missing_extra(module.split(".")[0], extra) from exc
+
+
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
+
+def is_disk_full(exc: BaseException | None) -> bool:
+    """ENOSPC / EDQUOT from the kernel, SQLite's own "database or disk is full" (SQLITE_FULL) or
+    safetensors' "(os error 28)", anywhere in the exception's chain: torch.save turns the OSError
+    into a RuntimeError about zip positions while closing the file, with the OSError as its context."""
+    seen = 0
+    while exc is not None and seen < 8:
+        if isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS:
+            return True
+        if type(exc).__name__ == "OperationalError" and "disk is full" in str(exc):
+            return True
+        if type(exc).__name__ == "SafetensorError" and "(os error 28)" in str(exc):  # Rust's io::Error text
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
+
+
+@contextlib.contextmanager
+def disk_full_guard(target: str | Path, what: str, leftovers: Sequence[Path] = ()) -> Iterator[None]:
+    """Turns a full disk while writing ``target`` into AF-DISK-002 after deleting ``leftovers`` (the
+    half-written temporary files). Every writer in aiforge writes beside the file it replaces and
+    renames at the end, so the previous version is still whole when this error is raised."""
+    try:
+        yield
+    except Exception as exc:
+        if not is_disk_full(exc):
+            raise
+        for leftover in leftovers:
+            with contextlib.suppress(OSError):
+                if leftover.is_dir():
+                    import shutil
+
+                    shutil.rmtree(leftover, ignore_errors=True)
+                else:
+                    leftover.unlink(missing_ok=True)
+        folder = Path(target).parent
+        raise AiforgeError(
+            "AF-DISK-002",
+            f"the disk is full: writing the {what} '{target}' failed; the previous {what} is kept",
+            f"free space on the disk that holds {folder} (`df -h {folder}`), then run the command again",
+            status=507,
+        ) from None
+
+
+def corrupt_file(path: str | Path, what: str, fix: str) -> AiforgeError:
+    """The error for a saved file that cannot be read back (cut short by a crash, a copy or a disk)."""
+    size = os.path.getsize(path) if os.path.exists(path) else 0
+    return AiforgeError(
+        "AF-FILE-001", f"the {what} '{path}' is truncated or corrupt ({size:,} bytes)", fix, status=500
+    )

@@ -14,7 +14,9 @@ matplotlib is imported inside the functions: importing this module stays free.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any
 
 HANGUL_SAMPLE = "한글"
 # Tried first, in this order; any other installed font that has the glyph comes after them.
@@ -89,3 +91,15 @@ def families_for(texts: Iterable[str]) -> list[str]:
         if family is not None and family not in chain:
             chain.append(family)
     return chain
+
+
+@contextmanager
+def pyplot(texts: Iterable[str]) -> Iterator[Any]:
+    """pyplot (Agg: files only, never needs a display) with fonts that draw every script in ``texts``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with plt.rc_context({"font.family": families_for(texts)}):
+        yield plt

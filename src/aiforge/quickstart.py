@@ -69,6 +69,14 @@ def step_train(console: Console, output_dir: Path) -> str | None:
     )
     if "test" in result.comparison:  # "beats" only when the paired test says so
         console.print(f"model vs baseline: {describe(result.comparison['test'])}")
+    stacked = (result.ensemble or {}).get("test")
+    if stacked:  # what `run` and `serve` answer with: the model stacked with the baseline
+        console.print(
+            f"ensemble (model + baseline, weights fitted on validation): test accuracy "
+            f"{stacked['accuracy']:.3f}, macro-F1 {stacked['macro_f1']:.3f}"
+        )
+        if "vs_baseline" in stacked:
+            console.print(f"ensemble vs baseline: {describe(stacked['vs_baseline'])}")
     return result.ref
 
 

@@ -15,7 +15,7 @@ import functools
 import logging
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -60,7 +60,32 @@ def client(tracking_uri: str | None = None) -> MlflowClient:
         ) from exc
     uri = tracking_uri or default_tracking_uri()
     enable_sqlite_wal(uri)
-    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+    with _first_touch(uri):
+        return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+_INITIALISED: set[str] = set()
+
+
+@contextlib.contextmanager
+def _first_touch(uri: str) -> Iterator[None]:
+    """Let one process at a time create (or migrate) a SQLite store's tables. Two `aiforge train` runs
+    started together on a new store both ran MLflow's CREATE TABLEs (MlflowClient() creates its stores)
+    and one lost its tracking to "table runs already exists" (tests/train/test_train_faults.py); a file lock
+    beside the database serialises that first touch, once per process and store."""
+    path = sqlite_path(uri)
+    if path is None or uri in _INITIALISED:
+        yield
+        return
+    import fcntl
+
+    with open(path.with_name(path.name + ".init-lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    _INITIALISED.add(uri)
 
 
 def sqlite_path(uri: str) -> Path | None:
@@ -264,12 +289,20 @@ class RunLogger:
         return self._call("start", {"run_name": run_name, "tags": tags or {}}, _start)
 
     def _experiment_id(self, mlflow_client: MlflowClient) -> str:
+        from mlflow.exceptions import MlflowException
+
         found = mlflow_client.get_experiment_by_name(self.experiment)
         if found is not None:
             return found.experiment_id
-        return mlflow_client.create_experiment(
-            self.experiment, artifact_location=artifact_root(self.tracking_uri)
-        )
+        try:
+            return mlflow_client.create_experiment(
+                self.experiment, artifact_location=artifact_root(self.tracking_uri)
+            )
+        except MlflowException:  # another run created it since the lookup above
+            found = mlflow_client.get_experiment_by_name(self.experiment)
+            if found is None:
+                raise
+            return found.experiment_id
 
     def _active_run(self) -> tuple[MlflowClient, str] | None:
         """The client and id of the open run; None before ``start`` succeeded (calls are then
@@ -464,6 +497,13 @@ def register_version(
     if alias:
         mlflow_client.set_registered_model_alias(name, alias, version.version)
     return str(version.version)
+
+
+def tag_version(name: str, version: str, tags: dict[str, str], tracking_uri: str | None = None) -> None:
+    """Set tags on a registered version (what `aiforge quantize` found: whether int8 may serve it)."""
+    mlflow_client = client(tracking_uri)
+    for key, value in tags.items():
+        mlflow_client.set_model_version_tag(name, version, key, value)
 
 
 def promote(name: str, version: str | int, alias: str, tracking_uri: str | None = None) -> dict[str, str]:

@@ -89,6 +89,23 @@ def test_a_task_without_a_template_is_a_coded_error(tmp_path: Path) -> None:
     assert unsupported.value.code == "AF-EXPORT-003"
 
 
+def test_a_model_stacked_with_its_baseline_is_refused_not_exported_without_the_stack(tmp_path: Path) -> None:
+    import numpy as np
+
+    from aiforge.tasks.stack import TextStack
+    from tests.tiny_models import make_tiny_bert
+
+    model = make_tiny_bert(tmp_path / "bert", head="seq-cls")
+    TextStack(
+        ["negative", "positive"], {"analyzer": "char_wb", "ngram_range": [1, 2]}, ["a"], np.ones(1),
+        np.zeros((1, 1)), np.zeros(1), np.zeros((2, 4)), np.zeros(2),
+    ).save(model)  # fmt: skip
+    with pytest.raises(AiforgeError, match="ensemble") as refused:
+        export_space(str(model), tmp_path / "out")
+    assert refused.value.code == "AF-EXPORT-003" and "export docker" in refused.value.fix
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.slow  # ~40 s alone, 2 min on a busy machine: app start, Chromium, a CLI run
 def test_space_runs_in_a_fresh_venv_and_chromium_gets_aiforge_runs_label(space: Path, tmp_path: Path) -> None:
     from playwright.sync_api import sync_playwright

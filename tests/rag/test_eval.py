@@ -153,3 +153,15 @@ def test_squad_file_as_corpus_and_as_eval_set(tmp_path: Path, e5):
     assert metrics["recall@1"] == metrics["recall@5"] == metrics["MRR"] == 1.0
     assert 0.0 < metrics["F1"] <= 1.0  # the supporting-sentence answer contains each gold answer
     assert 0.0 <= metrics["EM"] <= metrics["F1"]
+    assert metrics["answerers"] == {"sentence": {"EM": metrics["EM"], "F1": metrics["F1"]}}
+
+    from tests.tiny_models import make_tiny_bert
+
+    qa_settings = RagSettings(
+        home=tmp_path / "idx", progress=False, qa_model=str(make_tiny_bert(tmp_path / "qa"))
+    )
+    both = evaluate(squad, RagIndex.open("kq", qa_settings, e5), strict=True)
+    # the span answerer and the sentence answerer, side by side on the same questions and retrieval
+    assert set(both["answerers"]) == {"extractive-qa", "sentence"}
+    assert both["answerers"]["sentence"] == metrics["answerers"]["sentence"]
+    assert both["answerers"]["extractive-qa"]["F1"] == both["F1"]

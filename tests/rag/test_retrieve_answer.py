@@ -172,3 +172,20 @@ def test_query_returns_the_json_body_of_the_server_route(corpus, e5):
         assert (unknown.value.code, unknown.value.status) == ("AF-RAG-001", 404)
     finally:
         close_indexes()
+
+
+def test_a_confident_qa_span_answers_where_the_retrieval_gate_alone_would_refuse(corpus, e5, tmp_path: Path):
+    from tests.tiny_models import make_tiny_bert
+
+    model = make_tiny_bert(tmp_path / "qa", head="qa")
+    # retrieval thresholds no chunk can reach: only the QA score can let an answer through
+    unreachable = {"qa_model": str(model), "min_dense_score": 1.01, "min_coverage": 1.0}
+    question = corpus[1][0]["question"]
+    confident = answer_question(open_index(corpus, e5, **unreachable, min_qa_score=0.0), question)
+    assert confident.found and confident.method == "extractive-qa"
+    assert confident.citations[0].verified and confident.answer in confident.citations[0].quote
+    assert confident.to_dict()["score"] == pytest.approx(confident.score, abs=1e-4)
+    # the untrained model spreads its probability over hundreds of spans: far below 0.5
+    unsure = answer_question(open_index(corpus, e5, **unreachable, min_qa_score=0.5), question)
+    assert not unsure.found and unsure.answer == NOT_FOUND_KO and unsure.score is not None
+    assert unsure.score < 0.5

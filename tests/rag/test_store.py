@@ -133,17 +133,6 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def postgres_url():
-    pytest.importorskip("psycopg", reason="the server-backed store needs psycopg")
-    from aiforge.rag.pgstore import TemporaryPostgres, postgres_bindir
-
-    if postgres_bindir() is None:
-        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) are not installed")
-    with TemporaryPostgres(port=_free_port()) as url:
-        yield url
-
-
 @pytest.mark.slow
 def test_postgres_store_ingest_search_reingest_and_lock(postgres_url: str, docs: Path, embedder):
     from aiforge.rag.pgstore import PostgresStore

@@ -152,6 +152,28 @@ def test_an_input_that_crashes_the_model_is_an_error_line_locally_and_on_ray(
     assert all("label" in row for i, row in enumerate(rows) if i != 4)
 
 
+def test_ray_actors_run_the_int8_onnx_backend_as_a_local_run_does(
+    ray_cluster: Cluster, classifier: Path, reviews: Path, tmp_path: Path
+):
+    """`-p precision=int8` reaches each actor's load_pipeline: it runs the same cached int8 ONNX
+    file as the local run, so labels match and scores agree to float noise (thread counts differ)."""
+    rows = {}
+    for backend in ("local", "ray"):
+        out = tmp_path / f"{backend}.jsonl"
+        command = ["run", "text-classification", "-m", str(classifier), "-i", str(reviews), "-o", str(out)]
+        result = aiforge(
+            *command, "-b", "4", "-p", "precision=int8", "--backend", backend, env=ray_cluster.env
+        )
+        assert result.returncode == 0, result.stderr
+        assert "running on PyTorch" not in result.stderr, result.stderr
+        rows[backend] = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert len(list((classifier / "onnx").glob("*-int8*.onnx"))) == 1, "exported once, read by the actors"
+    assert len(rows["ray"]) == len(rows["local"]) == 151
+    for local, ray in zip(rows["local"], rows["ray"], strict=True):
+        assert local.get("label") == ray.get("label")
+        assert local.get("score", 0) == pytest.approx(ray.get("score", 0), abs=1e-4)
+
+
 def test_input_records_skip_whole_windows_and_keep_read_errors(reviews: Path):
     """The datasource alone (no cluster): a one-row block per window after ``skip`` records, the
     task's fields only, a malformed line as the error record a local run reads there."""

@@ -1,10 +1,14 @@
-"""LangChain for Python against a real aiforge server (uvicorn on 127.0.0.1, a free port) with the
-packaged SmolLM2 GGUF (chat) and the packaged multilingual e5 (embeddings): ChatOpenAI and
-OpenAIEmbeddings unmodified, a small retrieval chain, a known answer, and the README snippet."""
+"""LangChain for Python, LangChain.js and LlamaIndex against a real aiforge server (uvicorn on
+127.0.0.1, a free port) with the packaged SmolLM2 GGUF (chat) and the packaged multilingual e5
+(embeddings): ChatOpenAI and OpenAIEmbeddings unmodified, a small retrieval chain, a known answer, and
+the README snippets (Python, JavaScript run by node, LlamaIndex) run as they are."""
 
 from __future__ import annotations
 
+import os
 import runpy
+import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +21,9 @@ from tests.serve.conftest import API_KEY, Server, running_server
 langchain_openai = pytest.importorskip("langchain_openai")
 SMOLLM2 = PACKAGED["smollm2-135m-instruct"]
 pytestmark = pytest.mark.skipif(not SMOLLM2.available(), reason=f"needs {SMOLLM2.install_command()}")
-SNIPPET = Path(__file__).resolve().parents[2] / "docs" / "snippets" / "langchain_client.py"
+SNIPPETS = Path(__file__).resolve().parents[2] / "docs" / "snippets"
+SNIPPET = SNIPPETS / "langchain_client.py"
+JS_PACKAGE = Path(__file__).resolve().parent / "js"  # @langchain/openai, installed by `npm ci` (setup.sh)
 
 
 @pytest.fixture(scope="module")
@@ -106,3 +112,59 @@ def test_the_readme_snippet_runs(server: Server, monkeypatch, capsys) -> None:
     nearest, answer = capsys.readouterr().out.strip().split("\n", 1)
     assert nearest == "The warranty lasts two years."
     assert "two years" in answer or "2 years" in answer
+
+
+def _snippet_env(server: Server) -> dict[str, str]:
+    return {**os.environ, "AIFORGE_URL": f"{server.base}/v1", "AIFORGE_API_KEY": API_KEY}
+
+
+def _warranty_answer(output: str) -> None:
+    nearest, answer = output.strip().split("\n", 1)
+    assert nearest == "The warranty lasts two years."
+    assert "two years" in answer or "2 years" in answer
+
+
+@pytest.mark.skipif(
+    shutil.which("node") is None or not (JS_PACKAGE / "node_modules" / "@langchain" / "openai").is_dir(),
+    reason="needs node and `npm ci --prefix tests/serve/js` (scripts/setup.sh does both)",
+)
+def test_the_langchain_js_snippet_runs(server: Server) -> None:
+    # fed on stdin from the package folder, so node resolves @langchain/* from its node_modules
+    run = subprocess.run(
+        ["node", "--input-type=module"],
+        input=(SNIPPETS / "langchain_client.mjs").read_text(encoding="utf-8"),
+        cwd=JS_PACKAGE,
+        env=_snippet_env(server),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    _warranty_answer(run.stdout)
+
+
+def test_the_llamaindex_snippet_runs(server: Server, monkeypatch, capsys) -> None:
+    pytest.importorskip("llama_index.llms.openai_like")
+    monkeypatch.setattr(os, "environ", _snippet_env(server))
+    runpy.run_path(str(SNIPPETS / "llamaindex_client.py"), run_name="__main__")
+    _warranty_answer(capsys.readouterr().out)
+
+
+def test_llamaindex_chat_streams_the_known_answer(server: Server) -> None:
+    openai_like = pytest.importorskip("llama_index.llms.openai_like")
+    from llama_index.core.llms import ChatMessage
+
+    # temperature=0: LlamaIndex samples at 0.1 by default, and SmolLM2-135M puts "La"/"Le" close
+    # enough behind "The" that 2 of 30 sampled replies at 0.1 were French nonsense (one CI run failed).
+    llm = openai_like.OpenAILike(
+        model="chat",
+        api_base=f"{server.base}/v1",
+        api_key=API_KEY,
+        is_chat_model=True,
+        temperature=0,
+        max_tokens=24,
+    )
+    question = [ChatMessage(role="user", content="What is the capital of France?")]
+    whole = llm.chat(question).message.content
+    assert "Paris" in whole
+    assert "".join(r.delta or "" for r in llm.stream_chat(question)) == whole

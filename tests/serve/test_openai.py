@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import openai
@@ -153,3 +156,39 @@ def test_json_output_on_transformers_is_a_400_naming_the_limitation(client: open
             max_tokens=3,
             response_format={"type": "json_object"},
         )
+
+
+def _sse_payloads(response: Any) -> list[Any]:
+    return [json.loads(line[len("data: ") :]) for line in response.iter_lines() if line.startswith("data: {")]
+
+
+@pytest.mark.parametrize(
+    ("route", "body"),
+    [
+        ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}]}),
+        ("/v1/completions", {"prompt": "Once upon a time"}),
+    ],
+)
+def test_an_error_after_the_stream_started_carries_the_request_id(
+    api: Server, monkeypatch: pytest.MonkeyPatch, route: str, body: dict[str, Any]
+) -> None:
+    """The status line (200) is sent when generation fails midway: the error becomes the stream's
+    last event, and like every error body it names the request id that finds the log lines."""
+    if api.server is None:  # tests/scale runs this suite against a Ray replica: another process
+        pytest.skip("patches the model inside the server process; the Ray replica runs elsewhere")
+    from aiforge.tasks.generation import TextGeneration
+
+    def fails_after_one_piece(self: Any, *args: Any, **kwargs: Any) -> Iterator[str]:
+        yield "Hello"
+        raise RuntimeError("the model fell over")
+
+    monkeypatch.setattr(TextGeneration, "stream_completion", fails_after_one_piece)
+    request = {"model": "gpt", "max_tokens": 4, "stream": True, **body}
+    with api.client() as http, http.stream("POST", route, json=request) as response:
+        assert response.status_code == 200
+        request_id = response.headers["x-request-id"]
+        events = _sse_payloads(response)
+    error = events[-1]["error"]
+    assert error["code"] == "AF-SERVE-009" and "the model fell over" in error["message"]
+    assert error["type"] == "server_error" and error["fix"]
+    assert error["request_id"] == request_id

@@ -214,3 +214,26 @@ def test_a_written_answer_streams_then_comes_checked(rag_server: Server) -> None
             for citation in statement["citations"]:
                 assert citation["end"] - citation["start"] == len(citation["quote"])
                 assert not citation["verified"] or citation["quote"] in FACT_DOC + HOSTILE_DOC
+
+
+def test_an_error_in_a_streamed_answer_carries_the_request_id(
+    rag_server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The 200 status line is sent before the answer is written: an error then is the last event,
+    and like every error body it names the request id (the x-request-id header, the log lines)."""
+    import aiforge.rag
+    from aiforge.errors import AiforgeError
+
+    def fails_midway(*args: Any, **kwargs: Any) -> Iterator[dict[str, Any]]:
+        yield {"event": "chunks", "chunks": []}
+        raise AiforgeError("AF-SERVE-004", "generation exceeded 1s", "ask a shorter question", status=504)
+
+    monkeypatch.setattr(aiforge.rag, "stream_query", fails_midway)
+    with rag_server.client() as client:
+        response = client.post(
+            "/v1/rag/manual/query", json={"question": QUESTION, "generate": True, "stream": True}
+        )
+    assert response.status_code == 200
+    error = _events(response)[-1]
+    assert error["event"] == "error" and error["error"]["code"] == "AF-SERVE-004"
+    assert error["error"]["request_id"] == response.headers["x-request-id"]

@@ -321,49 +321,6 @@ def test_segmentation_of_a_large_image_stays_full_size(tiny_segformer: Path, pho
     _check_partition(pipe(str(photos["flower"])), Image.open(photos["flower"]).size)
 
 
-# ---- SAM mask generation ------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def tiny_sam(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tests.tiny_models import make_tiny_sam
-
-    return make_tiny_sam(tmp_path_factory.mktemp("tiny-sam"))
-
-
-def test_sam_gives_one_full_size_mask_per_point_in_order(tiny_sam: Path, photos: dict[str, Path]) -> None:
-    pipe = load_pipeline("mask-generation", model=str(tiny_sam), device="cpu")
-    points = [(10.0, 20.0), (600.0, 400.0), (320.5, 0.0)]
-    result = pipe({"image": str(photos["flower"]), "points": points})
-    pipe.Output.model_validate(result)
-    assert [tuple(m["point"]) for m in result["masks"]] == points
-    for mask in result["masks"]:
-        decoded = decode_mask(mask["mask"])
-        assert decoded.shape == (427, 640)
-        assert mask["area"] == int(decoded.sum())
-
-
-def test_sam_without_points_uses_a_grid_and_multimask_returns_three(tiny_sam: Path,
-                                                                    photos: dict[str, Path]) -> None:
-    pipe = load_pipeline("mask-generation", model=str(tiny_sam), device="cpu", points_per_side=2,
-                         multimask_output=True)
-    result = pipe(str(photos["small"]))
-    assert len(result["masks"]) == 2 * 2 * 3
-    assert {tuple(m["point"]) for m in result["masks"]} == {(20.75, 12.5), (62.25, 12.5), (20.75, 37.5),
-                                                            (62.25, 37.5)}
-    for start in range(0, 12, 3):
-        scores = [m["score"] for m in result["masks"][start : start + 3]]
-        assert scores == sorted(scores, reverse=True)
-        assert decode_mask(result["masks"][start]["mask"]).shape == (50, 83)
-
-
-def test_sam_point_outside_the_image_is_an_input_error(tiny_sam: Path, photos: dict[str, Path]) -> None:
-    pipe = load_pipeline("mask-generation", model=str(tiny_sam), device="cpu")
-    with pytest.raises(AiforgeError) as info:
-        pipe({"image": str(photos["small"]), "points": [[5, 5], [100, 10]]})
-    assert info.value.code == "AF-INPUT-002" and "[100.0, 10.0]" in info.value.message
-
-
 # ---- image to text -------------------------------------------------------------------------------------
 
 

@@ -113,7 +113,9 @@ def test_data_hash_changes_with_the_data(tmp_path: Path) -> None:
 def test_bundled_sample_is_balanced_and_packaged() -> None:
     train = read_table("packaged:nsmc_sample/train.tsv")
     test = read_table(resolve_data_path("packaged:nsmc_sample/test.tsv"))
-    assert len(train) == 4000 and len(test) == 1000
-    assert train["label"].value_counts().to_dict() == {"negative": 2000, "positive": 2000}
+    assert len(train) == 8000 and len(test) == 5000  # 5,000 test rows: a ±1.1-point interval
+    assert train["label"].value_counts().to_dict() == {"negative": 4000, "positive": 4000}
+    assert test["label"].value_counts().to_dict() == {"negative": 2500, "positive": 2500}
     assert not set(train["id"]) & set(test["id"])
+    assert not set(train["text"]) & set(test["text"])  # no test review was seen, not even as a repeat
     assert (resolve_data_path("packaged:nsmc_sample/README.md")).read_text(encoding="utf-8").count("CC0") >= 1

@@ -15,6 +15,7 @@ from typing import Any
 from aiforge.errors import AiforgeError
 from aiforge.export.metadata import ModelFacts, model_facts, pinned
 from aiforge.export.source import copy_model_files, prepare_output, resolve_source
+from aiforge.tasks.stack import STACK_DIR
 
 MODEL_FOLDER = "model"
 EMOJI = {"text-classification": "💬"}
@@ -83,6 +84,14 @@ def export_space(
             f"supported: {', '.join(APPS)} (transformers models)",
             "export a model repo with `aiforge export hub` and write the Space's app.py by hand, "
             "or serve it with `aiforge export docker`",
+        )
+    if (source.model_dir / STACK_DIR).is_dir():  # the app runs plain transformers: it would drop the stack
+        raise AiforgeError(
+            "AF-EXPORT-003",
+            f"'{ref}' is stacked with its TF-IDF baseline (trained with ensemble: baseline); the Space "
+            "app runs the transformer alone, so its scores would differ from aiforge run's",
+            "serve it with `aiforge export docker` (the same scores as aiforge run), or retrain with "
+            "`--set ensemble=none` for a Space",
         )
     out = prepare_output(out, force)
     facts = model_facts(source, language, licence)

@@ -14,6 +14,8 @@ stored text, inside the cited chunk, supporting the claim); ``verified`` says wh
 "Not found": when no retrieved chunk is close in meaning (dense cosine below ``min_dense_score``)
 *and* none contains enough of the question's terms (idf-weighted coverage below ``min_coverage``),
 nothing is answered, not even by an LLM; the reply says plainly that the documents do not contain it.
+With a QA model the span's probability is a third signal: a span at least ``min_qa_score`` probable
+is answered even when the first two say no.
 """
 
 from __future__ import annotations
@@ -40,11 +42,12 @@ class Answer:
     question: str
     answer: str
     found: bool
-    method: str  # generator | openai | extractive-qa | sentence | none
+    method: str  # generator | openai | extractive-qa | sentence | image-search | none
     citations: list[Citation] = field(default_factory=list)
     retrieved: list[Retrieved] = field(default_factory=list)
     seconds: float = 0.0
     statements: list[llm.Statement] | None = None  # a written answer's claims, each checked
+    score: float | None = None  # extractive QA: the span's probability (kept on a refusal too)
 
     def to_dict(self) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -57,6 +60,8 @@ class Answer:
         if self.statements is not None:
             body["statements"] = [s.to_dict() for s in self.statements]
             body["supported"] = all(s.supported for s in self.statements)
+        if self.score is not None:
+            body["score"] = round(self.score, 4)
         return {**body, "chunks": [r.to_dict() for r in self.retrieved], "seconds": round(self.seconds, 3)}
 
     @property
@@ -111,17 +116,27 @@ def answer_retrieved(
     retrieved: list[Retrieved],
     top_k: int | None = None,
     generate: bool | None = None,
+    sentence_only: bool = False,
 ) -> Answer:
-    """The answer from chunks already retrieved (``rag eval`` answers twice from one retrieval)."""
+    """The answer from chunks already retrieved (``rag eval`` answers several ways from one retrieval).
+
+    ``sentence_only``: the best sentence even when a QA model is set (``rag eval`` scores both)."""
     settings = index.settings
     context = retrieved[: settings.context_chunks]
-    if not is_relevant(context, settings):
+    writes = settings.generates if generate is None else generate
+    if index.images:
+        result = found_pictures(index, question, retrieved[: top_k or settings.top_k])
+    elif settings.qa_model and not sentence_only and not writes:
+        # the QA model reads the chunks first: a span it is sure of answers even when the retrieval
+        # signals alone would have said "not found" (min_qa_score)
+        result = _extract(index, question, context)
+        if not is_relevant(context, settings) and (result.score or 0.0) < settings.min_qa_score:
+            result = Answer(question, not_found_message(question), False, "none", score=result.score)
+    elif not is_relevant(context, settings):
         result = Answer(question, not_found_message(question), False, "none")
-    elif settings.generates if generate is None else generate:
+    elif writes:
         text = llm.write(settings, llm.build_messages(question, context))
         result = written_answer(index, question, context, text)
-    elif settings.qa_model:
-        result = _extract(index, question, context)
     else:
         result = _best_sentence(index, question, context)
     result.retrieved = retrieved[: top_k or settings.top_k]
@@ -143,7 +158,9 @@ def stream_answer(
     shown = retrieved[: top_k or settings.top_k]
     yield {"event": "chunks", "chunks": [r.to_dict() for r in shown]}
     context = retrieved[: settings.context_chunks]
-    if not is_relevant(context, settings):
+    if index.images:
+        result = found_pictures(index, question, shown)
+    elif not is_relevant(context, settings):
         result = Answer(question, not_found_message(question), False, "none")
     else:
         pieces = []
@@ -154,6 +171,18 @@ def stream_answer(
     result.retrieved = shown
     result.seconds = time.perf_counter() - started
     yield {"event": "answer", **result.to_dict()}
+
+
+def found_pictures(index: RagIndex, question: str, retrieved: list[Retrieved]) -> Answer:
+    """An image index's answer: the pictures closest to the question, best first, each cited by its
+    file. No "not found" cut-off: CLIP cosines have no scale shared across models (0.2-0.35 for a
+    matching photo with openai/clip-vit-base-patch32), so the ranking is the answer."""
+    citations = [
+        cite(index, n, item, item.chunk.start, item.chunk.end, item.chunk.text, True)
+        for n, item in enumerate(retrieved, 1)
+    ]
+    answer = ", ".join(item.source for item in retrieved)
+    return Answer(question, answer or not_found_message(question), bool(retrieved), "image-search", citations)
 
 
 def written_answer(index: RagIndex, question: str, context: list[Retrieved], text: str) -> Answer:
@@ -184,12 +213,16 @@ def _best_sentence(index: RagIndex, question: str, context: list[Retrieved]) -> 
 
 
 def _extract(index: RagIndex, question: str, context: list[Retrieved]) -> Answer:
+    """The most probable span over the chunks, cited by the sentence that contains it, with its
+    probability as ``score`` (0 when no chunk gave a span: then the best sentence answers)."""
     pipe = _pipeline("question-answering", index.settings.qa_model, index.settings.device)
     outputs = pipe.predict([{"question": question, "context": item.chunk.text} for item in context])
     scored = [(o["score"], i, o) for i, o in enumerate(outputs) if "answer" in o and o["answer"].strip()]
     if not scored:
-        return _best_sentence(index, question, context)
-    _, i, best = max(scored, key=lambda entry: entry[0])
+        fallback = _best_sentence(index, question, context)
+        fallback.score = 0.0
+        return fallback
+    score, i, best = max(scored, key=lambda entry: entry[0])
     item = context[i]
     start, end = item.chunk.start + best["start"], item.chunk.start + best["end"]
     sentence = next(((s, e) for s, e, _ in chunk_sentences(item) if s <= start and end <= e), (start, end))
@@ -199,6 +232,7 @@ def _extract(index: RagIndex, question: str, context: list[Retrieved]) -> Answer
         True,
         "extractive-qa",
         [cite(index, 1, item, sentence[0], sentence[1], best["answer"], True)],
+        score=float(score),
     )
 
 

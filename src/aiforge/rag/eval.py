@@ -22,16 +22,16 @@ F1 below 1 and EM 0: read the two side by side, not against each other's scale.
 from __future__ import annotations
 
 import json
-import re
-import string
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from aiforge.errors import AiforgeError
 from aiforge.rag.index import RagIndex, Retrieved
+from aiforge.tasks.qa import best_over_truths, exact_match, f1_score, normalize_answer
+
+__all__ = ["best_over_truths", "evaluate", "exact_match", "f1_score", "load_eval_set", "normalize_answer"]
 
 KS = (1, 5, 10)
 MRR_DEPTH = 10
@@ -141,31 +141,7 @@ def retrieval_metrics(ranks: list[int | None], ks: tuple[int, ...] = KS) -> dict
     return out
 
 
-# ---- answer metrics (KorQuAD 1.0 official evaluation) ---------------------------------------------
-def normalize_answer(text: str) -> str:
-    """KorQuAD's normalisation: drop quotes and brackets, punctuation, case, extra whitespace."""
-    text = re.sub(r"['\"《》<>〈〉()‘’]", " ", text).lower()
-    text = "".join(ch for ch in text if ch not in set(string.punctuation))
-    return " ".join(text.split())
-
-
-def exact_match(prediction: str, truth: str) -> float:
-    return float(normalize_answer(prediction) == normalize_answer(truth))
-
-
-def f1_score(prediction: str, truth: str) -> float:
-    """Character-level F1 over the normalised, whitespace-free strings (KorQuAD's definition)."""
-    pred = list(normalize_answer(prediction).replace(" ", ""))
-    gold = list(normalize_answer(truth).replace(" ", ""))
-    same = sum((Counter(pred) & Counter(gold)).values())
-    if same == 0:
-        return 0.0
-    precision, recall = same / len(pred), same / len(gold)
-    return 2 * precision * recall / (precision + recall)
-
-
-def best_over_truths(metric: Any, prediction: str, truths: list[str]) -> float:
-    return max((metric(prediction, t) for t in truths), default=0.0)
+# ---- answer metrics: KorQuAD 1.0's official evaluation, shared with training (aiforge.tasks.qa) ----
 
 
 def evaluate(
@@ -188,7 +164,9 @@ def evaluate(
     rag = index if isinstance(index, RagIndex) else RagIndex.open(index, settings)
     judge = RelevanceJudge(rag, strict=strict)
     ranks: list[int | None] = []
-    extracted, written = AnswerScores(), AnswerScores()
+    extracted, written, sentences = AnswerScores(), AnswerScores(), AnswerScores()
+    # with a QA model, the sentence answerer is scored too, on the same retrieval: what the span adds
+    both_extractors = bool(rag.settings.qa_model) and answers and mode == "hybrid"
     for item in items:
         if answers and mode == "hybrid":
             retrieved = retrieve(rag, item.question, top_k=max(KS))
@@ -196,6 +174,8 @@ def evaluate(
             extracted.add(
                 item, answer_retrieved(rag, item.question, retrieved, max(KS), False if generate else None)
             )
+            if both_extractors:
+                sentences.add(item, answer_retrieved(rag, item.question, retrieved, max(KS), False, True))
             if generate:
                 started = time.perf_counter()
                 result = answer_retrieved(rag, item.question, retrieved, max(KS), True)
@@ -214,6 +194,13 @@ def evaluate(
         report.update(extracted.summary())
     if written.em:
         report["generated"] = written.summary(written=True)
+    if extracted.em:  # every answerer's EM / F1 side by side, on the same questions and retrieval
+        first = "extractive-qa" if both_extractors else "sentence"
+        report["answerers"] = {
+            first: extracted.summary(),
+            **({"sentence": sentences.summary()} if sentences.em else {}),
+            **({"generator": {k: report["generated"][k] for k in ("EM", "F1")}} if written.em else {}),
+        }
     return report
 
 

@@ -17,7 +17,7 @@ import numpy as np
 from aiforge.errors import AiforgeError
 from aiforge.rag.embed import Embedder, load_embedder
 from aiforge.rag.records import display_name
-from aiforge.rag.retrieve import Hit, Reranker, Snapshot, hybrid_search
+from aiforge.rag.retrieve import Hit, Reranker, Snapshot, fuse, hybrid_search
 from aiforge.rag.settings import INDEX_FIELDS, RagSettings
 from aiforge.rag.store import ChunkRecord, LocalStore, Store, check_name
 
@@ -107,6 +107,9 @@ class RagIndex:
         self._reranker: Reranker | None = None
         self._snapshot: Snapshot | None = None
         self._lock = threading.Lock()
+        # an image index (a CLIP embedder): pictures found by the text tower's vector alone, since
+        # their only words are file names
+        self.images = store.has_config() and store.config().get("modality") == "image"
 
     @classmethod
     def open(
@@ -130,7 +133,11 @@ class RagIndex:
         return self._embedder
 
     def snapshot(self) -> Snapshot:
-        """The latest committed snapshot (refreshed incrementally)."""
+        """The latest committed snapshot (refreshed incrementally). A store that searches on its
+        server gives one without rows: its ``bm25`` reads term statistics from the server."""
+        if self.store.searches_on_server:
+            s = self.settings
+            return Snapshot.empty(self.store, self.store.keyword_scorer(s.bm25_k1, s.bm25_b, s.bm25_max_df))
         with self._lock:
             if self._snapshot is None:
                 self._snapshot = Snapshot.load(self.store, self.settings)
@@ -160,17 +167,25 @@ class RagIndex:
         """Top chunks for ``question``, best first (re-ranked when a cross-encoder is configured)."""
         if not question.strip():
             raise AiforgeError("AF-INPUT-002", "the question is empty", "ask a question in words")
-        snapshot = self.snapshot()
-        self.ensure_not_empty(snapshot)
         top_k = top_k or self.settings.top_k
         wanted = max(top_k, self.settings.rerank_candidates) if self.settings.reranker else top_k
-        if query_vector is None and mode != "bm25":
-            query_vector = self.embed_query(question)
-        hits = hybrid_search(snapshot, query_vector, question, self.settings, wanted, filters, mode)
-        with self.store.transaction():
-            moved = self.store.state().generation != snapshot.state.generation
-            chunks = [] if moved else self.store.chunks_at([h.pos for h in hits])
-            names = self.store.source_names([c.source_id for c in chunks])
+        if self.images and mode == "hybrid":
+            mode = "dense"
+        if self.store.searches_on_server:
+            if query_vector is None and mode != "bm25":
+                query_vector = self.embed_query(question)
+            hits, chunks, names = self._search_on_server(question, query_vector, wanted, filters, mode)
+            moved = False
+        else:
+            snapshot = self.snapshot()
+            self.ensure_not_empty(snapshot)
+            if query_vector is None and mode != "bm25":
+                query_vector = self.embed_query(question)
+            hits = hybrid_search(snapshot, query_vector, question, self.settings, wanted, filters, mode)
+            with self.store.transaction():
+                moved = self.store.state().generation != snapshot.state.generation
+                chunks = [] if moved else self.store.chunks_at([h.pos for h in hits])
+                names = self.store.source_names([c.source_id for c in chunks])
         if moved:  # compacted since the snapshot: row positions changed, search the new generation
             with self._lock:
                 self._snapshot = None
@@ -184,6 +199,32 @@ class RagIndex:
         return [
             Retrieved(h, c, names[c.source_id]) for h, c in zip(hits[:top_k], chunks[:top_k], strict=True)
         ]
+
+    def _search_on_server(
+        self,
+        question: str,
+        query_vector: np.ndarray | None,
+        wanted: int,
+        filters: dict[str, Any] | None,
+        mode: str,
+    ) -> tuple[list[Hit], list[ChunkRecord], dict[str, str]]:
+        """Candidates, their fusion and their chunk rows from one read transaction of the server."""
+        s = self.settings
+        with self.store.transaction():
+            candidates = self.store.search(
+                query_vector, question, s.bm25_k1, s.bm25_b, s.bm25_max_df, s.candidates, filters, mode
+            )
+            hits = fuse(candidates, s, wanted, mode)
+            chunks = self.store.chunks_at([h.pos for h in hits])
+            names = self.store.source_names([c.source_id for c in chunks])
+            empty = not hits and self.store.live_count() == 0
+        if empty:
+            raise AiforgeError(
+                "AF-RAG-002",
+                f"index '{self.name}' has no chunks",
+                f"ingest documents first: `aiforge rag ingest PATH --index {self.name}`",
+            )
+        return hits, chunks, names
 
     def close(self) -> None:
         self.store.close()

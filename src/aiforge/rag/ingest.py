@@ -23,17 +23,23 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
 from aiforge.errors import AiforgeError
 from aiforge.io import resolve_data_path
-from aiforge.rag.bm25 import Segment, encode_terms
+from aiforge.rag.bm25 import encode_terms
 from aiforge.rag.chunk import chunk_spans
-from aiforge.rag.embed import Embedder, load_embedder
+from aiforge.rag.embed import (
+    Embedder,
+    ImageEmbedder,
+    embedder_is_image_text,
+    embeds_images,
+    load_embedder,
+)
 from aiforge.rag.index import check_settings, open_store
-from aiforge.rag.parse import ParsedDocument, parse_file, supported
+from aiforge.rag.parse import ParsedDocument, is_image, parse_file, parse_image, supported
 from aiforge.rag.settings import RagSettings
 from aiforge.rag.store import ChunkRecord, DocumentRecord, SourceRecord, SourceUpdate, Store
 
@@ -50,11 +56,11 @@ class SourceInput:
     name: str = ""  # what clients see: the path relative to the ingested folder, or the name given
 
     @classmethod
-    def from_file(cls, path: Path, name: str = "") -> SourceInput:
+    def from_file(cls, path: Path, name: str = "", image: bool = False) -> SourceInput:
+        """``image``: the file is read as a picture for an image index (``parse_image``)."""
         data = path.read_bytes()
-        return cls(
-            str(path), hashlib.sha256(data).hexdigest(), lambda: parse_file(path, data), name or path.name
-        )
+        parse = parse_image if image else parse_file
+        return cls(str(path), hashlib.sha256(data).hexdigest(), lambda: parse(path, data), name or path.name)
 
     @classmethod
     def from_text(
@@ -101,7 +107,10 @@ def _escapes(relative: Path, root: Path) -> AiforgeError:
 
 
 def collect_files(
-    paths: Iterable[str | Path], report: IngestReport, name: str | None = None
+    paths: Iterable[str | Path],
+    report: IngestReport,
+    name: str | None = None,
+    accepts: Callable[[Path], bool] = supported,
 ) -> tuple[dict[Path, str], list[Path]]:
     """({file to consider: its name for clients}, folders walked). A file in a folder is named by its
     path relative to the folder (``guide/install.md``, under ``name/`` when a name is given), a
@@ -115,7 +124,7 @@ def collect_files(
             roots.append(path)
             for p in sorted(path.rglob("*")):
                 relative = p.relative_to(path)
-                if p.is_file() and supported(p) and not any(part.startswith(".") for part in relative.parts):
+                if p.is_file() and accepts(p) and not any(part.startswith(".") for part in relative.parts):
                     if not p.resolve().is_relative_to(path):  # a link out of the folder: never follow it
                         _fail(report, str(p), _escapes(relative, path))
                         continue
@@ -150,16 +159,17 @@ def ingest(
             "AF-CONFIG-001", "a source name names one file or folder", "ingest each path with its own --name"
         )
     report = IngestReport(index)
-    files, roots = collect_files(paths, report, name)
+    images = embeds_images(embedder) if embedder else is_image_index(index, settings or RagSettings())
+    files, roots = collect_files(paths, report, name, is_image if images else supported)
     sources: list[SourceInput] = []
     prefixes = [str(r) + os.sep for r in roots]
     for path, source_name in files.items():
         try:
-            if path.suffix.lower() == ".json":  # a named SQuAD / KorQuAD file: a document per paragraph
+            if path.suffix.lower() == ".json" and not images:  # SQuAD / KorQuAD: a document per paragraph
                 sources.extend(squad_sources(path, source_name))
                 prefixes.append(f"{path}#")
             else:
-                sources.append(SourceInput.from_file(path, source_name))
+                sources.append(SourceInput.from_file(path, source_name, image=images))
         except OSError as exc:
             unreadable = AiforgeError("AF-INPUT-001", f"cannot read '{path}': {exc.strerror}", "")
             _fail(report, str(path), unreadable)
@@ -169,6 +179,22 @@ def ingest(
     return ingest_sources(
         sources, index, settings, embedder, prune_under=prune, report=report, parse_ahead=parse_ahead
     )
+
+
+def is_image_index(index: str, settings: RagSettings) -> bool:
+    """Whether ``index`` holds pictures: its embedder (the one asked for, else the one it was built
+    with) is a CLIP-style model."""
+    embedder = settings.embedder
+    if "embedder" not in settings.model_fields_set:
+        try:
+            store = open_store(index, settings)
+        except AiforgeError:  # a new index: the default embedder
+            return embedder_is_image_text(embedder)
+        try:
+            embedder = store.config().get("embedder", embedder) if store.has_config() else embedder
+        finally:
+            store.close()
+    return embedder_is_image_text(embedder)
 
 
 def squad_sources(path: Path, name: str = "") -> list[SourceInput]:
@@ -256,7 +282,8 @@ def _prepare(
         settings = check_settings(index, store.config(), settings)
     embedder = embedder or load_embedder(settings.embedder, settings.device)
     if not exists:
-        store.initialise({**settings.index_fields(), "dim": int(embedder.dim)})
+        modality = {"modality": "image"} if embeds_images(embedder) else {}
+        store.initialise({**settings.index_fields(), "dim": int(embedder.dim), **modality})
     return settings, embedder
 
 
@@ -295,6 +322,11 @@ def _chunk(
     source: SourceInput, parsed: ParsedDocument, settings: RagSettings, embedder: Embedder
 ) -> list[ChunkRecord]:
     doc_key = f"{source.source_id}@{source.content_hash[:12]}"
+    if parsed.kind == "image":  # one chunk, the picture: vectors are reused by content, not by name
+        text = parsed.text
+        return [
+            ChunkRecord(source.source_id, doc_key, 0, 1, "", "image", 0, len(text), text, source.content_hash)
+        ]
     out = []
     spans = chunk_spans(parsed, embedder.count_tokens, settings.chunk_tokens, settings.chunk_overlap)
     for ordinal, span in enumerate(spans):
@@ -332,13 +364,21 @@ def _embed_and_commit(
 ) -> None:
     chunks = [c for _, _, cs in batch for c in cs]
     reuse = store.reusable_vectors({c.text_hash for c in chunks})
-    texts = {c.text_hash: embed_text(c.heading, c.text, settings) for c in chunks if c.text_hash not in reuse}
-    hashes = list(texts)
+    pictures = {
+        c.text_hash: p.image for _, p, cs in batch for c in cs if p.image and c.text_hash not in reuse
+    }
+    texts = {
+        c.text_hash: embed_text(c.heading, c.text, settings)
+        for c in chunks
+        if c.text_hash not in reuse and c.text_hash not in pictures
+    }
     vectors: dict[str, np.ndarray] = dict(reuse)
-    for i in range(0, len(hashes), settings.batch_size):
-        part = hashes[i : i + settings.batch_size]
-        vectors.update(zip(part, embedder.embed_passages([texts[h] for h in part]), strict=True))
-    report.chunks_embedded += len(hashes)
+    vectors.update(_embed_in_batches(texts, embedder.embed_passages, settings.batch_size))
+    if pictures:  # only an image embedder's sources carry pictures (parse_image)
+        vectors.update(
+            _embed_in_batches(pictures, cast(ImageEmbedder, embedder).embed_images, settings.batch_size)
+        )
+    report.chunks_embedded += len(texts) + len(pictures)
     report.chunks_reused += sum(1 for c in chunks if c.text_hash in reuse)
     updates = []
     for source, parsed, cs in batch:
@@ -360,15 +400,24 @@ def _embed_and_commit(
     store.commit(updates)
 
 
+def _embed_in_batches(
+    todo: dict[str, Any], embed: Callable[[list[Any]], np.ndarray], batch_size: int
+) -> dict[str, np.ndarray]:
+    """{hash: what to embed} -> {hash: vector}, ``batch_size`` items per call."""
+    hashes = list(todo)
+    vectors: dict[str, np.ndarray] = {}
+    for i in range(0, len(hashes), batch_size):
+        part = hashes[i : i + batch_size]
+        vectors.update(zip(part, embed([todo[h] for h in part]), strict=True))
+    return vectors
+
+
 def _finish(store: Store) -> None:
     """Compact when tombstones dominate, then save the BM25 base segment readers load at open."""
     state = store.state()
     if state.n_rows and store.live_count() < (1 - COMPACT_DEAD_SHARE) * state.n_rows:
         state = store.compact()
-    with store.transaction():
-        state = store.state()
-        rows = store.rows(0, state.n_rows)
-    store.save_bm25_base(state, Segment.build(0, rows.terms))
+    store.save_keyword_base()
 
 
 class _NoBar:

@@ -46,6 +46,7 @@ class ParsedDocument:
     page_starts: list[int] = field(default_factory=lambda: [0])  # offset of each page, page 1 first
     headings: list[Heading] = field(default_factory=list)
     title: str = ""  # a document-level title (file stem, <title>, docx core title)
+    image: bytes | None = None  # a picture's bytes (kind "image"): the image index embeds these
 
     def page_at(self, offset: int) -> int:
         """1-based page of a character offset."""
@@ -247,6 +248,30 @@ PARSERS: dict[str, Callable[[Path, bytes], ParsedDocument]] = {
 
 def supported(path: Path) -> bool:
     return path.suffix.lower() in PARSERS
+
+
+# What an image index (a CLIP embedder) ingests; a text index skips these files as before.
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+
+
+def is_image(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def parse_image(path: Path, data: bytes) -> ParsedDocument:
+    """A picture -> a document whose text is its file name (what a citation names) and whose bytes
+    the image embedder reads. AF-INPUT-005 for a file that is not a picture, AF-INPUT-003 for one
+    that does not decode (checked here, so the ingest reports that file and goes on)."""
+    from aiforge.media import load_image
+
+    if not is_image(path):
+        raise AiforgeError(
+            "AF-INPUT-005",
+            f"'{path}': an image index holds pictures, not '{path.suffix or '(none)'}' files",
+            f"ingest {', '.join(IMAGE_SUFFIXES)} files here; put documents in a text index (another --index)",
+        )
+    load_image(data, name=str(path))
+    return ParsedDocument(path.name, "image", title=path.stem, image=data)
 
 
 def parse_file(path: Path, data: bytes) -> ParsedDocument:

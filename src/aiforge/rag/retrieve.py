@@ -66,6 +66,22 @@ class Snapshot:
     categories: dict[str, _Categories] = field(default_factory=dict)
 
     @classmethod
+    def empty(cls, store: Store, bm25: BM25) -> Snapshot:
+        """No rows, only term statistics: what a reader of a server-searched store holds."""
+        none = np.zeros(0, dtype=np.int32)
+        return cls(
+            store.state(),
+            np.zeros((0, store.dim()), np.float32),
+            none.astype(bool),
+            none,
+            none,
+            none,
+            none,
+            [],
+            bm25,
+        )
+
+    @classmethod
     def load(cls, store: Store, settings: RagSettings) -> Snapshot:
         with store.transaction():
             state = store.state()
@@ -207,21 +223,56 @@ def hybrid_search(
     bm25 = np.where(mask & (bm25 > 0), bm25, -np.inf)
     dense_top = _top(dense, n) if mode != "bm25" else np.zeros(0, np.int64)
     bm25_top = _top(bm25, n) if mode != "dense" else np.zeros(0, np.int64)
-    dense_rank = {int(p): r for r, p in enumerate(dense_top, 1)}
-    bm25_rank = {int(p): r for r, p in enumerate(bm25_top, 1)}
-    union = np.array(sorted(set(dense_rank) | set(bm25_rank)), dtype=np.int64)
-    if not len(union):
+    union = np.array(sorted(set(dense_top.tolist()) | set(bm25_top.tolist())), dtype=np.int64)
+    coverage = keyword.coverage if keyword is not None else np.zeros(len(mask), np.float32)
+    return fuse(
+        Candidates(
+            union,
+            dense[union],
+            bm25[union],
+            coverage[union],
+            [int(p) for p in dense_top],
+            [int(p) for p in bm25_top],
+        ),
+        settings,
+        top_k,
+        mode,
+    )
+
+
+@dataclass
+class Candidates:
+    """Each retriever's top rows and both scores of every row in their union, whoever found them.
+
+    ``dense`` is the cosine similarity, ``bm25`` the keyword score (-inf where no query term
+    matches), ``coverage`` the idf-weighted share of query terms present; the local snapshot and
+    the server store (:meth:`Store.search`) both produce this, and :func:`fuse` ranks it.
+    """
+
+    union: np.ndarray  # row positions, int64
+    dense: np.ndarray
+    bm25: np.ndarray
+    coverage: np.ndarray
+    dense_top: list[int]  # best first
+    bm25_top: list[int]
+
+
+def fuse(candidates: Candidates, settings: RagSettings, top_k: int, mode: str = "hybrid") -> list[Hit]:
+    """The fused top ``top_k`` of the candidates (weighted RRF or min-max score fusion)."""
+    if not len(candidates.union):
         return []
+    dense_rank = {p: r for r, p in enumerate(candidates.dense_top, 1)}
+    bm25_rank = {p: r for r, p in enumerate(candidates.bm25_top, 1)}
+    union, dense, bm25 = candidates.union, candidates.dense, candidates.bm25
     fused = _fuse(union, dense, bm25, dense_rank, bm25_rank, settings, mode)
     order = np.argsort(-fused, kind="stable")[:top_k]
-    coverage = keyword.coverage if keyword is not None else np.zeros(len(mask), np.float32)
     return [
         Hit(
             int(union[i]),
             float(fused[i]),
-            _finite(dense[union[i]]),
-            _finite(bm25[union[i]]),
-            float(coverage[union[i]]),
+            _finite(dense[i]),
+            _finite(bm25[i]),
+            float(candidates.coverage[i]),
             dense_rank.get(int(union[i])),
             bm25_rank.get(int(union[i])),
         )
@@ -235,7 +286,7 @@ def _finite(value: float) -> float:
 
 def _fuse(
     union: np.ndarray,
-    dense: np.ndarray,
+    dense: np.ndarray,  # scores of the union's rows
     bm25: np.ndarray,
     dense_rank: dict[int, int],
     bm25_rank: dict[int, int],
@@ -245,15 +296,15 @@ def _fuse(
     wd = settings.dense_weight if mode != "bm25" else 0.0
     wb = settings.bm25_weight if mode != "dense" else 0.0
     if mode == "dense":
-        return dense[union].astype(np.float64)
+        return dense.astype(np.float64)
     if mode == "bm25":
-        return bm25[union].astype(np.float64)
+        return bm25.astype(np.float64)
     if settings.fusion == "rrf":
         k = settings.rrf_k
         return np.array(
             [wd / (k + dense_rank[p]) if p in dense_rank else 0.0 for p in union.tolist()]
         ) + np.array([wb / (k + bm25_rank[p]) if p in bm25_rank else 0.0 for p in union.tolist()])
-    return wd * _minmax(dense[union]) + wb * _minmax(bm25[union])
+    return wd * _minmax(dense) + wb * _minmax(bm25)
 
 
 def _minmax(values: np.ndarray) -> np.ndarray:

@@ -5,7 +5,8 @@ Why this design (the issue's measurements, 100k x 384 vectors, 2-core CPU): nump
 search is the fastest, needs no index build and no server, and is exact; so the embedded store
 (:class:`LocalStore`) is a float32 matrix file memory-mapped by readers plus SQLite (WAL mode) for
 sources, documents and chunks. :class:`aiforge.rag.pgstore.PostgresStore` keeps the same tables in
-PostgreSQL (vectors as bytea, scored in numpy) for a shared, server-backed index.
+PostgreSQL and searches there (pgvector HNSW + a keyword index), for an index that readers on many
+machines share without holding it in memory.
 
 Consistency rules both stores follow:
 
@@ -26,7 +27,9 @@ Consistency rules both stores follow:
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
+import logging
 import os
 import re
 import sqlite3
@@ -38,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from aiforge.errors import AiforgeError
+from aiforge.errors import AiforgeError, corrupt_file, disk_full_guard, is_disk_full
 from aiforge.rag.bm25 import Segment
 from aiforge.rag.lock import WriterLock
 from aiforge.rag.records import (
@@ -50,6 +53,8 @@ from aiforge.rag.records import (
     State,
     display_name,
 )
+
+log = logging.getLogger(__name__)
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 
@@ -69,7 +74,7 @@ CREATE TABLE IF NOT EXISTS chunks (pos INTEGER PRIMARY KEY, live INTEGER NOT NUL
     heading TEXT NOT NULL, kind TEXT NOT NULL, start_char INTEGER NOT NULL, end_char INTEGER NOT NULL,
     text_hash TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS chunk_data (pos INTEGER PRIMARY KEY, text TEXT NOT NULL, terms {blob},
-    vector {blob});
+    vector {vector});
 CREATE INDEX IF NOT EXISTS chunks_source ON chunks (source_id);
 CREATE INDEX IF NOT EXISTS chunks_text_hash ON chunks (text_hash);
 CREATE INDEX IF NOT EXISTS chunks_dead ON chunks (dead_version);
@@ -104,8 +109,13 @@ def not_found(name: str, where: str, known: Sequence[str]) -> AiforgeError:
 class Store:
     """The SQL half shared by both stores; subclasses say where vectors live and how to lock."""
 
+    def location(self) -> str:
+        """Where the index is written, for messages."""
+        return self.name
+
     placeholder = "?"
-    types = {"real": "REAL", "blob": "BLOB"}
+    types = {"real": "REAL", "blob": "BLOB", "vector": "BLOB"}
+    searches_on_server = False  # True: search() runs in the store's server; readers hold no vectors
 
     def __init__(self, name: str) -> None:
         self.name = check_name(name)
@@ -140,6 +150,32 @@ class Store:
 
     def load_bm25_base(self, state: State) -> Segment | None:
         return None
+
+    def search(
+        self,
+        query_vector: np.ndarray | None,
+        query: str,
+        k1: float,
+        b: float,
+        max_df: float,
+        n: int,
+        filters: dict[str, Any] | None,
+        mode: str,
+    ) -> Any:
+        """Server-side candidates (:class:`aiforge.rag.retrieve.Candidates`) when
+        ``searches_on_server``; the embedded store searches a reader's snapshot instead."""
+        raise NotImplementedError
+
+    def keyword_scorer(self, k1: float, b: float, max_df: float) -> Any:
+        """A BM25 whose ``coverage`` uses the server's term statistics (``searches_on_server``)."""
+        raise NotImplementedError
+
+    def save_keyword_base(self) -> None:
+        """After an ingest: save the BM25 base segment readers load at open (a server store has none)."""
+        with self.transaction():
+            state = self.state()
+            rows = self.rows(0, state.n_rows)
+        self.save_bm25_base(state, Segment.build(0, rows.terms))
 
     def save_bm25_base(self, state: State, segment: Segment) -> None:
         return None
@@ -191,9 +227,12 @@ class Store:
                 self._writing = False
 
     # ---- creation and state ----------------------------------------------------------------------
+    def _column_types(self, config: dict[str, Any]) -> dict[str, str]:
+        return dict(self.types)
+
     def initialise(self, config: dict[str, Any]) -> None:
         with self._mutex:
-            for statement in _SCHEMA.format(**{k.lower(): v for k, v in self.types.items()}).split(";"):
+            for statement in _SCHEMA.format(**self._column_types(config)).split(";"):
                 if statement.strip():
                     self._connection().execute(statement)
             with self.transaction(write=True):
@@ -293,7 +332,9 @@ class Store:
         """Replace the sources of ``updates`` and drop ``deletions``, atomically; returns the new state."""
         self._require_writer()
         vectors = [u.vectors for u in updates if len(u.chunks)]
-        with self._mutex:
+        # a full disk mid-commit: SQLite rolls the transaction back and the appended vectors stay
+        # beyond n_rows, where readers never look and the next commit truncates them
+        with self._mutex, disk_full_guard(self.location(), f"index '{self.name}'"):
             state = self.state()
             if vectors:
                 self._append_vectors(state, np.concatenate(vectors).astype(np.float32, copy=False))
@@ -306,8 +347,14 @@ class Store:
                 )
                 self._many("DELETE FROM sources WHERE source_id = ?", [(sid,) for sid in deletions])
                 n_rows = self._insert(updates, state.n_rows)
+                self._after_commit_rows(version, state.n_rows, n_rows)
                 self._put_state({"version": version, "n_rows": n_rows})
         return State(version, state.generation, n_rows)
+
+    def _after_commit_rows(self, version: int, first_new: int, n_rows: int) -> None:
+        """Inside the commit's transaction: rows ``>= first_new`` were added, rows with ``dead_version ==
+        version`` tombstoned (the server store keeps its keyword statistics and ANN index in step)."""
+        return None
 
     def _insert(self, updates: list[SourceUpdate], pos: int) -> int:
         documents, metadata, payload, sources = [], [], [], []
@@ -331,7 +378,7 @@ class Store:
                         chunk.text_hash,
                     )
                 )
-                payload.append((pos, chunk.text, terms, *self._vector_column(vector)))
+                payload.append((pos, chunk.text, terms, *self._payload_extras(terms, vector)))
                 pos += 1
             s = update.source
             sources.append(
@@ -354,10 +401,9 @@ class Store:
             f"INSERT INTO chunks (pos, live, {_META_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             metadata,
         )
-        vector = (", vector", ", ?") if self.stores_vectors_in_rows else ("", "")
-        self._many(
-            f"INSERT INTO chunk_data (pos, text, terms{vector[0]}) VALUES (?, ?, ?{vector[1]})", payload
-        )
+        columns = "".join(", " + column for column, _ in self.payload_columns)
+        marks = "".join(", " + mark for _, mark in self.payload_columns)
+        self._many(f"INSERT INTO chunk_data (pos, text, terms{columns}) VALUES (?, ?, ?{marks})", payload)
         self._many(
             "INSERT INTO sources (source_id, content_hash, kind, title, n_chunks, ingested_at, name) "
             "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (source_id) DO UPDATE SET "
@@ -368,10 +414,13 @@ class Store:
         )
         return pos
 
-    stores_vectors_in_rows = False
+    row_tables: tuple[str, ...] = ("chunks", "chunk_data")  # tables keyed by row position
 
-    def _vector_column(self, vector: np.ndarray) -> tuple[Any, ...]:
-        return (np.asarray(vector, dtype=np.float32).tobytes(),) if self.stores_vectors_in_rows else ()
+    # chunk_data columns a store fills beside (pos, text, terms), with their SQL placeholders
+    payload_columns: tuple[tuple[str, str], ...] = ()
+
+    def _payload_extras(self, terms: bytes, vector: np.ndarray) -> tuple[Any, ...]:
+        return ()
 
     def compact(self) -> State:
         """Drop tombstoned rows and documents no live chunk cites; row positions change (new generation)."""
@@ -389,8 +438,8 @@ class Store:
                 )
                 self._connection().execute("DELETE FROM chunks WHERE live = 0")
                 moves = [(new, int(p)) for new, p in enumerate(keep) if new != p]
-                self._many("UPDATE chunks SET pos = ? WHERE pos = ?", moves)
-                self._many("UPDATE chunk_data SET pos = ? WHERE pos = ?", moves)
+                for table in self.row_tables:
+                    self._many(f"UPDATE {table} SET pos = ? WHERE pos = ?", moves)
                 self._connection().execute(
                     "DELETE FROM documents WHERE doc_key NOT IN (SELECT DISTINCT doc_key FROM chunks)"
                 )
@@ -479,8 +528,35 @@ class LocalStore(Store):
         self._conn = sqlite3.connect(
             root / "meta.sqlite", isolation_level=None, check_same_thread=False, timeout=30
         )
-        self._conn.execute("PRAGMA journal_mode=WAL")  # readers see the last commit while a writer works
-        self._conn.execute("PRAGMA synchronous=FULL")
+        try:
+            with disk_full_guard(root / "meta.sqlite", f"index '{name}'"):
+                # WAL: readers see the last commit while a writer works
+                self._conn.execute("PRAGMA journal_mode=WAL")
+                self._conn.execute("PRAGMA synchronous=FULL")
+                self._conn.execute("PRAGMA quick_check(1)").fetchone()
+        except sqlite3.DatabaseError as exc:
+            self._conn.close()
+            if "not a database" in str(exc) or "malformed" in str(exc):
+                raise self.damaged(root / "meta.sqlite", str(exc)) from None
+            free = os.statvfs(root).f_bavail * os.statvfs(root).f_frsize
+            if free < 1 << 20:  # SQLite says "disk I/O error" when the full disk refuses its -shm file
+                with disk_full_guard(root / "meta.sqlite", f"index '{name}'"):
+                    raise OSError(errno.ENOSPC, f"{free} bytes free") from None
+            raise
+        except AiforgeError:
+            self._conn.close()
+            raise
+
+    def location(self) -> str:
+        return str(self.root / "meta.sqlite")
+
+    def damaged(self, path: Path, reason: str) -> AiforgeError:
+        return corrupt_file(
+            path,
+            f"file of index '{self.name}'",
+            f"the index cannot be repaired in place: delete the folder {self.root} and ingest the "
+            f"documents again (`aiforge rag ingest PATH --index {self.name}`) ({reason})",
+        )
 
     def _connection(self) -> sqlite3.Connection:
         return self._conn
@@ -507,9 +583,11 @@ class LocalStore(Store):
     def vector_matrix(self, state: State, previous: np.ndarray | None = None) -> np.ndarray:
         if state.n_rows == 0:
             return np.zeros((0, self.dim()), dtype=np.float32)
-        return np.memmap(
-            self._vector_file(state.generation), dtype=np.float32, mode="r", shape=(state.n_rows, self.dim())
-        )
+        path = self._vector_file(state.generation)
+        try:
+            return np.memmap(path, dtype=np.float32, mode="r", shape=(state.n_rows, self.dim()))
+        except (ValueError, OSError) as exc:  # shorter than the committed rows: cut by a copy or a disk
+            raise self.damaged(path, f"{state.n_rows} rows committed; {exc}") from None
 
     def _vector_rows(self, generation: int, positions: np.ndarray) -> np.ndarray:
         matrix = np.memmap(self._vector_file(generation), dtype=np.float32, mode="r").reshape(-1, self.dim())
@@ -534,11 +612,23 @@ class LocalStore(Store):
         path = self.root / f"bm25-{state.generation}.npz"
         if not path.exists():
             return None
-        segment = Segment.load(path)
+        try:
+            segment = Segment.load(path)
+        except Exception as exc:  # noqa: BLE001 - a damaged base is only a cache: rebuilt from the rows
+            log.warning("ignoring the damaged keyword index %s (%s): rebuilt from the chunks", path, exc)
+            return None
         return segment if segment.row_end <= state.n_rows else None
 
     def save_bm25_base(self, state: State, segment: Segment) -> None:
-        segment.save(self.root / f"bm25-{state.generation}.npz")
+        path = self.root / f"bm25-{state.generation}.npz"
+        try:
+            segment.save(path)
+        except Exception as exc:
+            if not is_disk_full(exc):
+                raise
+            # the commit is already durable; the base only saves readers a rebuild
+            path.with_suffix(".tmp.npz").unlink(missing_ok=True)
+            log.warning("disk full: the keyword index cache %s was not written; readers rebuild it", path)
 
     def close(self) -> None:
         self._conn.close()

@@ -74,23 +74,35 @@ def _model_tab(gr: Any, model: ServedModel) -> None:
     view = ui.output()
     raw = gr.JSON(label=tr("raw_output"))
 
-    media = model.card.demo.input if model.card.demo.input in ("image", "audio") else None
+    kind = model.card.demo.input
+    # "image-click" (click-to-segment) and "image-labels" (an image, then labels) upload an image first
+    media = {"image": "image", "audio": "audio"}.get(kind.partition("-")[0])
 
-    async def run(request: Any, *values: Any) -> tuple[Any, dict[str, Any]]:
-        lang = language(request)
+    async def answer(record: Callable[[], dict[str, Any]], values: tuple[Any, ...], lang: str) -> Any:
         if media and not values[0]:
             raise gr.Error(say("upload_first", lang, what=say(media, lang)))
         try:
-            outputs, _ = await model.predict([ui.record(*values)])
+            outputs, _ = await model.predict([record()])
         except AiforgeError as exc:
             raise gr.Error(f"[{exc.code}] {exc.message}") from None
         return ui.render(outputs[0], values, lang), outputs[0]
 
-    accept_request(gr, run)
+    async def run(request: Any, *values: Any) -> tuple[Any, dict[str, Any]]:
+        return await answer(lambda: ui.record(*values), values, language(request))
 
-    submit.click(
-        run, inputs, [view, raw], api_name=f"predict_{model.name.replace('-', '_').replace('.', '_')}"
-    )
+    accept_request(gr, run)
+    api_name = f"predict_{model.name.replace('-', '_').replace('.', '_')}"
+    submit.click(run, inputs, [view, raw], api_name=api_name)
+
+    if kind == "image-click":  # click-to-segment: the clicked pixel is the point prompt
+
+        async def click(request: Any, event: Any, path: str | None) -> tuple[Any, dict[str, Any]]:
+            point = [float(v) for v in event.index]
+            return await answer(lambda: {**ui.record(path), "points": [point]}, (path,), language(request))
+
+        accept_request(gr, click)
+        click.__annotations__["event"] = gr.SelectData  # Gradio passes the click by this annotation
+        inputs[0].select(click, inputs, [view, raw], api_name=f"{api_name}_click")
 
 
 def _rag_tab(gr: Any) -> None:
@@ -183,7 +195,7 @@ _INPUTS: dict[str, Callable[[Any], InputWidgets]] = {
         lambda: [gr.Textbox(label=tr("text"), lines=3), gr.Textbox(label=tr("candidate_labels"))],
         lambda text, labels: {
             "text": text,
-            "candidate_labels": [x.strip() for x in labels.split(",") if x.strip()],
+            "candidate_labels": split_labels(labels),
         },
     ),
     "question-context": lambda gr: (
@@ -193,6 +205,14 @@ _INPUTS: dict[str, Callable[[Any], InputWidgets]] = {
     "image": lambda gr: (
         lambda: [gr.Image(type="filepath", label=tr("image"))],
         lambda path: {"image": _read(path, "image")},
+    ),
+    "image-click": lambda gr: (
+        lambda: [gr.Image(type="filepath", label=tr("image_click"))],
+        lambda path: {"image": _read(path, "image")},
+    ),
+    "image-labels": lambda gr: (
+        lambda: [gr.Image(type="filepath", label=tr("image")), gr.Textbox(label=tr("candidate_labels"))],
+        lambda path, labels: {"image": _read(path, "image"), "candidate_labels": split_labels(labels)},
     ),
     "audio": lambda gr: (
         lambda: [gr.Audio(sources=["upload", "microphone"], type="filepath", label=tr("audio"))],
@@ -235,10 +255,13 @@ def render_output(kind: str, out: dict[str, Any], values: tuple[Any, ...], lang:
             for o in out.get("objects", [])
         ]
     if kind == "masks":
-        from aiforge.tasks.images import decode_mask
+        from aiforge.tasks.images import decode_mask, decode_rle
 
         parts = out.get("segments") or out.get("masks") or []
-        return values[0], [(decode_mask(p["mask"]), str(p.get("label", p.get("point", "")))) for p in parts]
+        return values[0], [
+            (decode_mask(p["mask"]) if p.get("mask") else decode_rle(p["rle"]), _mask_label(p, n))
+            for n, p in enumerate(parts, 1)
+        ]
     if kind == "audio":
         import soundfile
 
@@ -250,6 +273,12 @@ def render_output(kind: str, out: dict[str, Any], values: tuple[Any, ...], lang:
             + f": [{', '.join(f'{v:.4f}' for v in out['embedding'][:6])}, ...]"
         )
     return str(out)
+
+
+def _mask_label(part: dict[str, Any], n: int) -> str:
+    if "label" in part:
+        return str(part["label"])
+    return f"#{n} {part['score']:.2f}" if "score" in part else f"#{n}"
 
 
 def _highlight(text: str, spans: list[tuple[str, int, int]]) -> dict[str, Any]:
@@ -266,6 +295,11 @@ def label_scores(out: dict[str, Any]) -> dict[str, float]:
         return dict(zip(out["labels"], out["scores"], strict=False))
     pairs: list[Any] = out["scores"] if isinstance(out.get("scores"), list) else out.get("labels") or []
     return {p["label"]: p["score"] for p in pairs}
+
+
+def split_labels(labels: str) -> list[str]:
+    """The candidate-labels box ("cat, dog") -> ["cat", "dog"]."""
+    return [x.strip() for x in labels.split(",") if x.strip()]
 
 
 def _read(path: str | None, what: str) -> bytes:

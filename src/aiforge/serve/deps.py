@@ -42,6 +42,7 @@ def mark_model(scope: Scope, model: ServedModel, served_by: Deployment | None = 
     if deployment is not None:
         state["model_version"] = deployment.version
         state["model_run_id"] = deployment.run_id
+        state["model_runtime"] = deployment.pipe.runtime_label()  # onnx/int8, torch/fp32 or None
 
 
 async def disconnected(receive: Receive) -> Any:

@@ -92,6 +92,8 @@ class RequestContext:
                     headers["x-aiforge-model-version"] = state["model_version"]
                 if state.get("model_run_id"):
                     headers["x-aiforge-model-run"] = state["model_run_id"]
+                if state.get("model_runtime"):
+                    headers["x-aiforge-runtime"] = state["model_runtime"]
             await send(message)
 
         self.metrics.in_flight.inc()

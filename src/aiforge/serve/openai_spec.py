@@ -40,6 +40,8 @@ def only(value: Any, why: str) -> Any:
     else:
         bound = {"maxLength": 0} if value == "" else {"maxProperties": 0}
     return Field(None if value in ("", {}) else value, description=why, json_schema_extra=bound)
+
+
 Seed = Annotated[int, Field(ge=0, le=2**53), INTEGRAL]  # exact in a JSON double; torch.manual_seed takes it
 
 
@@ -110,9 +112,11 @@ class TextPart(_Strict):
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="ignore")  # clients echo assistant fields (refusal, annotations)
 
-    role: Literal["system", "developer", "user", "assistant"]
+    role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[TextPart] | None = None
     name: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None  # an assistant turn that called tools
+    tool_call_id: str | None = None  # a tool turn: the call whose result it is
 
     def text(self) -> str:
         if isinstance(self.content, list):
@@ -248,6 +252,11 @@ class ChatCompletionRequest(GenerationRequest):
     def unsupported(self) -> str | None:
         if self.logprobs or self.top_logprobs:
             return "logprobs are not supported (omit logprobs or send false)"
+        if isinstance(self.tool_choice, dict):
+            named = (self.tool_choice.get("function") or {}).get("name")
+            offered = [(t.get("function") or {}).get("name") for t in self.tools or ()]
+            if named not in offered:
+                return f"tool_choice names '{named}', which is not among the tools offered ({offered})"
         return super().unsupported()
 
     def wants_tools(self) -> bool:
@@ -258,8 +267,18 @@ class ChatCompletionRequest(GenerationRequest):
     def token_limit(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
 
-    def messages_as_dicts(self) -> list[dict[str, str]]:
-        return [{"role": m.role, "content": m.text()} for m in self.messages]
+    def messages_as_dicts(self) -> list[dict[str, Any]]:
+        """The messages as the runtimes read them; tool calls and results only where there are some."""
+        return [
+            {"role": m.role, "content": m.text()}
+            | ({"tool_calls": m.tool_calls} if m.tool_calls else {})
+            | ({"tool_call_id": m.tool_call_id} if m.tool_call_id else {})
+            for m in self.messages
+        ]
+
+    def tool_request(self) -> dict[str, Any]:
+        """The runtime's tool arguments: empty unless the model has to consider calling tools."""
+        return {"tools": self.tools, "tool_choice": self.tool_choice} if self.wants_tools() else {}
 
     def constraint(self) -> dict[str, Any] | None:
         return self.response_format.constraint() if self.response_format else None
@@ -319,7 +338,11 @@ def chat_completion(
     finish_reason: str,
     prompt_tokens: int,
     completion_tokens: int,
+    tool_calls: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": text}
+    if tool_calls:
+        message = {"role": "assistant", "content": text or None, "tool_calls": tool_calls}
     return {
         "id": request_id,
         "object": "chat.completion",
@@ -329,7 +352,7 @@ def chat_completion(
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": text},
+                "message": message,
                 "finish_reason": finish_reason,
                 "logprobs": None,
             }
@@ -411,3 +434,22 @@ def text_completion_chunk(
 
 # ---- audio transcriptions -----------------------------------------------------------------------------
 TRANSCRIPT_MEDIA_TYPES = {"text": "text/plain", "srt": "text/plain", "vtt": "text/vtt"}
+
+
+# ---- speech ------------------------------------------------------------------------------------------
+SpeechFormat = Literal["wav", "flac", "pcm"]
+SPEECH_MEDIA_TYPES: dict[str, str] = {"wav": "audio/wav", "flac": "audio/flac", "pcm": "audio/pcm"}
+
+
+class SpeechRequest(_Strict):
+    model: str
+    input: str = Field(min_length=1, max_length=4096, description="the text to speak, 1 to 4096 characters")
+    voice: str = Field(
+        "alloy",
+        description="OpenAI's voice names (alloy, echo...) mean the model's default voice; espeak-ng "
+        "models also take language voices (ko, en-us...), multi-speaker Piper voices their speakers",
+    )
+    response_format: SpeechFormat = Field(
+        "wav", description="wav or flac (16-bit mono), or pcm (raw 16-bit little-endian samples)"
+    )
+    speed: float = Field(1.0, ge=0.25, le=4.0, description="> 1 speaks faster")

@@ -62,6 +62,7 @@ _STATUS_MEANINGS = {
     500: "server-side failure: request_id finds the traceback in the log",
     503: "model not ready: loading, warming, failed or shutting down (see /readyz)",
     504: "the request waited longer than the model's timeout_s",
+    507: "the server's disk is full: nothing was written, the previous state is kept",
 }
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody, "description": meaning} for status, meaning in _STATUS_MEANINGS.items()
@@ -89,11 +90,24 @@ def error_response(
     param: str | None = None,
     headers: Mapping[str, str] | None = None,
 ) -> JSONResponse:
+    return JSONResponse(error_body(status, code, message, fix, param), status_code=status, headers=headers)
+
+
+def error_body(
+    status: int,
+    code: str,
+    message: str,
+    fix: str = "",
+    param: str | None = None,
+    request_id: str | None = None,
+) -> dict[str, Any]:
+    """``{"error": {...}}`` with the request's id: a JSON error answer's body and a stream's error
+    event alike (a stream passes the id it captured when the request came in)."""
     error = {"message": message, "type": error_type(status), "param": param, "code": code, "fix": fix}
-    request_id = REQUEST_ID.get()
+    request_id = request_id or REQUEST_ID.get()
     if request_id:  # the same id as the x-request-id header and the server's log lines
         error["request_id"] = request_id
-    return JSONResponse({"error": error}, status_code=status, headers=headers)
+    return {"error": error}
 
 
 def aiforge_error_response(exc: AiforgeError) -> JSONResponse:

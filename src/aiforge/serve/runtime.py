@@ -258,8 +258,18 @@ class ServedModel:
         """A JSON input for a media task: base64 / data: URI strings -> bytes.
 
         Without ``allow_local_paths`` a string is never read as a server file path, so a client
-        cannot make the server open its files.
+        cannot make the server open its files, nor write them (text-to-audio's ``path`` field).
         """
+        writes_path = (
+            isinstance(raw, dict) and raw.get("path") is not None and "path" in self.cls.Input.model_fields
+        )
+        if writes_path and not self.allow_local_paths:
+            raise AiforgeError(
+                "AF-INPUT-002",
+                "input field 'path' names a file to write on the server, which this server does not allow",
+                "omit 'path': the output comes back in the response (or serve with allow_local_paths: true)",
+                status=422,
+            )
         media = media_kind(self.cls.primary_field)
         if media is None or self.allow_local_paths:
             return raw

@@ -18,6 +18,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from aiforge.serve.runtime import Runtime
+from aiforge.tasks.audio.synthesis import accepted_voices
 from aiforge.tasks.card import OpenAIRoute, tasks_for_route
 
 ROUTE_BODIES: dict[str, OpenAIRoute] = {
@@ -25,6 +26,7 @@ ROUTE_BODIES: dict[str, OpenAIRoute] = {
     "ChatCompletionRequest": "chat",
     "CompletionRequest": "completions",
     "Body_transcriptions_v1_audio_transcriptions_post": "transcriptions",
+    "SpeechRequest": "speech",
 }
 TRANSCRIPTION_BODY = "Body_transcriptions_v1_audio_transcriptions_post"
 
@@ -80,6 +82,14 @@ def name_models(schema: dict[str, Any], runtime: Runtime) -> None:
     if language is not None and languages:
         language.pop("anyOf", None)  # omitted means "detect"; a form cannot send null
         language.update(type="string", enum=languages)
+    # the voices every served speech model takes (each takes OpenAI's names), so any listed voice works
+    speakers = [
+        m.active.pipe for m in runtime.models.values() if m.task in tasks_for_route("speech") and m.active
+    ]
+    voice = components.get("SpeechRequest", {}).get("properties", {}).get("voice")
+    if voice is not None and speakers:
+        shared = set.intersection(*(set(accepted_voices(pipe)) for pipe in speakers))
+        voice["enum"] = [name for name in accepted_voices(speakers[0]) if name in shared]
     # a completion may ask for at most the context of the smallest served model, less one prompt token
     writers = [
         m.active.pipe for m in runtime.models.values() if m.task in tasks_for_route("chat") and m.active

@@ -68,6 +68,9 @@ def server_urls(settings: ServeSettings) -> dict[str, str]:
 
 def run_server(settings: ServeSettings) -> None:
     """Serve until interrupted. Raises AiforgeError (before binding) for an unresolvable model."""
+    from aiforge.serve.memory import limit_malloc_arenas
+
+    limit_malloc_arenas()  # before any model or thread pool starts (see memory.py)
     preflight(settings)
     server = build_server(settings, process_wide_logging=True)
     log.info(

@@ -14,7 +14,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from aiforge.errors import AiforgeError
-from aiforge.models import PACKAGED, ModelRef, hub_cached, load_error, resolve
+from aiforge.models import PACKAGED, ModelRef, damaged_weights, hub_cached, load_error, resolve
 from aiforge.tasks.card import (
     DemoView,
     TaskCard,
@@ -23,6 +23,7 @@ from aiforge.tasks.card import (
     is_task_name,
     register_runtime,
     register_task,
+    requested_runtime,
     task_aliases,
     task_cards,
 )
@@ -107,13 +108,24 @@ def default_model_ref(card: TaskCard) -> str:
 
 def default_status(card: TaskCard) -> dict[str, Any]:
     """For `aiforge models`: the defaults of a task and whether each works offline now."""
+    available = bool(card.offline_default) and _available_offline(card.offline_default, card.name)  # type: ignore[arg-type]
     return {
         "task": card.name,
         "hub_default": card.hub_default,
         "hub_cached": _hub_cached(card.hub_default),
         "offline_default": card.offline_default,
-        "offline_available": bool(card.offline_default)
-        and _available_offline(card.offline_default, card.name),  # type: ignore[arg-type]
+        "offline_available": available,
+        **({"offline_build": card.offline_build} if card.offline_build and not available else {}),
+        **(
+            {
+                "offline_engines": [
+                    {"inputs": inputs, "model": name, "installed": _available_offline(name, card.name)}
+                    for inputs, name in card.offline_engines
+                ]
+            }
+            if card.offline_engines
+            else {}
+        ),
     }
 
 
@@ -133,15 +145,16 @@ def load_pipeline(task: str, model: str | None = None, device: str = "auto", **p
 
     ``task`` is a task name or alias (``aiforge tasks``); ``model`` a path, hub id, ``packaged:NAME``
     or ``registry:NAME@ALIAS`` (None: the task's default); ``device`` auto, cpu, cuda, cuda:N or mps;
-    ``params`` the task's parameters (``top_k=3``), validated by its ``Params``. The weights are
-    loaded on return: ``pipe.predict(items)`` runs a list, ``pipe.stream(iterable)`` any number of
-    items in input order (an input that fails gets an ``{"error": ...}`` record in its place), and
-    ``pipe(item)`` runs one (and raises what failed).
+    ``params`` the task's parameters (``top_k=3``), validated by its ``Params``; ``runtime="onnx"``
+    and/or ``precision="int8"|"fp32"`` run an encoder task on ONNX Runtime (``tasks/onnxrt.py``).
+    The weights are loaded on return: ``pipe.predict(items)`` runs a list, ``pipe.stream(iterable)``
+    any number of items in input order (an input that fails gets an ``{"error": ...}`` record in its
+    place), and ``pipe(item)`` runs one (and raises what failed).
     """
     card = get_task(task)
     quiet_libraries()
     ref: ModelRef = resolve(model or default_model_ref(card), card.name)
-    pipeline_class = card.pipeline_for(ref.format)
+    pipeline_class = card.pipeline_for(ref.format, requested_runtime(params))
     try:
         pipe = pipeline_class(ref, device=pipeline_class.resolve_device(device), **params)
         pipe.ensure_setup()
@@ -156,4 +169,9 @@ def load_pipeline(task: str, model: str | None = None, device: str = "auto", **p
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         # hub unreachable, wrong architecture for the task, corrupt weights: say which and what to do
         raise load_error(ref, card.name, exc) from exc
+    except Exception as exc:  # safetensors' own error for a file cut short derives from Exception only
+        damaged = damaged_weights(ref, exc)
+        if damaged is None:
+            raise
+        raise damaged from exc
     return pipe

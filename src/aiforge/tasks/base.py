@@ -21,9 +21,9 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import PurePath
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from aiforge.config import describe_errors
 from aiforge.errors import AiforgeError
@@ -61,6 +61,26 @@ class TaskParams(BaseModel):
 
 class NoParams(TaskParams):
     pass
+
+
+class RuntimeParams(TaskParams):
+    """Which runtime runs a task that has a second one (the encoder tasks: ``tasks/onnxrt.py``)."""
+
+    runtime: Literal["torch", "onnx"] | None = Field(
+        default=None,
+        description="torch, or onnx (ONNX Runtime, int8 by default: ~2x the CPU throughput); default torch",
+    )
+    precision: Literal["fp32", "int8"] | None = Field(
+        default=None,
+        description="ONNX Runtime precision (implies runtime=onnx); default int8 unless `aiforge "
+        "quantize` found it loses too much on this model",
+    )
+    onnx_recipe: Literal["plain", "fused", "fused-per-channel"] | None = Field(
+        default=None,
+        description="how the ONNX model is built (implies runtime=onnx): plain export, fused (ONNX "
+        "Runtime's transformer optimizer on BERT-family encoders), or fused with per-channel int8 "
+        "weights; default: the measured best (tasks/onnxrt.py DEFAULT_RECIPE)",
+    )
 
 
 def resolve_device(device: str = "auto") -> str:
@@ -102,6 +122,10 @@ class Pipeline(ABC):
     default_batch_size: ClassVar[int] = 8
     # Length-sort items within this many batches before batching; 1 keeps arrival order.
     sort_window_batches: ClassVar[int] = 16
+    # What runs the model and at which precision, once loaded (the x-aiforge-runtime header); None
+    # where the task does not say (its backend names it).
+    runtime: str | None = None
+    precision: str | None = None
 
     def __init__(self, model: ModelRef, device: str = "cpu", **params: Any) -> None:
         self.model_ref = model
@@ -127,6 +151,14 @@ class Pipeline(ABC):
     @abstractmethod
     def postprocess(self, raw: Any, item: TaskInput) -> dict[str, Any]:
         """One raw output -> one JSON-ready dict matching ``Output``."""
+
+    def choose_forward(self) -> None:  # noqa: B027 (a hook: most tasks have one way to run)
+        """Called at the end of ``setup``, once the weights are loaded: pick how forward runs
+        (sequence packing, another runtime such as ONNX Runtime: ``tasks/onnxrt.py``)."""
+
+    def runtime_label(self) -> str | None:
+        """``runtime/precision`` (``onnx/int8``), what the x-aiforge-runtime header says."""
+        return f"{self.runtime}/{self.precision}" if self.runtime and self.precision else None
 
     def length(self, features: Any) -> int:
         """Cost proxy used to bucket similar-length items into one batch (tokens, samples...)."""

@@ -42,12 +42,15 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # What a demo tab asks for and how it shows the answer (serve/demo.py maps these to widgets).
-DemoInput = Literal["text", "text-labels", "question-context", "image", "audio"]
+DemoInput = Literal[
+    "text", "text-labels", "question-context", "image", "image-click", "image-labels", "audio"
+]
 DemoOutput = Literal["label", "entities", "answer", "text", "boxes", "masks", "audio", "vector", "json"]
 # The OpenAI-compatible routes a task can back (serve/routes/openai.py).
-OpenAIRoute = Literal["embeddings", "chat", "completions", "transcriptions"]
+OpenAIRoute = Literal["embeddings", "chat", "completions", "transcriptions", "speech"]
 # What the training data's input column holds: text, or paths of media files.
-TrainInput = Literal["text", "tokens", "image", "audio"]
+TrainInput = Literal["text", "tokens", "image", "audio", "corpus", "qa", "chat"]
+# corpus: plain text, no labels; chat: conversations (``messages``, or a prompt column beside a completion)
 
 
 @dataclass(frozen=True)
@@ -64,12 +67,14 @@ class Trainer:
 
     ``adapter`` is the ``module:Class`` of the training task (in ``aiforge.train``, imported only by
     training: tasks sit below train in the layers); ``backbones`` are what ``model: auto`` tries,
-    the online default first, then the offline ones, best first.
+    the online default first, then the offline ones, best first. ``from_scratch`` is the trainer
+    of a model built from a config (``model: {init: scratch}``) when it learns from other data.
     """
 
     adapter: str
     input: TrainInput = "text"
     backbones: tuple[str, ...] = ()
+    from_scratch: Trainer | None = None
 
 
 @dataclass(frozen=True)
@@ -81,6 +86,11 @@ class TaskCard:
     summary: str
     hub_default: str | None = None  # the model a user who is online gets
     offline_default: str | None = None  # packaged name (or registry ref) that works offline
+    # The command that builds an offline default which is trained here rather than installed.
+    offline_build: str | None = None
+    # Which packaged model answers which inputs, when the offline default hands some to another
+    # engine: (inputs, packaged name) pairs (ocr: Korean goes to tesseract-kor, the rest to rapidocr).
+    offline_engines: tuple[tuple[str, str], ...] = ()
     extra: str = "ml"  # the aiforge extra the task needs
     # The libraries its models load with (import names), checked without importing them.
     requires: tuple[str, ...] = ("torch", "transformers")
@@ -118,11 +128,22 @@ class TaskCard:
             )
         return self.pipeline
 
-    def pipeline_for(self, model_format: str) -> type[Pipeline]:
+    def pipeline_for(self, model_format: str, runtime: str | None = None) -> type[Pipeline]:
         """The Pipeline class that runs models of this format: a runtime registered for the task and
-        format (``register_runtime``: GGUF text generation on llama.cpp), else the card's own."""
+        format (``register_runtime``: GGUF text generation on llama.cpp), else the card's own. A
+        ``runtime`` asked for by name (``-p runtime=onnx``) is looked up the same way, under its name."""
         discover()
-        return _RUNTIMES.get((self.name, model_format), self.pipeline)
+        if runtime in (None, "torch"):
+            return _RUNTIMES.get((self.name, model_format), self.pipeline)
+        chosen = _RUNTIMES.get((self.name, str(runtime)))
+        if chosen is None:
+            offered = sorted(task for task, key in _RUNTIMES if key == runtime)
+            raise AiforgeError(
+                "AF-INPUT-002",
+                f"task '{self.name}' has no '{runtime}' runtime",
+                f"drop -p runtime / precision; the {runtime} runtime runs {', '.join(offered) or 'no task'}",
+            )
+        return chosen
 
     def describe(self) -> dict[str, Any]:
         """The card as `aiforge tasks --json` prints it (schemas from the pipeline class)."""
@@ -194,6 +215,14 @@ def register_runtime(task: str, formats: tuple[str, ...]) -> Callable[[PipelineT
         return cls
 
     return register
+
+
+def requested_runtime(params: dict[str, Any]) -> str | None:
+    """The runtime the parameters ask for: ``runtime=onnx``, or a ``precision`` or ``onnx_recipe``
+    (which only ONNX Runtime has)."""
+    runtime = params.get("runtime")
+    onnx_only = params.get("precision") is not None or params.get("onnx_recipe") is not None
+    return "onnx" if runtime is None and onnx_only else runtime
 
 
 def _where(cls: type) -> str:

@@ -13,7 +13,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from aiforge.models import ModelRef
-from aiforge.tasks.base import Pipeline, TaskInput, TaskParams, cut_to_window
+from aiforge.tasks.base import Pipeline, RuntimeParams, TaskInput, cut_to_window
 from aiforge.tasks.card import DemoView, register_task, warm_text
 
 E5_WINDOW = 512  # tokens: e5's position embeddings (query/passage prefix and specials included)
@@ -32,7 +32,7 @@ class EmbeddingInput(TaskInput):
     text: str = Field(min_length=1)
 
 
-class EmbeddingParams(TaskParams):
+class EmbeddingParams(RuntimeParams):
     kind: Literal["passage", "query"] = Field(
         default="passage", description="e5-style models embed queries and passages with different prefixes"
     )

@@ -29,7 +29,7 @@ import contextlib
 import copy
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, cast
 
 from pydantic import BaseModel, Field
@@ -37,7 +37,7 @@ from pydantic import BaseModel, Field
 from aiforge.errors import AiforgeError
 from aiforge.lazy import lazy_module
 from aiforge.tasks.base import Pipeline, TaskInput, TaskParams
-from aiforge.tasks.card import DemoView, register_task, warm_text
+from aiforge.tasks.card import DemoView, Trainer, register_task, warm_text
 
 if TYPE_CHECKING:
     import torch
@@ -115,7 +115,9 @@ class ChatUsage:
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
-    finish_reason: Literal["length", "stop"] = "stop"
+    finish_reason: Literal["length", "stop", "tool_calls"] = "stop"
+    # OpenAI tool calls the answer ended with (GGUF chat models whose template has tools)
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -287,6 +289,14 @@ class _Generator(Pipeline):
     architectures=("ForCausalLM", "LMHeadModel"),
     formats=("gguf",),  # run by tasks/llm.py (register_runtime)
     openai=("chat", "completions"),
+    # instruction / chat SFT (LoRA or full); a GGUF backbone is dequantised once to a trainable dir.
+    # A model built from scratch learns language from a plain-text corpus first.
+    trainer=Trainer(
+        "aiforge.train.causal:CausalLMTask",
+        "chat",
+        ("google/gemma-3-270m", "packaged:smollm2-135m-instruct"),
+        from_scratch=Trainer("aiforge.train.lm:CausalLMTask", "corpus"),
+    ),
 )
 class TextGeneration(_Generator):
     """Continue a prompt with a causal LM (GPT-2, Llama, Gemma...); left-padded batches.

@@ -2,7 +2,9 @@
 
 Images are decoded by :func:`aiforge.media.load_image` (a file path, a ``data:`` URI or bare base64
 string, raw ``bytes`` from an HTTP upload, or a PIL image). Masks travel as base64 1-bit PNGs
-(white = inside): a browser shows them directly and :func:`decode_mask` reads them back.
+(white = inside): a browser shows them directly and :func:`decode_mask` reads them back. SAM's
+masks also travel as COCO run-length encoding (:func:`encode_rle` / :func:`decode_rle`, pycocotools'
+compressed ``counts`` string), the format COCO tools and SAM's own ``amg.py`` exchange.
 """
 
 from __future__ import annotations
@@ -48,6 +50,27 @@ def decode_mask(value: str) -> np.ndarray:
     payload = value.partition(",")[2] if value.startswith("data:") else value
     with Image.open(io.BytesIO(base64.b64decode(payload))) as img:
         return np.asarray(img.convert("L")) > 127
+
+
+def encode_rle(mask: Any) -> dict[str, Any]:
+    """A boolean (H, W) mask -> COCO compressed RLE ``{"size": [H, W], "counts": "..."}`` (JSON-safe)."""
+    from pycocotools import mask as coco_mask
+
+    array = mask.detach().cpu().numpy() if hasattr(mask, "detach") else np.asarray(mask)
+    rle = coco_mask.encode(np.asfortranarray(array.astype(np.uint8)))
+    return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
+
+
+def decode_rle(rle: dict[str, Any]) -> np.ndarray:
+    """The inverse of :func:`encode_rle`: COCO RLE (compressed string or uncompressed list) -> (H, W) bool."""
+    from pycocotools import mask as coco_mask
+
+    counts = rle["counts"]
+    if isinstance(counts, list):  # uncompressed RLE, as transformers' SAM post-processing writes it
+        compressed = coco_mask.frPyObjects({"size": list(rle["size"]), "counts": counts}, *rle["size"])
+    else:
+        compressed = {"size": list(rle["size"]), "counts": counts.encode("ascii")}
+    return coco_mask.decode(compressed).astype(bool)
 
 
 def warm_image(params: dict[str, Any]) -> dict[str, bytes]:

@@ -19,18 +19,26 @@ binding, ships no wheel here and builds from source for 15-20 min.
 A text input is sent as one user message through the model's chat template (``chat=true``, right for
 instruction-tuned models: SmolLM2 continues a bare question with its end-of-sequence token);
 ``chat=false`` continues the text as-is, as the transformers runtime does.
+
+A base model whose GGUF has no chat template (the packaged ``gemma-3-270m``) continues text inputs
+as written, and a conversation is refused with the reason: llama.cpp would fall back to a ChatML
+template the model never saw, and Gemma 270M then echoes the question and invents ``<|im_start|>``
+turns ("What is the capital of France?<|im_end|>\n<|im_start|>admin", 20 tokens, greedy).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import struct
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar, Literal, Protocol, cast
 
 from pydantic import BaseModel, Field, model_validator
@@ -48,8 +56,10 @@ DEFAULT_SYSTEM = "You are a helpful assistant."
 
 
 class ChatMessage(BaseModel):
-    role: str = Field(description="system | user | assistant")
+    role: str = Field(description="system | user | assistant | tool")
     content: str
+    tool_calls: list[dict[str, Any]] | None = Field(None, description="an assistant turn's tool calls")
+    tool_call_id: str | None = Field(None, description="a tool turn: the call it answers")
 
 
 class LlmInput(TaskInput):
@@ -59,6 +69,10 @@ class LlmInput(TaskInput):
     json_schema: dict[str, Any] | None = Field(
         None, description="constrain the output to JSON matching this schema ({}: any JSON object)"
     )
+    tools: list[dict[str, Any]] | None = Field(None, description="OpenAI function tools the model may call")
+    tool_choice: str | dict[str, Any] | None = Field(
+        None, description="auto (the model decides) | required | {'type': 'function', 'function': {'name'}}"
+    )
 
     @model_validator(mode="after")
     def _one_of(self) -> LlmInput:
@@ -67,12 +81,26 @@ class LlmInput(TaskInput):
         return self
 
 
+class LlmOutput(GenerationOutput):
+    finish_reason: Literal["length", "stop", "tool_calls"]  # type: ignore[assignment]
+    tool_calls: list[dict[str, Any]] | None = Field(None, description="OpenAI tool calls, when it made some")
+
+
+# aiforge's templates (src/aiforge/data/chat_templates/NAME.jinja), for --param chat_template=NAME
+TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "data" / "chat_templates"
+
+
 class LlamaCppParams(TextGenerationParams):
     chat: bool = Field(True, description="send a text input through the model's chat template")
     system: str = Field(DEFAULT_SYSTEM, description="system message when a chat has none ('' = model's)")
     # read when the model loads:
     slots: int = Field(4, ge=1, le=64, description="requests decoded together (continuous batching)")
     context_size: int = Field(0, ge=0, description="context tokens shared by the slots; 0 = the model's")
+    chat_template: str = Field(
+        "",
+        description="'' = the GGUF's own; chatml-tools = ChatML with tool calls (for ChatML models such "
+        "as SmolLM2); or a .jinja file",
+    )
 
 
 @dataclass(frozen=True)
@@ -124,7 +152,9 @@ class LlamaCppServer:
 
     observer: GenerationObserver | None = None
 
-    def __init__(self, path: str, slots: int, context_size: int, threads: int) -> None:
+    def __init__(
+        self, path: str, slots: int, context_size: int, threads: int, chat_template: str = ""
+    ) -> None:
         xllamacpp = _load_xllamacpp()
         config = xllamacpp.CommonParams()
         config.model.path = path
@@ -135,6 +165,8 @@ class LlamaCppServer:
         config.cpuparams.n_threads = threads
         config.cpuparams_batch.n_threads = threads
         config.verbosity = -1  # llama.cpp's per-request log lines would drown aiforge's output
+        if chat_template:
+            config.chat_template = chat_template  # jinja; llama.cpp reads its tool-call layout from it
         self.server = xllamacpp.Server(config)
         self.slots = slots
         self.active = 0  # requests inside llama.cpp now
@@ -240,7 +272,7 @@ class LlamaCppTextGeneration(Pipeline):
     """Text generation and chat with a GGUF model on llama.cpp: see the module docstring."""
 
     Input = LlmInput
-    Output = GenerationOutput
+    Output = LlmOutput
     Params = LlamaCppParams
     backend: ClassVar[str] = "llama.cpp"
     primary_field: ClassVar[str | None] = "text"
@@ -266,8 +298,14 @@ class LlamaCppTextGeneration(Pipeline):
         return "cpu"
 
     def setup(self) -> None:
+        own_template = gguf_string(self.model_ref.location, "tokenizer.chat_template")
+        self.chat_template = self.template_override() or own_template
         self.server = LlamaCppServer(
-            self.model_ref.location, self.params.slots, self.params.context_size, available_cores()
+            self.model_ref.location,
+            self.params.slots,
+            self.params.context_size,
+            available_cores(),
+            self.template_override(),
         )
         self.default_batch_size = self.params.slots  # type: ignore[misc]  # one batch fills the slots
         self.requests = ThreadPoolExecutor(self.params.slots, "aiforge-llama")
@@ -275,12 +313,42 @@ class LlamaCppTextGeneration(Pipeline):
     def side_by_side(self) -> int:
         return self.params.slots
 
-    def tools_limitation(self) -> str:
-        """Why this model cannot answer a request with ``tools`` (the route's 400 says it)."""
+    def chat_limitation(self) -> str | None:
+        """Why this model cannot hold a conversation (None: it can); the chat route's 400 says it."""
+        self.ensure_setup()
+        if self.chat_template:
+            return None
         name = os.path.basename(self.model_ref.location)
-        if "tools" not in (gguf_string(self.model_ref.location, "tokenizer.chat_template") or ""):
-            return f"the chat template in {name} has no tool support (it never mentions tools)"
-        return f"aiforge does not pass tools to llama.cpp yet, though the chat template in {name} has them"
+        return (
+            f"{name} has no chat template (a base model, not instruction-tuned): it continues text, "
+            "it does not answer messages"
+        )
+
+    def template_override(self) -> str:
+        """The chat template the ``chat_template`` parameter names ('' = the GGUF's own)."""
+        name = self.params.chat_template
+        if not name:
+            return ""
+        path = Path(name) if name.endswith(".jinja") else TEMPLATES_DIR / f"{name}.jinja"
+        if not path.is_file():
+            known = sorted(p.stem for p in TEMPLATES_DIR.glob("*.jinja"))
+            raise AiforgeError(
+                "AF-CONFIG-001",
+                f"chat_template '{name}' is neither a .jinja file nor one of aiforge's templates",
+                f"pass a path to a .jinja file, or one of: {', '.join(known)}",
+            )
+        return path.read_text(encoding="utf-8")
+
+    def tools_limitation(self) -> str | None:
+        """Why this model cannot answer a request with ``tools`` (the route's 400 says it); None: it can."""
+        self.ensure_setup()
+        if "tools" in (self.chat_template or ""):
+            return None
+        name = os.path.basename(self.model_ref.location)
+        return (
+            f"the chat template in {name} has no tool support (it never mentions tools); a ChatML model "
+            "(SmolLM2) can load aiforge's: --param chat_template=chatml-tools"
+        )
 
     def observe_generation(self, observer: GenerationObserver) -> None:
         """Report requests in flight, time to first token and tokens generated to ``observer``."""
@@ -303,21 +371,31 @@ class LlamaCppTextGeneration(Pipeline):
         text = choice["message"]["content"] if "message" in choice else choice["text"]
         if item.text is not None and self.params.return_full_text:
             text = item.text + text
-        return GenerationOutput(
+        finish = "length" if choice["finish_reason"] == "length" else "stop"
+        calls = choice.get("message", {}).get("tool_calls") or None
+        if forced_tool(item):
+            calls, text = [forced_call(text or "")], ""
+        return LlmOutput(
             generated_text=text or "",
             prompt_tokens=usage["prompt_tokens"],
             completion_tokens=usage["completion_tokens"],
-            finish_reason="length" if choice["finish_reason"] == "length" else "stop",
+            finish_reason="tool_calls" if calls and finish == "stop" else finish,
             truncated=False,  # llama.cpp refuses a prompt that does not fit (AF-INPUT-002), never cuts it
-        ).model_dump()
+            tool_calls=calls,
+        ).model_dump(exclude_none=True)
 
     # ---- chat and streaming (the same methods as TextGeneration on transformers) -------------------------
     def chat_record(
-        self, messages: list[dict[str, str]], json_schema: dict[str, Any] | None = None
+        self,
+        messages: list[dict[str, Any]],
+        json_schema: dict[str, Any] | None = None,
+        tools: list[dict[str, Any]] | None = None,
+        tool_choice: str | dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """The input record ``predict`` answers a conversation with (its output constrained to JSON
-        matching ``json_schema`` when one is given; ``{}``: any JSON object)."""
-        return {"messages": messages, "json_schema": json_schema}
+        matching ``json_schema`` when one is given; ``{}``: any JSON object; ``tools`` the model may
+        call, see :func:`forced_tool`)."""
+        return {"messages": messages, "json_schema": json_schema, "tools": tools, "tool_choice": tool_choice}
 
     def completion_record(self, prompt: str) -> dict[str, Any]:
         """The input record ``predict`` continues ``prompt`` with, as written (no chat template)."""
@@ -336,15 +414,25 @@ class LlamaCppTextGeneration(Pipeline):
 
     def stream_chat(
         self,
-        messages: list[dict[str, str]],
+        messages: list[dict[str, Any]],
         usage: ChatUsage | None = None,
         json_schema: dict[str, Any] | None = None,
+        tools: list[dict[str, Any]] | None = None,
+        tool_choice: str | dict[str, Any] | None = None,
         **params: Any,
     ) -> Iterator[str]:
-        """The assistant's answer to a conversation, piece by piece; ``usage`` follows each token."""
+        """The assistant's answer to a conversation, piece by piece; ``usage`` follows each token and
+        holds the tool calls once the answer ends with some."""
         self.ensure_setup()
-        item = LlmInput(messages=[ChatMessage(**m) for m in messages], json_schema=json_schema)
-        yield from self._pieces(self.request(item, self._merged(params)), usage)
+        record = self.chat_record(messages, json_schema, tools, tool_choice)
+        item = LlmInput(**record)
+        pieces = self._pieces(self.request(item, self._merged(params)), usage)
+        if not forced_tool(item):
+            yield from pieces
+        else:  # the whole JSON is the call's arguments: nothing to show piece by piece
+            call = forced_call("".join(pieces))
+            if usage is not None:
+                usage.tool_calls, usage.finish_reason = [call], "tool_calls"
 
     def stream_completion(self, prompt: str, usage: ChatUsage | None = None, **params: Any) -> Iterator[str]:
         """The continuation of ``prompt`` as written (no chat template), piece by piece."""
@@ -364,8 +452,12 @@ class LlamaCppTextGeneration(Pipeline):
                 usage.prompt_tokens = timings["prompt_n"] + timings["cache_n"]
                 usage.completion_tokens = timings["predicted_n"]
             for choice in chunk.get("choices", ()):
+                if usage is not None:
+                    _gather_tool_calls(usage, (choice.get("delta") or {}).get("tool_calls") or ())
                 if usage is not None and choice.get("finish_reason"):
                     usage.finish_reason = "length" if choice["finish_reason"] == "length" else "stop"
+                    if usage.tool_calls and usage.finish_reason == "stop":
+                        usage.finish_reason = "tool_calls"
                 piece = choice.get("delta", {}).get("content") if "delta" in choice else choice.get("text")
                 if piece:
                     yield piece
@@ -378,7 +470,14 @@ class LlamaCppTextGeneration(Pipeline):
         """The llama.cpp request for one input under ``params``."""
         options = _sampling(params)
         chat = params.chat if item.chat is None else item.chat
-        if item.text is not None and not chat:
+        if item.messages is not None and (limitation := self.chat_limitation()):
+            raise AiforgeError(
+                "AF-INPUT-002",
+                limitation,
+                "send the text to continue instead (`aiforge run text-generation`, /v1/completions), "
+                "or use a chat model such as packaged:smollm2-135m-instruct",
+            )
+        if item.text is not None and (not chat or self.chat_limitation()):
             if item.json_schema is not None:
                 options["json_schema"] = item.json_schema or {"type": "object"}
             return LlamaRequest("completions", {"prompt": item.text, **options})
@@ -387,7 +486,85 @@ class LlamaCppTextGeneration(Pipeline):
             messages = [ChatMessage(role="system", content=params.system), *messages]
         if item.json_schema is not None:
             options["response_format"] = _response_format(item.json_schema)
-        return LlamaRequest("chat", {"messages": [m.model_dump() for m in messages], **options})
+        if item.tools and item.tool_choice != "none":
+            options["tools"] = item.tools
+            if forced := forced_tool(item):
+                # llama.cpp's own tool grammar lets text come before a call (SmolLM2 then never calls):
+                # a forced call is one JSON object matching the tools' schemas, parsed here instead.
+                # The tools stay in the request so the template still shows them to the model.
+                options["response_format"] = _response_format(_call_schema(item.tools, forced))
+                options["tool_choice"] = "none"
+            elif item.tool_choice is not None:
+                options["tool_choice"] = item.tool_choice
+        dumped = [m.model_dump(exclude_none=True) for m in messages]
+        return LlamaRequest("chat", {"messages": dumped, **options})
+
+
+def forced_tool(item: LlmInput) -> str | None:
+    """The tool a request forces a call to: its name, "*" for any (``required``), None when not forced."""
+    if not item.tools or item.tool_choice in (None, "auto", "none"):
+        return None
+    if item.tool_choice == "required":
+        return "*"
+    if isinstance(item.tool_choice, dict):
+        return cast(str, (item.tool_choice.get("function") or {}).get("name") or "*")
+    return None
+
+
+def _call_schema(tools: list[dict[str, Any]], name: str) -> dict[str, Any]:
+    """A JSON schema for one call of ``name`` ("*": any of ``tools``): ``{"name", "arguments"}``."""
+    functions = [t.get("function", t) for t in tools]
+    chosen = [f for f in functions if name in ("*", f.get("name"))]
+    if not chosen:
+        raise AiforgeError(
+            "AF-INPUT-002",
+            f"tool_choice names '{name}', which is not among the tools offered",
+            f"name one of: {', '.join(str(f.get('name')) for f in functions)}",
+        )
+    return {
+        "anyOf": [
+            {
+                "type": "object",
+                "properties": {
+                    "name": {"const": f["name"]},
+                    "arguments": f.get("parameters") or {"type": "object"},
+                },
+                "required": ["name", "arguments"],
+            }
+            for f in chosen
+        ]
+    }
+
+
+def forced_call(text: str) -> dict[str, Any]:
+    """The OpenAI tool call in a forced call's JSON output (shape fixed by :func:`_call_schema`)."""
+    try:
+        call = json.loads(text)
+        name, arguments = call["name"], call["arguments"]
+    except (ValueError, KeyError, TypeError) as exc:  # cut short by max_tokens
+        raise AiforgeError(
+            "AF-INPUT-002",
+            f"the tool call was cut before it was complete ({len(text)} characters of JSON)",
+            "raise max_tokens",
+        ) from exc
+    return {
+        "id": f"call_{uuid.uuid4().hex[:24]}",
+        "type": "function",
+        "function": {"name": name, "arguments": json.dumps(arguments, ensure_ascii=False)},
+    }
+
+
+def _gather_tool_calls(usage: ChatUsage, deltas: Any) -> None:
+    """Add llama.cpp's streamed tool-call pieces to ``usage.tool_calls`` (joined by index)."""
+    for delta in deltas:
+        index = delta.get("index", 0)
+        while len(usage.tool_calls) <= index:
+            usage.tool_calls.append({"id": "", "type": "function", "function": {"name": "", "arguments": ""}})
+        call = usage.tool_calls[index]
+        call["id"] = delta.get("id") or call["id"]
+        function = delta.get("function") or {}
+        call["function"]["name"] += function.get("name") or ""
+        call["function"]["arguments"] += function.get("arguments") or ""
 
 
 def _response_format(json_schema: dict[str, Any]) -> dict[str, Any]:

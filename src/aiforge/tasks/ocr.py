@@ -1,10 +1,16 @@
-"""OCR: text lines with boxes and scores, in reading order, via RapidOCR (PP-OCR models on ONNX Runtime).
+"""OCR: text lines with boxes and scores, in reading order, via RapidOCR (PP-OCR models on ONNX
+Runtime) or Tesseract (Korean).
 
 Models:
 
 * ``rapidocr`` (packaged, the default): the PP-OCRv4 detector and recogniser inside the
   ``rapidocr-onnxruntime`` wheel. It reads **Chinese and English (Latin letters, digits), not
-  Hangul**: Korean text comes back as nothing or as look-alike Chinese characters. Outputs say so.
+  Hangul**: Korean text comes back as nothing or as look-alike Chinese characters. So the default
+  model hands Korean to Tesseract (``tesseract-kor``, Debian packages) when it is installed:
+  ``lang=ko`` always, and ``lang=auto`` (the default) when Tesseract's Korean read holds Hangul
+  (RapidOCR cannot say "this is Korean": it reads Hangul as Chinese look-alikes). Outputs name the
+  ``engine`` that answered.
+* ``tesseract-kor`` (packaged from Debian): Tesseract only, ``lang`` picks its language data.
 * a local folder holding PP-OCR ONNX files, e.g. a Korean recogniser: ``*det*.onnx``, ``*rec*.onnx``,
   optionally ``*cls*.onnx`` and the recogniser's character list (``*.txt``, one character a line)
   when the ONNX file does not embed it. Korean PP-OCR models are on the Hugging Face hub and
@@ -19,17 +25,24 @@ Example::
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
 from aiforge.errors import AiforgeError, require
 from aiforge.media import load_image
+from aiforge.models import PACKAGED
+from aiforge.tasks._ocr_engines import Line, Rows, TesseractEngine, reading_order, reads_korean
 from aiforge.tasks.base import Pipeline, TaskInput, TaskParams
 from aiforge.tasks.card import DemoView, register_task
 from aiforge.tasks.images import ImageInput, warm_image
 
-PACKAGED_NOTE = "packaged PP-OCRv4 model: reads Chinese and English; Hangul is not recognised"
+PACKAGED_NOTE = (
+    "packaged PP-OCRv4 model: reads Chinese and English; Hangul is not recognised "
+    "(for Korean install Tesseract: `aiforge models` shows tesseract-kor)"
+)
+OcrLanguage = Literal["auto", "ko", "en", "zh"]
+TESSERACT_LANGUAGES = {"ko": "kor", "en": "eng", "auto": "kor"}
 
 
 class OcrLine(BaseModel):
@@ -46,11 +59,20 @@ class OcrOutput(BaseModel):
     width: int
     height: int
     note: str | None = Field(default=None, description="what the model cannot read, when that matters")
+    engine: str = Field(description="which OCR engine answered: rapidocr or tesseract")
 
 
 class OcrParams(TaskParams):
     min_score: float = Field(
         default=0.5, ge=0.0, le=1.0, description="drop lines recognised below this score"
+    )
+    lang: OcrLanguage = Field(
+        default="auto",
+        description="the text's language: ko reads with Tesseract, en and zh with RapidOCR; auto tries "
+        "Tesseract's Korean first and keeps it when it finds Hangul",
+    )
+    auto_rotate: bool = Field(
+        default=True, description="Tesseract: turn pages upright (orientation detection, 90-degree steps)"
     )
 
 
@@ -59,8 +81,13 @@ class OcrParams(TaskParams):
     summary="text lines with boxes and scores",
     hub_default="rapidocr",
     offline_default="rapidocr",
+    offline_engines=(
+        ("Korean (lang=ko, or auto finding Hangul)", "tesseract-kor"),
+        ("other text (lang=en, zh, auto)", "rapidocr"),
+    ),
     extra="ocr",
     requires=("rapidocr_onnxruntime",),
+    request_params=("lang", "min_score"),
     warmup=warm_image,
     demo=DemoView("image", "text"),
 )
@@ -70,7 +97,7 @@ class OCR(Pipeline):
     Input = ImageInput
     Output = OcrOutput
     Params = OcrParams
-    backend = "rapidocr"
+    backend = "rapidocr, tesseract"
     primary_field = "image"
     default_batch_size = 1  # RapidOCR runs one image at a time and batches the lines inside it
     sort_window_batches = 1
@@ -89,73 +116,86 @@ class OCR(Pipeline):
         return super().parse_input(raw)
 
     def setup(self) -> None:
-        rapidocr = require("rapidocr_onnxruntime", "ocr")
         ref = self.model_ref
+        self.rapidocr: Any = None
+        self.note: str | None = None  # said when RapidOCR answers and Korean could not be tried
+        self.korean_fallback = False
+        self._tesseract: dict[str, TesseractEngine] = {}
+        if ref.format == "tesseract":
+            self._tesseract_for(self.params.lang)  # fail now when tesseract or its Korean data is missing
+            return
+        rapidocr = require("rapidocr_onnxruntime", "ocr")
         if ref.format == "rapidocr":
-            self.engine = rapidocr.RapidOCR()
-            self.note: str | None = PACKAGED_NOTE
+            self.rapidocr = rapidocr.RapidOCR()
+            self.korean_fallback = PACKAGED["tesseract-kor"].available()
+            self.note = None if self.korean_fallback else PACKAGED_NOTE
         elif ref.kind == "local" and Path(ref.location).is_dir():
-            self.engine = rapidocr.RapidOCR(**_onnx_model_files(Path(ref.location)))
-            self.note = None
+            # the user's own PP-OCR folder (a Korean recogniser, say) reads everything itself
+            self.rapidocr = rapidocr.RapidOCR(**_onnx_model_files(Path(ref.location)))
         else:
             raise AiforgeError(
                 "AF-MODEL-003",
                 f"model '{ref.raw}' is not an OCR model aiforge can run",
-                "use the packaged model (--model rapidocr) or a folder with PP-OCR *det*.onnx and *rec*.onnx",
+                "use the packaged models (--model rapidocr or tesseract-kor) or a folder with PP-OCR "
+                "*det*.onnx and *rec*.onnx",
             )
+        if self.params.lang == "ko" and ref.format == "rapidocr":
+            self._tesseract_for("ko")  # now, not at the first image: says what to install
+
+    def _tesseract_for(self, lang: str) -> TesseractEngine:
+        languages = TESSERACT_LANGUAGES.get(lang)
+        if languages is None:
+            raise AiforgeError(
+                "AF-CONFIG-001",
+                f"the tesseract OCR model reads ko and en, not '{lang}'",
+                "use -p lang=ko or -p lang=en, or the rapidocr model for Chinese",
+            )
+        if languages not in self._tesseract:
+            self._tesseract[languages] = TesseractEngine(languages, auto_rotate=self.params.auto_rotate)
+        return self._tesseract[languages]
 
     def preprocess(self, item: ImageInput) -> Any:
         return load_image(item.image)
 
-    def forward(self, batch: list[Any]) -> list[tuple[list[Any], tuple[int, int]]]:
-        # RapidOCR reads a PIL image as RGB (a bare array would be taken as BGR).
-        return [
-            (self.engine(image, text_score=self.params.min_score)[0] or [], image.size) for image in batch
-        ]
+    def forward(self, batch: list[Any]) -> list[tuple[Rows, str, tuple[int, int]]]:
+        return [(*self._read(image), image.size) for image in batch]
 
-    def postprocess(self, raw: tuple[list[Any], tuple[int, int]], item: ImageInput) -> dict[str, Any]:
-        detections, (width, height) = raw
-        lines = [
-            {
-                "text": str(text),
-                "score": round(float(score), 4),
-                "box": [[float(x), float(y)] for x, y in box],
-            }
+    def _read(self, image: Any) -> tuple[Rows, str]:
+        """(rows of lines in reading order, engine) for one image, by ``lang`` and the model."""
+        lang = self.params.lang
+        if self.rapidocr is None:
+            return self._tesseract_for(lang)(image), "tesseract"
+        if lang == "ko" or (lang == "auto" and self.korean_fallback):
+            korean = self._tesseract_for("ko")(image)
+            if lang == "ko" or reads_korean(korean, self.params.min_score):
+                return korean, "tesseract"
+        # RapidOCR reads a PIL image as RGB (a bare array would be taken as BGR).
+        detections = self.rapidocr(image, text_score=self.params.min_score)[0] or []
+        lines: list[Line] = [
+            {"text": str(text), "score": float(score), "box": [[float(x), float(y)] for x, y in box]}
             for box, text, score in detections
-            if float(score) >= self.params.min_score and str(text).strip()
         ]
-        rows = reading_order(lines)
+        return reading_order(lines), "rapidocr"
+
+    def postprocess(self, raw: tuple[Rows, str, tuple[int, int]], item: ImageInput) -> dict[str, Any]:
+        found, engine, (width, height) = raw
+        rows = [
+            [
+                {**line, "score": round(line["score"], 4)}
+                for line in row
+                if line["score"] >= self.params.min_score and line["text"].strip()
+            ]
+            for row in found
+        ]
+        rows = [row for row in rows if row]
         return {
             "text": "\n".join(" ".join(line["text"] for line in row) for row in rows),
             "lines": [line for row in rows for line in row],
             "width": width,
             "height": height,
-            "note": self.note,
+            "note": self.note if engine == "rapidocr" and self.params.lang != "en" else None,
+            "engine": engine,
         }
-
-
-def reading_order(lines: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
-    """Group lines into rows (vertical centres within half a line height of the row's) and sort
-    rows top-to-bottom, each row left-to-right. Sorting by top y alone would interleave the
-    pieces of one row whose boxes sit a few pixels apart."""
-    rows: list[list[dict[str, Any]]] = []
-    for line in sorted(lines, key=lambda ln: _centre_y(ln["box"])):
-        if rows and abs(_centre_y(line["box"]) - _centre_y(rows[-1][-1]["box"])) <= 0.5 * min(
-            _height(line["box"]), _height(rows[-1][-1]["box"])
-        ):
-            rows[-1].append(line)
-        else:
-            rows.append([line])
-    return [sorted(row, key=lambda ln: min(x for x, _ in ln["box"])) for row in rows]
-
-
-def _centre_y(box: list[list[float]]) -> float:
-    return sum(y for _, y in box) / len(box)
-
-
-def _height(box: list[list[float]]) -> float:
-    ys = [y for _, y in box]
-    return max(ys) - min(ys)
 
 
 def _onnx_model_files(folder: Path) -> dict[str, str]:

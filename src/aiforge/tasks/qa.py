@@ -26,6 +26,10 @@ Example::
 
 from __future__ import annotations
 
+import re
+import string
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -34,8 +38,8 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 
 from aiforge.errors import AiforgeError
 from aiforge.lazy import lazy_module
-from aiforge.tasks.base import Pipeline, TaskInput, TaskParams, cut_to_window
-from aiforge.tasks.card import WARMUP_TEXT, DemoView, register_task
+from aiforge.tasks.base import Pipeline, RuntimeParams, TaskInput, cut_to_window
+from aiforge.tasks.card import WARMUP_TEXT, DemoView, Trainer, register_task
 
 if TYPE_CHECKING:
     import torch
@@ -63,7 +67,7 @@ class QAInput(TaskInput):
         return value
 
 
-class QAParams(TaskParams):
+class QAParams(RuntimeParams):
     top_k: int = Field(1, ge=1, le=100, description="how many answers to return, best first")
     max_length: int = Field(384, ge=32, description="tokens per window (question + context + specials)")
     stride: int = Field(128, ge=0, description="tokens of overlap between consecutive context windows")
@@ -196,6 +200,123 @@ def _best_per_char_span(
     return starts[first].astype(np.int64), ends[first].astype(np.int64), logits[first]
 
 
+# ---- windows: shared by inference (the pipeline) and training (aiforge.train.qa) ---------------------
+@dataclass(frozen=True)
+class WindowSpec:
+    """How a (question, context) pair becomes model windows."""
+
+    max_length: int  # tokens per window (question + context + specials)
+    stride: int = 128  # tokens of overlap between consecutive context windows
+    max_question_len: int = 64  # longer questions are cut
+    max_windows: int = 32  # a longer context is cut
+
+
+def encode_windows(
+    tokenizer: Any, question: str, context: str, spec: WindowSpec, input_names: list[str]
+) -> QAFeatures:
+    """Tokenise ``(question, context)`` into overlapping context windows with character offsets.
+
+    Training encodes its examples with this same function, so the windows a model learns on are the
+    windows it answers from.
+    """
+    specials = tokenizer.num_special_tokens_to_add(pair=True)
+    question, truncated = _fit_question(tokenizer, question, spec, specials)
+    question_tokens = len(tokenizer(question, add_special_tokens=False)["input_ids"])
+    room = spec.max_length - question_tokens - specials  # context tokens per window
+    # Half the room at most, so consecutive windows always advance (the tokenizer refuses stride >= room).
+    stride = min(spec.stride, room // 2)
+    # A 200,000-character context made 1,044 windows (15 s on a tiny model): cut the characters
+    # before tokenising, then keep max_windows windows.
+    context_in, context_cut = cut_to_window(context, spec.max_windows * (room - stride))
+    enc = tokenizer(
+        question,
+        context_in,
+        truncation="only_second",
+        max_length=spec.max_length,
+        stride=stride,
+        return_overflowing_tokens=True,
+        return_offsets_mapping=True,
+        padding="longest",
+        return_attention_mask=True,
+        return_tensors="np",
+    )
+    windows = min(len(enc["input_ids"]), spec.max_windows)
+    truncated = truncated or context_cut or len(enc["input_ids"]) > windows
+    in_context = np.array([[sid == 1 for sid in enc.sequence_ids(w)] for w in range(windows)], dtype=bool)
+    raw_offsets = np.asarray(enc["offset_mapping"][:windows], dtype=np.int64)
+    offsets = _trim_whitespace(raw_offsets, in_context, context)
+    context_mask = in_context & (offsets[..., 1] > offsets[..., 0])
+    inputs = {name: np.asarray(enc[name][:windows], dtype=np.int64) for name in input_names if name in enc}
+    return QAFeatures(inputs=inputs, offsets=offsets, context_mask=context_mask, truncated=truncated)
+
+
+def _fit_question(tokenizer: Any, question: str, spec: WindowSpec, specials: int) -> tuple[str, bool]:
+    """Cut the question after ``max_question_len`` tokens (at most half a window) at a token boundary."""
+    cap = min(spec.max_question_len, (spec.max_length - specials) // 2)
+    question, cut = cut_to_window(question, cap + 1)  # a huge question is never tokenised whole
+    enc = tokenizer(
+        question,
+        add_special_tokens=False,
+        truncation=True,
+        max_length=cap + 1,  # one over the cap says "too long" without tokenising a huge question
+        return_offsets_mapping=True,
+    )
+    if len(enc["input_ids"]) <= cap:
+        return question, cut
+    return question[: enc["offset_mapping"][cap - 1][1]], True
+
+
+def answer_tokens(features: QAFeatures, window: int, start: int, end: int) -> tuple[int, int]:
+    """The token span of characters ``[start, end)`` in one window; ``(0, 0)`` (the [CLS] position,
+    "no answer here") when the window does not hold the whole answer. The training label."""
+    mask = features.context_mask[window]
+    tokens = np.nonzero(mask)[0]
+    if tokens.size == 0:
+        return 0, 0
+    offsets = features.offsets[window]
+    if offsets[tokens[0], 0] > start or offsets[tokens[-1], 1] < end:
+        return 0, 0
+    first = tokens[offsets[tokens, 1] > start]
+    last = tokens[offsets[tokens, 0] < end]
+    if first.size == 0 or last.size == 0 or first[0] > last[-1]:
+        return 0, 0
+    return int(first[0]), int(last[-1])
+
+
+# ---- answer scores: KorQuAD 1.0's official evaluation (training reports and rag eval) -------------------
+def normalize_answer(text: str) -> str:
+    """KorQuAD's normalisation: drop quotes and brackets, punctuation, case, extra whitespace."""
+    text = re.sub(r"['\"《》<>〈〉()‘’]", " ", text).lower()
+    text = "".join(ch for ch in text if ch not in _PUNCTUATION)
+    return " ".join(text.split())
+
+
+_PUNCTUATION = frozenset(string.punctuation)
+
+
+def exact_match(prediction: str, truth: str) -> float:
+    return float(normalize_answer(prediction) == normalize_answer(truth))
+
+
+def f1_score(prediction: str, truth: str) -> float:
+    """Character-level F1 over the normalised, whitespace-free strings (KorQuAD's definition)."""
+    pred = list(normalize_answer(prediction).replace(" ", ""))
+    gold = list(normalize_answer(truth).replace(" ", ""))
+    same = sum((Counter(pred) & Counter(gold)).values())
+    if same == 0:
+        return 0.0
+    precision, recall = same / len(pred), same / len(gold)
+    return 2 * precision * recall / (precision + recall)
+
+
+def best_over_truths(metric: Callable[[str, str], float], prediction: str, truths: list[str]) -> float:
+    return max((metric(prediction, t) for t in truths), default=0.0)
+
+
+# What `aiforge train` starts from (model: auto): online a Korean RoBERTa, offline the packaged e5.
+QA_BACKBONES = ("klue/roberta-small", "packaged:multilingual-e5-small-hf")
+
+
 # ---- the pipeline -----------------------------------------------------------------------------------
 def _qa_warmup(params: dict[str, Any]) -> dict[str, str]:
     return {"question": "무엇을 준비하나요?", "context": WARMUP_TEXT}
@@ -205,11 +326,14 @@ def _qa_warmup(params: dict[str, Any]) -> dict[str, str]:
     "question-answering",
     summary="extractive QA: the answer span of a context, with character offsets",
     hub_default="monologg/koelectra-small-v3-finetuned-korquad",
+    offline_default="registry:korquad-qa@production",
+    offline_build="aiforge train examples/korquad-qa.yaml",
     aliases=("qa",),
     request_params=("top_k", "max_answer_len", "max_question_len", "handle_impossible_answer"),
     warmup=_qa_warmup,
     demo=DemoView("question-context", "answer"),
     architectures=("ForQuestionAnswering",),
+    trainer=Trainer("aiforge.train.qa:QuestionAnsweringTask", "qa", QA_BACKBONES),
 )
 class QuestionAnswering(Pipeline):
     """Extractive QA over any ``AutoModelForQuestionAnswering`` checkpoint (BERT, ELECTRA, RoBERTa...).
@@ -247,11 +371,13 @@ class QuestionAnswering(Pipeline):
                 "use a model fine-tuned for extractive QA (monologg/koelectra-small-v3-finetuned-korquad)",
             )
         self.model = model.to(self.device).eval()
+        self.call_model: Any = self.model  # what forward calls (ONNX Runtime swaps itself in: onnxrt.py)
+        self.runtime, self.precision = "torch", "fp32"
         self.max_length = min(self.params.max_length, *self._model_limits())
         # attention_mask always: windows are padded to one width, and padding must not be attended.
         uses_types = "token_type_ids" in self.tokenizer.model_input_names
         self.input_names = ["input_ids", "attention_mask", *(["token_type_ids"] if uses_types else [])]
-        self.specials = self.tokenizer.num_special_tokens_to_add(pair=True)
+        self.choose_forward()
 
     def _model_limits(self) -> list[int]:
         """The longest sequence the tokenizer and the position embeddings allow."""
@@ -261,51 +387,15 @@ class QuestionAnswering(Pipeline):
 
     # ---- preprocess ---------------------------------------------------------------------------------
     def preprocess(self, item: QAInput) -> QAFeatures:  # type: ignore[override]
-        question, truncated = self._fit_question(item.question)
-        question_tokens = len(self.tokenizer(question, add_special_tokens=False)["input_ids"])
-        room = self.max_length - question_tokens - self.specials  # context tokens per window
-        # Half the room at most, so consecutive windows always advance (the tokenizer refuses stride >= room).
-        stride = min(self.params.stride, room // 2)
-        # A 200,000-character context made 1,044 windows (15 s on a tiny model): cut the characters
-        # before tokenising, then keep max_windows windows.
-        context, context_cut = cut_to_window(item.context, self.params.max_windows * (room - stride))
-        enc = self.tokenizer(
-            question,
-            context,
-            truncation="only_second",
-            max_length=self.max_length,
-            stride=stride,
-            return_overflowing_tokens=True,
-            return_offsets_mapping=True,
-            padding="longest",
-            return_attention_mask=True,
-            return_tensors="np",
+        return encode_windows(
+            self.tokenizer,
+            item.question,
+            item.context,
+            WindowSpec(
+                self.max_length, self.params.stride, self.params.max_question_len, self.params.max_windows
+            ),
+            self.input_names,
         )
-        windows = min(len(enc["input_ids"]), self.params.max_windows)
-        truncated = truncated or context_cut or len(enc["input_ids"]) > windows
-        in_context = np.array([[sid == 1 for sid in enc.sequence_ids(w)] for w in range(windows)], dtype=bool)
-        raw_offsets = np.asarray(enc["offset_mapping"][:windows], dtype=np.int64)
-        offsets = _trim_whitespace(raw_offsets, in_context, item.context)
-        context_mask = in_context & (offsets[..., 1] > offsets[..., 0])
-        inputs = {
-            name: np.asarray(enc[name][:windows], dtype=np.int64) for name in self.input_names if name in enc
-        }
-        return QAFeatures(inputs=inputs, offsets=offsets, context_mask=context_mask, truncated=truncated)
-
-    def _fit_question(self, question: str) -> tuple[str, bool]:
-        """Cut the question after ``max_question_len`` tokens (at most half a window) at a token boundary."""
-        cap = min(self.params.max_question_len, (self.max_length - self.specials) // 2)
-        question, cut = cut_to_window(question, cap + 1)  # a huge question is never tokenised whole
-        enc = self.tokenizer(
-            question,
-            add_special_tokens=False,
-            truncation=True,
-            max_length=cap + 1,  # one over the cap says "too long" without tokenising a huge question
-            return_offsets_mapping=True,
-        )
-        if len(enc["input_ids"]) <= cap:
-            return question, cut
-        return question[: enc["offset_mapping"][cap - 1][1]], True
 
     def length(self, features: QAFeatures) -> int:
         """Tokens over all windows (padding excluded): what the item costs the model."""
@@ -327,7 +417,7 @@ class QuestionAnswering(Pipeline):
                     k: torch.from_numpy(v[lo : lo + MAX_WINDOWS_PER_FORWARD]).to(self.device)
                     for k, v in stacked.items()
                 }
-                out = self.model(**tensors)
+                out = self.call_model(**tensors)
                 starts.append(out.start_logits.float().cpu().numpy())
                 ends.append(out.end_logits.float().cpu().numpy())
         start_logits, end_logits = np.concatenate(starts), np.concatenate(ends)

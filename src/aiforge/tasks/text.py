@@ -16,13 +16,20 @@ from pydantic import BaseModel, Field
 
 from aiforge.errors import AiforgeError
 from aiforge.lazy import lazy_module
-from aiforge.tasks.base import Pipeline, TaskInput, TaskParams, cut_to_window, fitted_temperature
-from aiforge.tasks.card import DemoView, Trainer, register_task, warm_text
+from aiforge.tasks.base import (
+    Pipeline,
+    RuntimeParams,
+    TaskInput,
+    cut_to_window,
+    fitted_temperature,
+)
+from aiforge.tasks.card import DemoView, Trainer, get_task, register_task, requested_runtime, warm_text
 
 if TYPE_CHECKING:
     import torch
 
     from aiforge.tasks._packing import Head, Packer
+    from aiforge.tasks.stack import TextStack
 else:
     torch = lazy_module("torch")
 
@@ -45,7 +52,7 @@ class LabelScore(BaseModel):
     score: float
 
 
-class EncoderParams(TaskParams):
+class EncoderParams(RuntimeParams):
     max_length: int | None = Field(default=None, gt=1, description="token limit; default: the model's")
     packing: bool = Field(
         default=True,
@@ -82,12 +89,17 @@ class EncoderPipeline(Pipeline):
         self.refuse_untrained_head(config)
         self.model = getattr(transformers, self.auto_class).from_pretrained(location, config=config)
         self.model.to(self.device).eval()
+        self.call_model: Any = self.model  # what forward calls (ONNX Runtime swaps itself in: onnxrt.py)
+        self.runtime, self.precision = "torch", "fp32"
         self.max_length = int(
             getattr(self.params, "max_length", None)
             or min(
                 self.tokenizer.model_max_length, getattr(self.model.config, "max_position_embeddings", 512)
             )
         )
+        self.choose_forward()
+
+    def choose_forward(self) -> None:
         self.packer = None
         if self.packed_head is not None and self.device == "cpu" and self.params.packing:
             # (on accelerators padding is cheap and a dense mask would cost fused attention kernels)
@@ -184,7 +196,7 @@ class EncoderPipeline(Pipeline):
     def run_model(self, batch: list[dict[str, Any]]) -> Any:
         """Pad the batch to its own longest item and run the model; returns the model output."""
         with torch.inference_mode():
-            return self.model(**{k: v.to(self.device) for k, v in self.pad(batch).items()})
+            return self.call_model(**{k: v.to(self.device) for k, v in self.pad(batch).items()})
 
     def padded_logits(self, batch: list[dict[str, Any]]) -> list[np.ndarray]:
         """Per item: its logits (token logits cut to its own length), from one padded batch."""
@@ -229,6 +241,7 @@ TEXT_BACKBONES = ("klue/roberta-small", "packaged:multilingual-e5-small-hf", "pa
     summary="label a text (sentiment, topic...)",
     hub_default="sangrimlee/bert-base-multilingual-cased-nsmc",
     offline_default="registry:nsmc-sentiment@production",
+    offline_build="aiforge quickstart --no-serve (or: aiforge train examples/nsmc-sentiment.yaml)",
     aliases=("sentiment-analysis",),
     request_params=("top_k", "multi_label"),
     warmup=warm_text,
@@ -238,7 +251,8 @@ TEXT_BACKBONES = ("klue/roberta-small", "packaged:multilingual-e5-small-hf", "pa
 )
 class TextClassification(EncoderPipeline):
     """Label a text. Single-label uses softmax, multi-label (config.problem_type) sigmoid; logits
-    are divided by the model's fitted temperature (``aiforge_temperature`` in config.json) if any."""
+    are divided by the model's fitted temperature (``aiforge_temperature`` in config.json) if any.
+    A model trained with ``ensemble: baseline`` scores through its saved stack (model + TF-IDF)."""
 
     Input = TextInput
     Output = ClassificationOutput
@@ -246,12 +260,23 @@ class TextClassification(EncoderPipeline):
     auto_class = "AutoModelForSequenceClassification"
     trained_head = "ForSequenceClassification"
     packed_head = "sequence"
+    stack: TextStack | None = None
+
+    def setup(self) -> None:
+        super().setup()
+        from aiforge.tasks.stack import load_stack
+
+        # trained with `ensemble: baseline`: the model stacked with its TF-IDF baseline (tasks/stack.py)
+        self.stack = load_stack(self.model_ref.location)
 
     def postprocess(self, raw: dict[str, Any], item: TextInput) -> dict[str, Any]:
-        logits = raw["logits"] / fitted_temperature(self.model.config)
         multi = self.params.multi_label
         if multi is None:
             multi = self.model.config.problem_type == "multi_label_classification"
+        if self.stack is not None and not multi:  # the same call `aiforge train` scored the stack with
+            logits = self.stack.logits(raw["logits"][None, :], [item.text])[0]
+        else:
+            logits = raw["logits"] / fitted_temperature(self.model.config)
         probs = sigmoid(logits) if multi or logits.shape[-1] == 1 else softmax(logits)
         order = np.argsort(-probs)[: self.params.top_k]
         scores = [{"label": self.id2label(int(i)), "score": float(probs[i])} for i in order]
@@ -281,6 +306,7 @@ class TokenOutput(BaseModel):
     "token-classification",
     summary="named entities, grouped into spans with character offsets",
     hub_default="Davlan/bert-base-multilingual-cased-ner-hrl",
+    offline_default="spacy-en-core-web-sm",  # English only (tasks/spacy_ner.py): no package has Korean NER
     aliases=("ner",),
     request_params=("aggregation", "ignore_labels"),
     warmup=warm_text,
@@ -447,7 +473,7 @@ class ZeroShotInput(TaskInput):
     candidate_labels: list[str] | None = None
 
 
-class ZeroShotParams(TaskParams):
+class ZeroShotParams(RuntimeParams):
     candidate_labels: list[str] | None = None
     hypothesis_template: str = "This example is {}."
     multi_label: bool = False
@@ -497,8 +523,18 @@ class ZeroShotClassification(Pipeline):
             self.embedder.setup()
             self._label_cache: dict[str, np.ndarray] = {}
             return
-        self.nli = TextClassification(self.model_ref, device=self.device, max_length=self.params.max_length)
+        runtime = requested_runtime(self.params.model_dump())
+        nli_class = get_task("text-classification").pipeline_for(self.model_ref.format, runtime)
+        self.nli = nli_class(
+            self.model_ref,
+            device=self.device,
+            max_length=self.params.max_length,
+            runtime=self.params.runtime,
+            precision=self.params.precision,
+            onnx_recipe=self.params.onnx_recipe,
+        )
         self.nli.setup()
+        self.runtime, self.precision = self.nli.runtime, self.nli.precision
         label2id = {k.lower(): v for k, v in self.nli.model.config.label2id.items()}
         if "entailment" not in label2id:
             raise AiforgeError(

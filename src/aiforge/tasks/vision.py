@@ -1,4 +1,4 @@
-"""Vision tasks: classification, detection, segmentation, SAM masks and captioning.
+"""Vision tasks: classification, detection, segmentation and captioning (SAM is in sam.py).
 
 Every task takes an ``image`` that :func:`aiforge.media.load_image` decodes (a file path,
 a ``data:`` URI or a bare base64 string, or raw ``bytes`` from an HTTP upload); URLs are refused
@@ -43,7 +43,7 @@ from aiforge.errors import AiforgeError
 from aiforge.lazy import lazy_module
 from aiforge.media import load_image
 from aiforge.models import ModelRef, offline_error
-from aiforge.tasks.base import TEMPERATURE_KEY, Pipeline, TaskParams, fitted_temperature
+from aiforge.tasks.base import TEMPERATURE_KEY, Pipeline, RuntimeParams, TaskParams, fitted_temperature
 from aiforge.tasks.card import DemoView, Trainer, register_task
 from aiforge.tasks.images import ImageInput, decode_mask, encode_mask, warm_image
 
@@ -57,7 +57,6 @@ __all__ = [
     "ImageClassification",
     "ImageSegmentation",
     "ImageToText",
-    "MaskGeneration",
     "ObjectDetection",
     "decode_mask",
     "encode_mask",
@@ -98,8 +97,9 @@ def _run_grouped(features: list[_Features], fn: BatchFn, device: str) -> list[An
     with torch.inference_mode():
         for indices in groups.values():
             members = [features[i] for i in indices]
-            batch = {name: torch.cat([m.tensors[name] for m in members]).to(device)
-                     for name in members[0].tensors}
+            batch = {
+                name: torch.cat([m.tensors[name] for m in members]).to(device) for name in members[0].tensors
+            }
             outputs = fn(batch, members)
             for i, out in zip(indices, outputs, strict=True):
                 results[i] = out
@@ -132,7 +132,7 @@ def _hf_features(processor: Any, image: Image.Image, **kwargs: Any) -> _Features
 # ---- image classification ---------------------------------------------------------------------------
 
 
-class ClassificationParams(TaskParams):
+class ClassificationParams(RuntimeParams):
     top_k: int = Field(5, ge=1, description="how many labels to return, best first")
 
 
@@ -153,6 +153,8 @@ class _Classifier:
     logits: Callable[[dict[str, torch.Tensor]], torch.Tensor]
     labels: list[str]
     multi_label: bool = False
+    model: Any = None  # the timm module behind ``logits`` (ONNX Runtime exports it: onnxrt.py)
+    temperature: float = 1.0
 
 
 @register_task(
@@ -218,8 +220,12 @@ class ImageClassification(_VisionPipeline):
 
     def postprocess(self, raw: torch.Tensor, item: ImageInput) -> dict[str, Any]:
         values, indices = raw.topk(min(self.params.top_k, raw.numel()))
-        return {"labels": [{"label": self._clf.labels[int(i)], "score": float(v)}
-                           for v, i in zip(values, indices, strict=True)]}
+        return {
+            "labels": [
+                {"label": self._clf.labels[int(i)], "score": float(v)}
+                for v, i in zip(values, indices, strict=True)
+            ]
+        }
 
 
 # ---- timm backend -----------------------------------------------------------------------------------
@@ -227,8 +233,14 @@ class ImageClassification(_VisionPipeline):
 # Preprocessing of packaged weights whose checkpoint carries no pretrained_cfg: these weights were
 # trained with inputs scaled to [-1, 1], not with timm's ImageNet mean/std for the same architecture.
 _PACKAGED_TIMM_CFG: dict[str, dict[str, Any]] = {
-    "efficientnet-lite0": {"mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5), "input_size": (3, 224, 224),
-                           "interpolation": "bicubic", "crop_pct": 0.875, "crop_mode": "center"},
+    "efficientnet-lite0": {
+        "mean": (0.5, 0.5, 0.5),
+        "std": (0.5, 0.5, 0.5),
+        "input_size": (3, 224, 224),
+        "interpolation": "bicubic",
+        "crop_pct": 0.875,
+        "crop_mode": "center",
+    },
 }
 _DATA_KEYS = ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode")
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.pth", "checkpoint.pth")
@@ -261,6 +273,8 @@ def _load_timm(ref: ModelRef, device: str) -> _Classifier:
         transform=lambda img: {"pixel_values": transform(img).unsqueeze(0)},
         logits=lambda batch: model(batch["pixel_values"]) / temperature,
         labels=labels,
+        model=model,
+        temperature=temperature,
     )
 
 
@@ -300,10 +314,13 @@ def _timm_from_checkpoint(ref: ModelRef) -> tuple[torch.nn.Module, dict[str, Any
     import timm
 
     if ref.packaged is not None:
-        weights, meta = Path(ref.location), {
-            "architecture": ref.packaged.upstream.removeprefix("timm:"),
-            "pretrained_cfg": _PACKAGED_TIMM_CFG.get(ref.packaged.name, {}),
-        }
+        weights, meta = (
+            Path(ref.location),
+            {
+                "architecture": ref.packaged.upstream.removeprefix("timm:"),
+                "pretrained_cfg": _PACKAGED_TIMM_CFG.get(ref.packaged.name, {}),
+            },
+        )
     else:
         weights, meta = _local_timm_files(Path(ref.location))
     checkpoint = _read_weights(weights)
@@ -328,8 +345,11 @@ def _local_timm_files(path: Path) -> tuple[Path, dict[str, Any]]:
     candidates = [path] if path.is_file() else [folder / name for name in _WEIGHT_FILES]
     weights = next((c for c in candidates if c.is_file()), None)
     if weights is None:
-        raise AiforgeError("AF-MODEL-003", f"no timm weights found in '{path}'",
-                           f"save them as one of: {', '.join(_WEIGHT_FILES)}")
+        raise AiforgeError(
+            "AF-MODEL-003",
+            f"no timm weights found in '{path}'",
+            f"save them as one of: {', '.join(_WEIGHT_FILES)}",
+        )
     meta_file = next((folder / n for n in _META_FILES if (folder / n).is_file()), None)
     return weights, json.loads(meta_file.read_text()) if meta_file else {}
 
@@ -387,8 +407,10 @@ def _load_state(model: torch.nn.Module, state: dict[str, torch.Tensor], source: 
         model.load_state_dict(dict(zip(own, state.values(), strict=True)))
         return
     missing = sorted(set(own) - set(state))[:3]
-    raise ValueError(f"weights in '{source}' do not fit {type(model).__name__}: {len(state)} tensors for "
-                     f"{len(own)}, e.g. missing {missing}")
+    raise ValueError(
+        f"weights in '{source}' do not fit {type(model).__name__}: {len(state)} tensors for "
+        f"{len(own)}, e.g. missing {missing}"
+    )
 
 
 def _pretrained_cfg(meta: dict[str, Any]) -> dict[str, Any]:
@@ -452,6 +474,7 @@ class DetectionOutput(BaseModel):
     "object-detection",
     summary="boxes with labels and scores",
     hub_default="facebook/detr-resnet-50",
+    offline_default="mtcnn-faces",  # faces only (tasks/faces.py): no package ships a general detector
     request_params=("threshold",),
     warmup=warm_image,
     demo=DemoView("image", "boxes"),
@@ -487,8 +510,11 @@ class ObjectDetection(_VisionPipeline):
     def postprocess(self, raw: dict[str, torch.Tensor], item: ImageInput) -> dict[str, Any]:
         id2label = self._model.config.id2label
         objects = [
-            {"label": id2label.get(int(label), f"LABEL_{int(label)}"), "score": float(score),
-             "box": dict(zip(("xmin", "ymin", "xmax", "ymax"), box.tolist(), strict=True))}
+            {
+                "label": id2label.get(int(label), f"LABEL_{int(label)}"),
+                "score": float(score),
+                "box": dict(zip(("xmin", "ymin", "xmax", "ymax"), box.tolist(), strict=True)),
+            }
             for score, label, box in zip(raw["scores"], raw["labels"], raw["boxes"], strict=True)
         ]
         objects.sort(key=lambda o: o["score"], reverse=True)
@@ -562,8 +588,14 @@ class ImageSegmentation(_VisionPipeline):
         for label in labels.unique().tolist():
             mask = labels == label
             name = id2label.get(label, f"LABEL_{label}")
-            segments.append({"label": name, "score": float(probs[mask].mean()), "area": int(mask.sum()),
-                             "mask": encode_mask(mask)})
+            segments.append(
+                {
+                    "label": name,
+                    "score": float(probs[mask].mean()),
+                    "area": int(mask.sum()),
+                    "mask": encode_mask(mask),
+                }
+            )
         segments.sort(key=lambda s: s["area"], reverse=True)
         return {"width": width, "height": height, "segments": segments}
 
@@ -581,119 +613,6 @@ def _label_map(logits: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tenso
         probs = F.interpolate(probs[None, None], size=size, mode="nearest")[0, 0]
         labels = F.interpolate(labels[None, None].float(), size=size, mode="nearest")[0, 0].long()
     return probs, labels
-
-
-# ---- SAM mask generation ----------------------------------------------------------------------------
-
-
-class PointsInput(ImageInput):
-    points: list[tuple[float, float]] | None = Field(
-        None, description="[[x, y], ...] pixel prompts, one mask per point; omitted: a regular grid"
-    )
-
-
-class MaskParams(TaskParams):
-    points_per_side: int = Field(4, ge=1, le=32, description="grid size used when no points are given")
-    multimask_output: bool = Field(
-        False, description="return SAM's 3 candidate masks per point instead of the best one"
-    )
-
-
-class PointMask(BaseModel):
-    point: tuple[float, float]
-    score: float = Field(description="SAM's predicted IoU of the mask")
-    area: int
-    mask: str = Field(description="base64 1-bit PNG, the original image's size, white = inside")
-
-
-class MaskOutput(BaseModel):
-    width: int
-    height: int
-    masks: list[PointMask] = Field(description="in point order; per point, best predicted IoU first")
-
-
-@register_task(
-    "mask-generation",
-    summary="SAM masks for point prompts",
-    hub_default="facebook/sam-vit-base",
-    aliases=("sam",),
-    request_params=("points_per_side", "multimask_output"),
-    warmup=warm_image,
-    demo=DemoView("image", "masks"),
-)
-class MaskGeneration(_VisionPipeline):
-    """Segment Anything: masks for point prompts (``SamModel`` + ``SamProcessor``).
-
-    The image encoder runs once per batch of images; the light prompt decoder then runs per image
-    with all its points, so many prompts on one image cost little more than one.
-    """
-
-    Input = PointsInput
-    Output = MaskOutput
-    Params = MaskParams
-    default_batch_size = 2  # the ViT image encoder is the cost; larger batches only use more memory
-
-    def setup(self) -> None:
-        from transformers import SamModel, SamProcessor
-
-        self._processor = SamProcessor.from_pretrained(self.model_ref.location)
-        self._model = _hf_load(SamModel, self.model_ref, self.device)
-
-    def preprocess(self, item: PointsInput) -> _Features:
-        image = self._image(item)
-        points = item.points if item.points is not None else _grid(image.size, self.params.points_per_side)
-        _check_points(points, image.size)
-        prompts = [[[list(p)] for p in points]]  # one image, one single-point prompt per point
-        encoded = self._processor(images=image, input_points=prompts, return_tensors="pt")
-        extra = {k: encoded[k] for k in ("input_points", "original_sizes", "reshaped_input_sizes")}
-        return _Features({"pixel_values": encoded["pixel_values"]}, (image.height, image.width),
-                         {**extra, "points": points})
-
-    def forward(self, batch: list[_Features]) -> list[dict[str, Any]]:
-        def predict(tensors: dict[str, torch.Tensor], members: list[_Features]) -> list[dict[str, Any]]:
-            embeddings = self._model.get_image_embeddings(tensors["pixel_values"])
-            results = []
-            for j, m in enumerate(members):
-                out = self._model(image_embeddings=embeddings[j : j + 1], multimask_output=True,
-                                  input_points=m.extra["input_points"].to(self.device))
-                iou = out.iou_scores[0].float().cpu()
-                results.append({"low_res": out.pred_masks.cpu(), "iou": iou, **m.extra})
-            return results
-
-        return _run_grouped(batch, predict, self.device)
-
-    def postprocess(self, raw: dict[str, Any], item: PointsInput) -> dict[str, Any]:
-        height, width = (int(v) for v in raw["original_sizes"][0])
-        keep = None if self.params.multimask_output else 1
-        masks = []
-        for p, point in enumerate(raw["points"]):
-            order = raw["iou"][p].argsort(descending=True)[:keep]
-            # upsample one point at a time: all candidates at full size would be points x 3 x H x W
-            full = self._processor.post_process_masks(
-                raw["low_res"][:, p : p + 1, order], raw["original_sizes"], raw["reshaped_input_sizes"]
-            )[0][0]
-            for k, candidate in enumerate(order.tolist()):
-                masks.append({"point": tuple(point), "score": float(raw["iou"][p, candidate]),
-                              "area": int(full[k].sum()), "mask": encode_mask(full[k])})
-        return {"width": width, "height": height, "masks": masks}
-
-
-def _grid(size: tuple[int, int], per_side: int) -> list[tuple[float, float]]:
-    """Cell centres of a per_side x per_side grid over a (width, height) image."""
-    width, height = size
-    return [((i + 0.5) * width / per_side, (j + 0.5) * height / per_side)
-            for j in range(per_side) for i in range(per_side)]
-
-
-def _check_points(points: list[tuple[float, float]], size: tuple[int, int]) -> None:
-    width, height = size
-    if not points:
-        raise AiforgeError("AF-INPUT-002", "field 'points' is an empty list",
-                           "give at least one [x, y] point, or omit 'points' for a grid")
-    for x, y in points:
-        if not (0 <= x <= width and 0 <= y <= height):
-            raise AiforgeError("AF-INPUT-002", f"point [{x}, {y}] is outside the {width}x{height} image",
-                               "give pixels of the original image: 0 <= x <= width, 0 <= y <= height")
 
 
 # ---- image to text ----------------------------------------------------------------------------------
@@ -752,8 +671,11 @@ class ImageToText(_VisionPipeline):
         if item.prompt is None:
             return _hf_features(self._images, image)
         if not self._joint:
-            raise AiforgeError("AF-INPUT-002", f"model '{self.model_ref.raw}' does not take a 'prompt'",
-                               "omit 'prompt', or use a captioner with a joint processor (BLIP, GIT)")
+            raise AiforgeError(
+                "AF-INPUT-002",
+                f"model '{self.model_ref.raw}' does not take a 'prompt'",
+                "omit 'prompt', or use a captioner with a joint processor (BLIP, GIT)",
+            )
         return _hf_features(self._images, image, text=item.prompt)
 
     def forward(self, batch: list[_Features]) -> list[tuple[str, bool]]:

@@ -39,6 +39,7 @@ def fit_logreg(
     C: float = 1.0,
     scale: bool = False,
     started: float | None = None,
+    classifier: Any = None,
 ) -> dict[str, Any]:
     """Fit logistic regression on ``train = (features, label ids)``; return ``{split: {accuracy,
     macro_f1}}`` for each split of ``evaluate``, the baseline's name and its fit time (from ``started``,
@@ -48,7 +49,7 @@ def fit_logreg(
     from sklearn.preprocessing import StandardScaler
 
     start = time.perf_counter() if started is None else started
-    classifier = LogisticRegression(C=C, max_iter=2000)
+    classifier = classifier if classifier is not None else LogisticRegression(C=C, max_iter=2000)
     model = make_pipeline(StandardScaler(), classifier) if scale else classifier
     model.fit(*train)
     out: dict[str, Any] = {"name": name}
@@ -62,10 +63,15 @@ def fit_logreg(
 
 
 def fit_feature_baseline(
-    name: str, featurize: Callable[[Any], np.ndarray], prep: Prepared[Any], labels: list[str]
+    name: str,
+    featurize: Callable[[Any], np.ndarray],
+    prep: Prepared[Any],
+    labels: list[str],
+    classifier: Any = None,
 ) -> dict[str, Any]:
-    """Standardised features -> logistic regression: ``featurize(encoded split)`` gives one row per
-    item of ``prep.train`` (fit) and of ``prep.validation`` / ``prep.test`` (scored)."""
+    """Standardised features -> logistic regression (or ``classifier``, a scikit-learn estimator):
+    ``featurize(encoded split)`` gives one row per item of ``prep.train`` (fit) and of
+    ``prep.validation`` / ``prep.test`` (scored)."""
     started = time.perf_counter()
     splits = {"validation": prep.validation, **({"test": prep.test} if prep.test is not None else {})}
     features = lambda encoded: (featurize(encoded), encoded.labels)  # noqa: E731
@@ -76,12 +82,16 @@ def fit_feature_baseline(
         labels,
         scale=True,
         started=started,
+        classifier=classifier,
     )
 
 
 def scored_splits(dataset: Dataset) -> dict[str, Split]:
     """The splits a baseline is scored on: validation, and test when the run has one."""
     return {"validation": dataset.validation, **({"test": dataset.test} if dataset.test is not None else {})}
+
+
+TFIDF_C = 4.0  # inverse regularisation of the TF-IDF logistic regressions (baseline and ensemble)
 
 
 def tfidf_vectorizer() -> Any:
@@ -104,7 +114,7 @@ def fit_text_baseline(train: Split, evaluate: dict[str, Split], labels: list[str
         (vectorizer.fit_transform(train.inputs), ids(train)),
         {name: (vectorizer.transform(split.inputs), ids(split)) for name, split in evaluate.items()},
         labels,
-        C=4.0,
+        C=TFIDF_C,
         started=start,
     )
 
@@ -130,7 +140,7 @@ def fit_multilabel_text_baseline(
         return rows
 
     vectorizer = tfidf_vectorizer()
-    classifier = OneVsRestClassifier(LogisticRegression(C=4.0, max_iter=2000))
+    classifier = OneVsRestClassifier(LogisticRegression(C=TFIDF_C, max_iter=2000))
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Label .* is present in all training examples")
         warnings.filterwarnings("ignore", message="Label not .* is present in all training examples")

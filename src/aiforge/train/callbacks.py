@@ -34,6 +34,11 @@ class TrainState:
     run_id: str | None = None
     registered_version: str | None = None
     summary: dict[str, Any] = field(default_factory=dict)  # filled at the end: metrics, baseline, artifacts
+    metric: str = ""  # the validation metric that picks the best model (the task's, or training.metric)
+    # A callback sets this (a reason, e.g. "pruned by the sweep") to end training after the current
+    # step: the loop then finishes as after early stopping (best model tested, saved and tracked).
+    # Raising cannot do it: the runner logs and skips a callback that raises.
+    stop_requested: str | None = None
 
 
 class Callback:

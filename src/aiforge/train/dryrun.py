@@ -47,6 +47,7 @@ class DryRunReport:
     peak_memory_mb: float
     warnings: list[str] = field(default_factory=list)
     length_unit: str | None = "tokens"  # what token_lengths and max_length count; None: no lengths (images)
+    forward_flops: float = 0.0  # per token (per image where inputs have no length); a step is ~3x
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -65,9 +66,15 @@ class DryRunReport:
         return [
             f"backbone      {self.backbone} on {self.device}",
             "rows          " + ", ".join(f"{k} {v}" for k, v in self.rows.items()),
-            "labels        " + ", ".join(f"{k}: {v}" for k, v in self.labels.items()),
+            *(
+                ["labels        " + ", ".join(f"{k}: {v}" for k, v in self.labels.items())]
+                if self.labels
+                else []
+            ),
             *length_lines,
             f"parameters    {self.parameters['trainable']:,} trainable of {self.parameters['total']:,}",
+            f"FLOPs         {_si(self.forward_flops)} forward, ~{_si(3 * self.forward_flops)} "
+            f"forward+backward per {(self.length_unit or 'image').removesuffix('s')}",
             f"steps         {self.steps_per_epoch} per epoch, {self.total_steps} in total",
             f"time          {self.seconds_per_step:.2f} s/step -> "
             f"~{_minutes(self.seconds_per_epoch)} per epoch, "
@@ -75,6 +82,13 @@ class DryRunReport:
             f"memory        ~{self.peak_memory_mb:,.0f} MB peak",
             *[f"warning       {w}" for w in self.warnings],
         ]
+
+
+def _si(value: float) -> str:
+    for unit, scale in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if value >= scale:
+            return f"{value / scale:.2f} {unit}"
+    return f"{value:.0f}"
 
 
 def _minutes(seconds: float) -> str:
@@ -95,7 +109,10 @@ def dry_run(config: TrainConfig, strict: bool = False, measure_steps: int = 6) -
     for split, reasons in prep.dataset.skipped.items():
         warnings.append(f"{split}: skipped " + ", ".join(f"{n} rows ({why})" for why, n in reasons.items()))
     lengths = np.asarray(prep.train_lengths)
-    truncated = float((lengths > task.max_length).mean()) if len(lengths) and task.length_unit else 0.0
+    packed = getattr(task, "packed", False)  # language models pack documents into blocks: nothing is cut
+    truncated = (
+        float((lengths > task.max_length).mean()) if len(lengths) and task.length_unit and not packed else 0.0
+    )
     if truncated > TRUNCATION_WARN_SHARE:
         warnings.append(
             f"max_length {task.max_length} cuts {truncated:.0%} of the training inputs; "
@@ -142,7 +159,25 @@ def dry_run(config: TrainConfig, strict: bool = False, measure_steps: int = 6) -
         peak_memory_mb=_peak_memory_mb(prep.device),
         warnings=warnings,
         length_unit=task.length_unit,
+        forward_flops=_forward_flops_per_item(prep),
     )
+
+
+def _forward_flops_per_item(prep: Prepared[Any]) -> float:
+    """FLOPs of one forward pass over the first training item, per token (per item where inputs
+    have no length), counted by torch's FlopCounterMode: matmuls and convolutions, nearly all of it."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    batch = prep.task.collate(prep.train, [0], prep.device)
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    counter = FlopCounterMode(display=False)
+    was_training = prep.model.training
+    prep.model.eval()
+    with torch.no_grad(), counter:
+        prep.model(**inputs)
+    prep.model.train(was_training)
+    items = prep.train.lengths()[0] if prep.task.length_unit else 1
+    return counter.get_total_flops() / max(1, items)
 
 
 def _padded_tokens(lengths: list[int], indices: list[int]) -> int:

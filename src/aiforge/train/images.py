@@ -31,7 +31,7 @@ import torch
 
 from aiforge.models import ModelRef, resolve
 from aiforge.train.classifier import ClassifierTask
-from aiforge.train.config import TrainConfig
+from aiforge.train.config import ScratchModel, TrainConfig
 from aiforge.train.data import Dataset, Split
 from aiforge.train.media import MediaEncoded
 
@@ -79,7 +79,8 @@ class ImageClassificationTask(ClassifierTask[MediaEncoded]):
         from aiforge.tasks.vision import is_timm_ref
 
         super().__init__(config, dataset, ref)
-        self.uses_timm = is_timm_ref(ref)
+        self.spec = config.model if isinstance(config.model, ScratchModel) else None
+        self.uses_timm = self.spec is not None or is_timm_ref(ref)
         self.processor: Any = None
         self.data_config: dict[str, Any] = {}
         self.train_transform: Any = None
@@ -89,6 +90,11 @@ class ImageClassificationTask(ClassifierTask[MediaEncoded]):
     def load(self) -> torch.nn.Module:
         if not self.uses_timm:
             return super().load()  # load_processor + a transformers model with a new head
+        if self.spec is not None:
+            from aiforge.train.scratch import timm_data_config, timm_model
+
+            self._set_transforms(timm_data_config(self.spec), eval_transform=None)
+            return TimmClassifier(timm_model(self.spec, len(self.labels)))
         from aiforge.tasks.vision import load_timm_model
 
         model, data_config, _ = load_timm_model(self.ref)
@@ -146,10 +152,13 @@ class ImageClassificationTask(ClassifierTask[MediaEncoded]):
             return
         from timm.models import save_for_hf
 
+        from aiforge.train.scratch import timm_args
+
         save_for_hf(
             model.model,  # type: ignore[arg-type]
             str(directory),
             model_config={"label_names": list(self.labels)},
+            model_args=timm_args(self.spec) if self.spec is not None else None,  # rebuilds the same sizes
             safe_serialization=True,
             data_config=dict(self.data_config),
         )
@@ -183,16 +192,38 @@ class ImageClassificationTask(ClassifierTask[MediaEncoded]):
 
     # ---- baseline ---------------------------------------------------------------------------------
     def fit_baseline(self, prep: Prepared[MediaEncoded]) -> dict[str, Any] | None:
-        """Linear probe: logistic regression on the frozen pretrained backbone's pooled features."""
+        """Linear probe: logistic regression on the frozen pretrained backbone's pooled features.
+        From scratch there are no pretrained features: an RBF SVC on the pixels (scikit-learn's
+        digits recipe) is what the network must beat."""
         from aiforge.train.baseline import fit_feature_baseline
 
         batch = prep.config.training.batch_size * 2
+        if self.spec is not None:
+            from sklearn.svm import SVC
+
+            return fit_feature_baseline(
+                "pixels+SVC(rbf)", lambda encoded: self._pixels(encoded, batch), prep, self.labels, SVC()
+            )
         return fit_feature_baseline(
             "linear-probe(frozen backbone)+logreg",
             lambda encoded: self._features(prep.model, encoded, prep.device, batch),
             prep,
             self.labels,
         )
+
+    @torch.inference_mode()
+    def _pixels(self, encoded: MediaEncoded, batch_size: int) -> np.ndarray:
+        """Each image as the model's evaluation transform gives it, flattened."""
+        plain = replace(encoded, augment=False)
+        chunks = [
+            self.collate(plain, list(range(start, min(start + batch_size, len(plain)))), "cpu")[
+                "pixel_values"
+            ]
+            .flatten(1)
+            .numpy()
+            for start in range(0, len(plain), batch_size)
+        ]
+        return np.concatenate(chunks)
 
     @torch.inference_mode()
     def _features(

@@ -24,15 +24,22 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
-from aiforge.errors import AiforgeError
+from aiforge.errors import AiforgeError, disk_full_guard
 from aiforge.models import ModelRef
 from aiforge.train.batches import epoch_batches
 from aiforge.train.calibration import calibrate, save_temperature
 from aiforge.train.callbacks import Callback, CallbackRunner, TrainState
 from aiforge.train.checkpoint import load_checkpoint, save_checkpoint, seed_everything, set_rng_state
-from aiforge.train.config import TrainConfig, default_model, dump_yaml, trainer_card
+from aiforge.train.config import (
+    ScratchModel,
+    TrainConfig,
+    default_model,
+    dump_yaml,
+    trainer_for,
+)
 from aiforge.train.data import Dataset
 from aiforge.train.dataset import load_dataset
 from aiforge.train.metrics import scalar_metrics
@@ -50,6 +57,10 @@ def resolve_backbone(config: TrainConfig) -> tuple[str, ModelRef]:
     """(the model reference used, what it resolved to: ``.location`` is what from_pretrained receives)."""
     from aiforge.models import resolve
 
+    if isinstance(config.model, ScratchModel):
+        from aiforge.train.scratch import scratch_ref
+
+        return config.model.describe(), scratch_ref(config.model)
     ref_text = default_model(config.task) if config.model == "auto" else config.model
     return ref_text, resolve(ref_text, task=config.task)
 
@@ -57,7 +68,7 @@ def resolve_backbone(config: TrainConfig) -> tuple[str, ModelRef]:
 def make_task(config: TrainConfig, dataset: Dataset, ref: ModelRef) -> TrainingTask[Any]:
     """The training adapter the task's card names (``module:Class``), built from (config, dataset,
     backbone reference); every adapter implements :class:`~aiforge.train.task.TrainingTask`."""
-    adapter = trainer_card(config.task).trainer.adapter  # type: ignore[union-attr]
+    adapter = trainer_for(config).adapter
     module_name, _, class_name = adapter.partition(":")
     cls = getattr(importlib.import_module(module_name), class_name)
     task: TrainingTask[Any] = cls(config, dataset, ref)
@@ -74,9 +85,20 @@ def prepare(config: TrainConfig, strict: bool = False) -> Prepared[Any]:
     if config.training.num_threads:
         torch.set_num_threads(config.training.num_threads)
     seed_everything(config.training.seed)
-    kind = trainer_card(config.task).trainer.input  # type: ignore[union-attr]
+    kind = trainer_for(config).input
     media = kind if kind in ("image", "audio") else None  # the input column holds file paths
-    dataset = load_dataset(config.data, config.training.seed, strict, kind == "tokens", media)
+    if kind == "corpus":
+        from aiforge.train.corpus import load_corpus
+
+        dataset = load_corpus(config.data)
+    elif kind == "qa":
+        from aiforge.train.qa import load_qa_dataset
+
+        dataset = load_qa_dataset(config.data, config.training.seed, strict)
+    else:
+        dataset = load_dataset(
+            config.data, config.training.seed, strict, kind == "tokens", media, kind == "chat"
+        )
     backbone, ref = resolve_backbone(config)
     task = make_task(config, dataset, ref)
     model = task.load()
@@ -207,7 +229,7 @@ def train(
     n_batches = parallel.shard_count(math.ceil(len(prep.train) / cfg.batch_size))
     steps_per_epoch, total_steps, n_epochs = plan_steps(n_batches, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, get_lr_lambda(cfg, total_steps))
-    state = TrainState(out, config.model_dump(mode="json"), total_steps)
+    state = TrainState(out, config.model_dump(mode="json"), total_steps, metric=task.metric_name())
     patience_left = cfg.early_stopping_patience
 
     # -- resume
@@ -293,7 +315,7 @@ def train(
     step_model = parallel.wrap(model)  # DDP in a data-parallel run: gradients averaged during backward
     try:
         for epoch in range(state.epoch, n_epochs):
-            if stop:
+            if stop or state.stop_requested:
                 break
             state.epoch = epoch
             batches = parallel.shard(
@@ -303,7 +325,7 @@ def train(
             for index in range(first, len(batches)):
                 batch = task.collate(prep.train, batches[index], device)
                 with autocast():
-                    loss = step_model(**batch).loss / cfg.grad_accum
+                    loss = training_loss(step_model(**batch), batch, cfg.label_smoothing) / cfg.grad_accum
                 (scaler.scale(loss) if scaler else loss).backward()
                 window_loss += loss.detach()
                 window_batches += 1
@@ -333,7 +355,7 @@ def train(
                 if state.step % cfg.checkpoint_every_steps == 0:
                     checkpoint(epoch, state.batch)
                 runner.trigger("on_step_end", state)
-                if stop or state.step >= total_steps:
+                if stop or state.step >= total_steps or state.stop_requested:
                     stop = True
                     break
             epoch_done = state.batch == len(batches)
@@ -360,6 +382,21 @@ def train(
             out, out / "model", prep.backbone, {}, baseline, time.perf_counter() - started, state.step
         )
     return _finish(config, prep, state, runner, baseline, started, autocast)
+
+
+def training_loss(output: Any, batch: dict[str, torch.Tensor], label_smoothing: float) -> torch.Tensor:
+    """The model's own loss, or with ``label_smoothing`` the cross-entropy against smoothed targets
+    (class-id labels only: sequence or token classification; -100 marks ignored tokens)."""
+    labels = batch.get("labels")
+    if not label_smoothing or labels is None or labels.is_floating_point():
+        return output.loss
+    logits = output.logits
+    return torch.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]).float(),
+        labels.reshape(-1),
+        ignore_index=-100,
+        label_smoothing=label_smoothing,
+    )
 
 
 def saved_epoch(saved: dict[str, Any] | None) -> int | None:
@@ -399,12 +436,29 @@ def _oom_error(config: TrainConfig) -> AiforgeError:
     )
 
 
+def export_onnx(task: str, model_dir: Path, precision: str) -> None:
+    """``export: onnx-int8``: the ONNX Runtime model beside the HF dir, checked against PyTorch the
+    way every ONNX load is (tasks/onnxrt.py); a model that fails the check keeps only its HF dir."""
+    from aiforge.tasks import load_pipeline
+
+    try:
+        pipe = load_pipeline(task, str(model_dir), device="cpu", precision=precision)
+    except AiforgeError as exc:
+        log.warning("no ONNX export for %s: %s", model_dir, exc.message)
+        return
+    if pipe.runtime != "onnx":
+        log.warning("no ONNX export for %s: %s", model_dir, getattr(pipe, "runtime_fallback", None))
+
+
 def save_model_dir(task: TrainingTask[Any], model: torch.nn.Module, target: Path) -> None:
     """save_pretrained into a temporary dir, then swap it in: a crash never leaves half a model."""
     tmp = target.with_name(target.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    task.save(model, tmp)
     old = target.with_name(target.name + ".old")
+    if old.exists() and not target.exists():  # a crash between the two renames below: the old one is whole
+        old.rename(target)
+    shutil.rmtree(tmp, ignore_errors=True)
+    with disk_full_guard(target, "model folder", leftovers=[tmp]):
+        task.save(model, tmp)
     if target.exists():
         target.rename(old)
     tmp.rename(target)
@@ -422,6 +476,8 @@ def _tracking_callbacks(config: TrainConfig, prep: Prepared, saved: dict[str, An
         "aiforge.data_hash": prep.dataset.data_hash,
         "aiforge.git_commit": git_commit() or "",
     }
+    if config.tracking.parent_run_id:
+        tags["mlflow.parentRunId"] = config.tracking.parent_run_id  # MLflow's tag for a nested run
     params = {
         **config.flat(),
         "backbone": prep.backbone,
@@ -463,14 +519,19 @@ def _finish(
     calibration = calibrate(metrics, task.multi_label, report_split)  # T fitted on validation logits
     if calibration is not None:
         save_temperature(model_dir, calibration["temperature"])
+    ensemble = _stack(config, prep, metrics, baseline, calibration)  # before assess drops the rows
     comparison = assess(metrics, baseline, len(task.labels))  # intervals, paired test vs the baseline
-    artifacts = write_reports(out, prep, state, metrics, baseline, report_split, comparison, calibration)
-    write_metadata(model_dir, config, prep, metrics, baseline, state, comparison, calibration)
+    artifacts = write_reports(
+        out, prep, state, metrics, baseline, report_split, comparison, calibration, ensemble
+    )
+    write_metadata(model_dir, config, prep, metrics, baseline, state, comparison, calibration, ensemble)
+    if config.export != "none":
+        export_onnx(config.task, model_dir, config.export.removeprefix("onnx-"))
 
     final = {
         **scalar_metrics(metrics["validation"], "final_val_"),
         **(scalar_metrics(metrics["test"], "test_") if "test" in metrics else {}),
-        **comparison_metrics(metrics, baseline, comparison),
+        **comparison_metrics(metrics, baseline, comparison, ensemble),
         **({k: v for k, v in calibration.items() if isinstance(v, float)} if calibration else {}),
     }
     state.summary = {
@@ -478,8 +539,8 @@ def _finish(
         "tags": {f"aiforge.vs_baseline.{split}": c["verdict"] for split, c in comparison.items()},
         "artifacts": artifacts,
         "model_dir": str(model_dir),
-        "description": f"{prep.backbone} fine-tuned on {config.data.train}; "
-        f"{report_split} accuracy {metrics[report_split].get('accuracy', 0):.4f}",
+        "description": f"{prep.backbone} trained on {config.data.train}; "
+        f"{report_split} {task.metric_name()} {metrics[report_split].get(task.metric_name(), 0):.4f}",
     }
     runner.trigger("on_train_end", state)
     shutil.rmtree(out / "checkpoints", ignore_errors=True)  # finished: nothing left to resume
@@ -497,4 +558,29 @@ def _finish(
         config.tracking.alias if state.registered_version else None,
         comparison=comparison,
         calibration=calibration,
+        ensemble=ensemble,
     )
+
+
+def _stack(
+    config: TrainConfig,
+    prep: Prepared,
+    metrics: dict[str, Any],
+    baseline: dict[str, Any] | None,
+    calibration: dict[str, Any] | None,
+) -> dict[str, Any] | None:
+    """``ensemble: baseline``: fit the stack (TF-IDF on train, stacker on validation), save it in the
+    model dir and score it on every split beside the model and the baseline; None otherwise."""
+    if config.ensemble == "none":
+        return None
+    from aiforge.train.baseline import scored_splits
+    from aiforge.train.stacking import fit_stack, stack_report
+
+    dataset = prep.dataset
+    temperature = calibration["temperature"] if calibration else 1.0
+    logits = np.asarray(metrics["validation"]["rows"]["logits"])
+    stack = fit_stack(dataset.train, dataset.validation, logits, prep.task.labels, temperature)
+    if stack is None:
+        return None
+    stack.save(Path(config.output_dir) / "model")
+    return stack_report(stack, scored_splits(dataset), metrics, baseline)

@@ -2,7 +2,8 @@
 
 Classification: accuracy, macro-F1 and a per-class report (scikit-learn); multi-label: micro/macro
 F1 and subset accuracy; token classification: entity-level precision/recall/F1 (seqeval), the
-number NER papers report.
+number NER papers report. Recognition (OCR, speech): edit distance, for character and word
+error rates.
 """
 
 from __future__ import annotations
@@ -69,3 +70,15 @@ def seqeval_metrics(true_tags: list[list[str]], pred_tags: list[list[str]]) -> d
 def scalar_metrics(metrics: dict[str, Any], prefix: str = "") -> dict[str, float]:
     """The numbers of a metrics dict (no per-class tables), ready for MLflow."""
     return {f"{prefix}{k}": float(v) for k, v in metrics.items() if isinstance(v, int | float)}
+
+
+def edit_distance(expected: Sequence[Any], got: Sequence[Any]) -> int:
+    """Levenshtein distance (insertions, deletions, substitutions) between two sequences: characters
+    for a character error rate, words for a word error rate."""
+    previous = list(range(len(got) + 1))
+    for i, a in enumerate(expected, 1):
+        current = [i]
+        for j, b in enumerate(got, 1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (a != b)))
+        previous = current
+    return previous[-1]

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from aiforge.fonts import families_for
+from aiforge.fonts import pyplot
 from aiforge.train.callbacks import TrainState
 from aiforge.train.config import TrainConfig
 from aiforge.train.metrics import scalar_metrics
@@ -49,6 +49,7 @@ class TrainResult:
     warnings: list[str] = field(default_factory=list)
     comparison: dict[str, Any] = field(default_factory=dict)  # {split: model vs baseline} (significance.py)
     calibration: dict[str, Any] | None = None  # temperature, ECE before / after (calibration.py)
+    ensemble: dict[str, Any] | None = None  # {split: the model + TF-IDF stack's scores} (stacking.py)
 
     @property
     def ref(self) -> str | None:
@@ -70,6 +71,12 @@ class TrainResult:
             out.append(f"{'baseline':<14}{base} ({self.baseline['name']})")
         if split in self.comparison:
             out.append(f"{'verdict':<14}" + describe(self.comparison[split]))
+        stacked = (self.ensemble or {}).get(split)
+        if stacked:
+            out.append(f"{'ensemble':<14}{with_intervals(stacked)} (model + baseline, stacked on validation)")
+            if "vs_baseline" in stacked:
+                out.append(f"{'ensemble':<14}" + describe(stacked["vs_baseline"]))
+        out += [f"{'sample':<14}{sample!r}" for sample in ours.get("samples", [])]
         if self.calibration:
             c = self.calibration
             out.append(
@@ -92,6 +99,7 @@ class TrainResult:
             "baseline": self.baseline,
             "comparison": self.comparison,
             "calibration": summary_of(self.calibration),
+            "ensemble": self.ensemble,
             "run_id": self.run_id,
             "registered": self.ref,
         }
@@ -106,6 +114,7 @@ def write_reports(
     report_split: str,
     comparison: dict[str, Any] | None = None,
     calibration: dict[str, Any] | None = None,
+    ensemble: dict[str, Any] | None = None,
 ) -> list[str]:
     """metrics.json, the confusion matrix and loss curve PNGs, the resolved config and the environment."""
     files = [out / "config.yaml"]
@@ -114,6 +123,7 @@ def write_reports(
         "baseline": baseline,
         "comparison": comparison or {},
         "calibration": calibration,
+        "ensemble": ensemble,
         "history": state.history,
         "skipped_rows": prep.dataset.skipped,
         "data_hash": prep.dataset.data_hash,
@@ -157,6 +167,7 @@ def write_metadata(
     state: TrainState,
     comparison: dict[str, Any] | None = None,
     calibration: dict[str, Any] | None = None,
+    ensemble: dict[str, Any] | None = None,
 ) -> None:
     """The model dir's ``aiforge.json``: what produced this model, and how well it did."""
     from aiforge import __version__
@@ -179,6 +190,7 @@ def write_metadata(
         "baseline": baseline,
         "comparison": comparison or {},
         "calibration": summary_of(calibration),
+        "ensemble": ensemble,
         "steps": state.step,
         "run_id": state.run_id,
         "git_commit": git_commit(),
@@ -193,7 +205,7 @@ def with_intervals(scores: dict[str, Any]) -> str:
     """``accuracy 0.8270 [0.8030, 0.8500], macro_f1 ...``: headline metrics with their 95 % intervals."""
     intervals = scores.get("ci", {})
     parts = []
-    for name in ("accuracy", "macro_f1", "micro_f1", "f1"):
+    for name in ("accuracy", "macro_f1", "micro_f1", "exact_match", "f1", "bits_per_char", "perplexity"):
         if name not in scores:
             continue
         bounds = intervals.get(name)
@@ -203,10 +215,14 @@ def with_intervals(scores: dict[str, Any]) -> str:
 
 
 def comparison_metrics(
-    metrics: dict[str, Any], baseline: dict[str, Any] | None, comparison: dict[str, Any]
+    metrics: dict[str, Any],
+    baseline: dict[str, Any] | None,
+    comparison: dict[str, Any],
+    ensemble: dict[str, Any] | None = None,
 ) -> dict[str, float]:
     """The baseline's scores, every interval's bounds and the paired test's numbers, as flat MLflow
-    metrics (``test_accuracy_ci_low``, ``baseline_test_accuracy``, ``test_vs_baseline_p_value``...)."""
+    metrics (``test_accuracy_ci_low``, ``baseline_test_accuracy``, ``test_vs_baseline_p_value``...);
+    with an ensemble also ``ensemble_test_accuracy``, ``ensemble_test_vs_baseline_p_value``..."""
     prefix = {"validation": "final_val_", "test": "test_"}
     flat: dict[str, float] = {}
     for split, scores in metrics.items():
@@ -221,6 +237,15 @@ def comparison_metrics(
         low, high = result["difference_ci"]
         flat[f"{split}_vs_baseline_diff_ci_low"], flat[f"{split}_vs_baseline_diff_ci_high"] = low, high
         flat[f"{split}_vs_baseline_p_value"] = result["p_value"]
+    for split in ("validation", "test"):
+        stacked = (ensemble or {}).get(split)
+        if not stacked:
+            continue
+        flat.update(scalar_metrics(stacked, f"ensemble_{split}_"))
+        for against in ("baseline", "model"):
+            if f"vs_{against}" in stacked:
+                flat[f"ensemble_{split}_vs_{against}_difference"] = stacked[f"vs_{against}"]["difference"]
+                flat[f"ensemble_{split}_vs_{against}_p_value"] = stacked[f"vs_{against}"]["p_value"]
     return flat
 
 
@@ -267,12 +292,7 @@ CHARS_PER_INCH = 11  # display columns of 10-pt text per inch of figure, for wra
 @contextmanager
 def _pyplot(texts: Iterable[str]) -> Iterator[Any]:
     """pyplot (Agg: files only, never needs a display) with fonts that draw every script in ``texts``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    with plt.rc_context({"font.family": families_for(texts)}):
+    with pyplot(texts) as plt:
         yield plt
 
 

@@ -108,6 +108,24 @@ def entity_counts(true_tags: list[list[str]], pred_tags: list[list[str]]) -> Row
     return RowCounts(counts, metrics, "f1")
 
 
+def span_counts(true_answers: list[list[str]], predictions: list[str]) -> RowCounts:
+    """Per question: exact match and character F1 (KorQuAD's, best over the gold answers)."""
+    from aiforge.tasks.qa import best_over_truths, exact_match, f1_score
+
+    counts = np.asarray(
+        [
+            (best_over_truths(exact_match, p, t), best_over_truths(f1_score, p, t))
+            for t, p in zip(true_answers, predictions, strict=True)
+        ],
+        dtype=float,
+    ).reshape(-1, 2)
+
+    def metrics(sums: np.ndarray, n: int) -> dict[str, np.ndarray]:
+        return {"exact_match": sums[:, 0] / n, "f1": sums[:, 1] / n}
+
+    return RowCounts(counts, metrics, "f1")
+
+
 def row_counts(rows: dict[str, Any], n_labels: int) -> RowCounts:
     """The counts for an evaluation's ``rows`` record (``{"kind", "true", "pred"}``)."""
     kind = rows["kind"]
@@ -117,6 +135,8 @@ def row_counts(rows: dict[str, Any], n_labels: int) -> RowCounts:
         return multi_label_counts(np.asarray(rows["true"]), np.asarray(rows["pred"]))
     if kind == "entities":
         return entity_counts(rows["true"], rows["pred"])
+    if kind == "spans":
+        return span_counts(rows["true"], rows["pred"])
     raise ValueError(f"unknown row kind {kind!r}")
 
 

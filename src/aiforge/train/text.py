@@ -18,7 +18,7 @@ import torch
 
 from aiforge.models import ModelRef
 from aiforge.train.classifier import ClassifierTask
-from aiforge.train.config import TrainConfig
+from aiforge.train.config import ScratchModel, TrainConfig
 from aiforge.train.data import Dataset, Split
 
 if TYPE_CHECKING:
@@ -83,6 +83,13 @@ def hangul_fallback(tokenizer: Any) -> tuple[Any, dict[str, str]]:
     return adapted, mapping
 
 
+def model_token_limit(tokenizer: Any, model_config: Any) -> int:
+    """The longest input the tokenizer and the position embeddings allow, at most 512 tokens."""
+    limit = min(int(tokenizer.model_max_length or 512), 512)
+    position_limit = getattr(model_config, "max_position_embeddings", None)
+    return min(limit, int(position_limit)) if position_limit else limit
+
+
 @dataclass
 class Encoded:
     """A tokenised split: token ids per item, label ids (or 0/1 rows for multi-label), lengths."""
@@ -120,9 +127,26 @@ class TokenizedTask(ClassifierTask[Encoded]):
     def load_processor(self) -> None:
         import transformers
 
+        spec = self.config.model
+        if isinstance(spec, ScratchModel):  # a tokenizer learned from the training texts
+            from aiforge.train.tokenizer import train_tokenizer
+
+            self.tokenizer = train_tokenizer(
+                self.dataset.train.inputs, spec.tokenizer, spec.context, classifier=True
+            )
+            return
         self.tokenizer = transformers.AutoTokenizer.from_pretrained(self.location)
         if self.config.training.hangul_fallback and _has_hangul(self.dataset.train.inputs):
             self.tokenizer, self.jamo_rewrites = hangul_fallback(self.tokenizer)
+
+    def load_model(self) -> torch.nn.Module:
+        if isinstance(self.config.model, ScratchModel):
+            from aiforge.train.scratch import text_model
+
+            model: Any = text_model(self.config.model, self.tokenizer, self.labels)
+            model.config.problem_type = self.head_kwargs()["problem_type"]
+            return model
+        return super().load_model()
 
     def tokenize(self, inputs: list[Any], **options: Any) -> Any:
         """The tokenizer's BatchEncoding of ``inputs`` (texts, or word lists)."""
@@ -135,10 +159,7 @@ class TokenizedTask(ClassifierTask[Encoded]):
 
     def resolve_max_length(self, lengths: list[int]) -> int:
         """``max_length: auto`` -> a percentile of the training lengths, within the model's limit."""
-        limit = min(int(self.tokenizer.model_max_length or 512), 512)
-        position_limit = getattr(self.model_config, "max_position_embeddings", None)
-        if position_limit:
-            limit = min(limit, int(position_limit))
+        limit = model_token_limit(self.tokenizer, self.model_config)
         wanted = self.config.training.max_length
         if wanted == "auto":
             value = (

@@ -6,16 +6,20 @@
     client.chat.completions.create(model="gpt", messages=[{"role": "user", "content": "Hi"}], stream=True)
     client.completions.create(model="gpt", prompt="Once upon a time", max_tokens=16)
     client.audio.transcriptions.create(model="whisper", file=open("a.wav", "rb"), response_format="srt")
+    client.audio.speech.create(model="tts", voice="alloy", input="안녕하세요", response_format="wav")
 
 ``model`` is the served name (GET /v1/models). Embeddings and non-streamed chat go through the
 model's dynamic batcher; streamed chat runs its own generation thread and holds one queue slot.
 ``response_format`` (json_object / json_schema) constrains sampling by grammar on GGUF models; the
-transformers runtime answers it with a 400, as it does ``tools`` (no served template calls tools yet).
+transformers runtime answers it with a 400, as it does ``tools``; GGUF models call tools where their chat
+template has them (tasks/llm.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import io
 import json
 import time
 import weakref
@@ -28,13 +32,16 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response, Streami
 from aiforge.errors import AiforgeError
 from aiforge.serve.deps import RuntimeDep, disconnected, mark_model
 from aiforge.serve.jsonbody import StrictJsonRoute
+from aiforge.serve.logs import REQUEST_ID
 from aiforge.serve.openai_spec import (
+    SPEECH_MEDIA_TYPES,
     TRANSCRIPT_MEDIA_TYPES,
     ChatCompletionRequest,
     CompletionRequest,
     EmbeddingRequest,
     EmbeddingResponse,
     GenerationRequest,
+    SpeechRequest,
     chat_chunk,
     chat_completion,
     completion_id,
@@ -42,8 +49,10 @@ from aiforge.serve.openai_spec import (
     text_completion,
     text_completion_chunk,
 )
+from aiforge.serve.responses import error_body
 from aiforge.serve.runtime import Deployment, ServedModel
 from aiforge.serve.streaming import TokenStream
+from aiforge.tasks.audio.synthesis import accepted_voices
 from aiforge.tasks.audio.transcripts import TranscriptFormat, format_transcript
 from aiforge.tasks.base import Pipeline
 from aiforge.tasks.generation import ChatUsage, StopScanner, cut_at_stop
@@ -139,7 +148,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, runtim
     runner: Any = model.variant(deployment, params)
     refuse_unsupported(body, model, runner)
     schema = body.constraint()
-    constrained = check_constraint(runner, model, schema)
+    constrained = check_constraint(runner, model, schema) | body.tool_request()
     messages = body.messages_as_dicts()
     if body.stream:
         return await stream_chat(model, deployment, runner, messages, body, constrained)
@@ -157,6 +166,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, runtim
             "stop" if stopped else out["finish_reason"],
             out["prompt_tokens"],
             out["completion_tokens"],
+            out.get("tool_calls"),
         )
     )
 
@@ -206,10 +216,15 @@ async def completions(body: CompletionRequest, request: Request, runtime: Runtim
 def refuse_unsupported(body: GenerationRequest, model: ServedModel, runner: Any) -> None:
     """A 400 naming what this request asks for that aiforge cannot do, rather than ignoring it."""
     reason = body.unsupported()
+    chat_limitation = getattr(runner, "chat_limitation", lambda: None)
+    if reason is None and isinstance(body, ChatCompletionRequest) and (why_not := chat_limitation()):
+        reason = f"model '{model.name}' cannot chat: {why_not}; send the text to /v1/completions"
     if reason is None and isinstance(body, ChatCompletionRequest) and body.wants_tools():
-        limitation = getattr(runner, "tools_limitation", None)
-        why = limitation() if limitation else "aiforge serves text answers only on this runtime"
-        reason = f"model '{model.name}' cannot call tools: {why}"
+        limitation = getattr(
+            runner, "tools_limitation", lambda: "aiforge serves text answers only on this runtime"
+        )
+        if why := limitation():
+            reason = f"model '{model.name}' cannot call tools: {why}"
     context = getattr(runner, "context_limit", None)
     for field in ("max_tokens", "max_completion_tokens"):  # both, as the schema caps both
         asked = getattr(body, field, None)
@@ -253,6 +268,10 @@ class ChatChunks:
     def finish(self, reason: str) -> dict[str, Any]:
         return chat_chunk(*self.ids, {}, reason)
 
+    def tool_calls(self, calls: list[dict[str, Any]]) -> dict[str, Any]:
+        """Every call whole in one delta (OpenAI streams them in pieces; clients join either)."""
+        return chat_chunk(*self.ids, {"tool_calls": [{"index": i, **c} for i, c in enumerate(calls)]})
+
     def usage(self, usage: dict[str, int]) -> dict[str, Any]:
         return chat_chunk(*self.ids, {}, usage=usage)
 
@@ -281,7 +300,7 @@ async def stream_chat(
     model: ServedModel,
     deployment: Deployment,
     runner: Any,
-    messages: list[dict[str, str]],
+    messages: list[dict[str, Any]],
     body: GenerationRequest,
     constrained: dict[str, Any] | None = None,
 ) -> Response:
@@ -327,7 +346,9 @@ async def stream_generation(
         stream.close()
         release()
         raise first[1]
-    events = _generation_events(model, stream, first, deadline, usage, body, chunks, release)
+    events = _generation_events(
+        model, stream, first, deadline, usage, body, chunks, release, REQUEST_ID.get()
+    )
     weakref.finalize(events, release)  # a stream never started (client gone at once) still frees its slot
     return StreamingResponse(
         events,
@@ -366,6 +387,7 @@ async def _generation_events(
     body: GenerationRequest,
     chunks: ChatChunks,
     release: Once,
+    request_id: str | None,
 ) -> AsyncIterator[str]:
     scanner = StopScanner(body.stop_sequences())
     pending: tuple[str, Any] | None = first
@@ -380,12 +402,12 @@ async def _generation_events(
                 try:
                     kind, value = await stream.next(deadline - asyncio.get_running_loop().time())
                 except asyncio.TimeoutError:
-                    yield sse(error_event(generation_timeout(model)))
+                    yield sse(error_event(generation_timeout(model), request_id))
                     return
             if kind == "end":
                 break
             if kind == "error":
-                yield sse(error_event(value))
+                yield sse(error_event(value, request_id))
                 return
             text = scanner.feed(value)
             if text:
@@ -396,6 +418,8 @@ async def _generation_events(
         if scanner.stopped:  # the generation stops at its next piece: count what it has made
             stream.close()
             await stream.finished()
+        if usage.tool_calls:
+            yield sse(chunks.tool_calls(usage.tool_calls))
         yield sse(chunks.finish("stop" if scanner.stopped else usage.finish_reason))
         if body.stream_options is not None and body.stream_options.include_usage:
             yield sse(
@@ -417,26 +441,18 @@ def sse(payload: dict[str, Any]) -> str:
     return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
 
 
-def error_event(exc: BaseException) -> dict[str, Any]:
+def error_event(exc: BaseException, request_id: str | None) -> dict[str, Any]:
+    """An error that comes after the stream's 200 status line: the last event before the stream
+    ends, in the same shape as an error answer (``request_id`` included: it finds the log lines)."""
     if isinstance(exc, AiforgeError):
-        return {
-            "error": {
-                "message": exc.message,
-                "type": "server_error" if exc.status >= 500 else "invalid_request_error",
-                "param": None,
-                "code": exc.code,
-                "fix": exc.fix,
-            }
-        }
-    return {
-        "error": {
-            "message": f"generation failed: {type(exc).__name__}: {exc}",
-            "type": "server_error",
-            "param": None,
-            "code": "AF-SERVE-009",
-            "fix": "the server log has details",
-        }
-    }
+        return error_body(exc.status, exc.code, exc.message, exc.fix, request_id=request_id)
+    return error_body(
+        500,
+        "AF-SERVE-009",
+        f"generation failed: {type(exc).__name__}: {exc}",
+        "the server log has details",
+        request_id=request_id,
+    )
 
 
 # ---- audio transcriptions -------------------------------------------------------------------------------
@@ -472,3 +488,56 @@ async def transcriptions(
             rendered, media_type=TRANSCRIPT_MEDIA_TYPES.get(response_format, "text/plain")
         )
     return JSONResponse(rendered)
+
+
+# ---- speech ---------------------------------------------------------------------------------------------
+@router.post(
+    "/audio/speech",
+    summary="Speak a text (text-to-audio models): the audio file",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "the audio (sampling rate in the x-sampling-rate header)",
+            "content": {media: {} for media in SPEECH_MEDIA_TYPES.values()},
+        }
+    },
+)
+async def speech(body: SpeechRequest, request: Request, runtime: RuntimeDep) -> Response:
+    served = runtime.for_route(body.model, "speech", "/v1/audio/speech")
+    mark_model(request.scope, served)
+    voices = accepted_voices(served.require_ready().pipe)
+    if body.voice not in voices:
+        raise AiforgeError(
+            "AF-SERVE-002",
+            f"model '{served.name}' has no voice '{body.voice}'",
+            f"voices: {', '.join(voices)}",
+            status=400,
+        )
+    params: dict[str, Any] = {"voice": body.voice}
+    if body.speed != 1.0:
+        params["speaking_rate"] = body.speed
+    outputs, deployment = await served.predict(
+        [{"text": body.input}], params, lambda: disconnected(request.receive)
+    )
+    mark_model(request.scope, served, deployment)
+    wav = base64.b64decode(outputs[0]["audio_base64"])
+    rate = str(outputs[0]["sampling_rate"])
+    return Response(
+        encode_speech(wav, body.response_format),
+        media_type=SPEECH_MEDIA_TYPES[body.response_format],
+        headers={"x-sampling-rate": rate},
+    )
+
+
+def encode_speech(wav: bytes, response_format: str) -> bytes:
+    """The pipeline's 16-bit WAV as the format asked for."""
+    if response_format == "wav":
+        return wav
+    import soundfile
+
+    samples, rate = soundfile.read(io.BytesIO(wav), dtype="int16")
+    if response_format == "pcm":
+        return samples.astype("<i2").tobytes()
+    buffer = io.BytesIO()
+    soundfile.write(buffer, samples, rate, subtype="PCM_16", format="FLAC")
+    return buffer.getvalue()

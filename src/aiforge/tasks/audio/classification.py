@@ -36,6 +36,7 @@ class AudioClassificationParams(TaskParams):
     "audio-classification",
     summary="label a sound clip",
     hub_default="MIT/ast-finetuned-audioset-10-10-0.4593",
+    offline_default="silero-vad",  # speech / no speech only (audio/vad.py): no package ships AudioSet weights
     extra="audio",
     requires=("torch", "transformers", "soundfile"),
     request_params=("top_k",),

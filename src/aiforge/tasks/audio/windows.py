@@ -27,6 +27,7 @@ WINDOW_S = 30.0  # Whisper's receptive field: one mel window
 # last words removes most of the re-decoding that decode_windows would otherwise need.
 CHUNK_S = 28.0
 
+
 def plan_windows(
     audio: np.ndarray, sampling_rate: int = SAMPLING_RATE, window_s: float = CHUNK_S, search_s: float = 5.0
 ) -> list[tuple[int, int]]:

@@ -1,0 +1,563 @@
+"""Soak `aiforge serve`: minutes at about 80 % of its measured capacity, watching for leaks.
+
+The real server (``aiforge serve``, uvicorn on 127.0.0.1, an API key file) serves the MiniLM
+classifier of bench_serve.py and the packaged multilingual-e5-small embedder. The load mixes
+``/v1/models/clf/predict`` and ``/v1/embeddings`` (one NSMC sentence per request, one in
+``--embed-every`` an embedding).
+
+1. **capacity**: a short closed-loop ramp (1, 2, 4 ... clients, ``--ramp-s`` each) finds the
+   throughput knee; capacity is the best throughput of the ramp.
+2. **soak**: ``--minutes`` of open-loop Poisson arrivals at ``--load`` x capacity. A request's latency
+   runs from its *scheduled* arrival, so a slow answer that delays the next send is counted, not
+   hidden (no coordinated omission). ``--connections`` keep-alive connections carry the load (a
+   fixed pool, so the server's open sockets do not depend on the load's bursts).
+3. Every ``--sample-s`` seconds: the server's RSS (with its children), open file descriptors and
+   threads from /proc, the load average (the machine is shared: it explains latency swings), and
+   how long ``GET /readyz`` takes to answer, with its status (a probe's view of the server).
+
+After warm-up (the first minute) it checks: RSS grows <= 5 % (the first sample after warm-up
+against the median of the last minute), every minute's p99 <= 1.2x the first minute after warm-up,
+file descriptors (besides one socket per client connection) and threads flat (the last minute's
+highest <= the first post-warm-up minute's highest + 2), and zero 5xx or dropped connections. It
+prints a table per minute and a verdict line, writes ``soak.json`` and ``soak.png`` under ``--out``,
+and exits 1 when a check fails.
+
+Run::
+
+    .venv/bin/python bench/soak.py --minutes 3           # a short check
+    .venv/bin/python bench/soak.py --malloc-arena-max 16 # glibc's default on 2 cores, for comparison
+    flock /tmp/aiforge-cpu.lock .venv/bin/python bench/soak.py   # the full 20 minutes
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import random
+import secrets
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from bench.serving import (  # noqa: E402
+    CONNECTION_ERRORS,
+    Connection,
+    aiforge_command,
+    build_model,
+    free_port,
+    load_sentences,
+    percentile_ms,
+    request_once,
+    start,
+    stop,
+)
+
+WARMUP_S = 60.0
+PROBE_TIMEOUT_S = 10.0  # a /readyz slower than this is recorded as unanswered (status 0)
+REQUEST_TIMEOUT_S = 120.0  # an answer later than this counts as dropped (status 0): the server hangs
+DRAIN_S = 60.0  # after the last arrival, what is still unanswered this much later counts as dropped
+RSS_GROWTH_LIMIT = 0.05
+P99_RATIO_LIMIT = 1.2
+FLAT_SLACK = 2  # fds/threads: a reconnect or one more pool thread is not a leak; a leak keeps climbing
+
+
+def own_fds(sample: dict[str, float]) -> int:
+    """The server's descriptors besides one socket per open client connection: those vary with the
+    load (idle keep-alive connections close after 5 s and reopen), a leak does not go away."""
+    return int(sample["fds"] - sample.get("client_connections", 0))
+
+
+# ---- the workload ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Call:
+    kind: str  # "classify" or "embed"
+    path: str
+    body: bytes
+
+
+def workload(sentences: list[str], embed_every: int) -> list[Call]:
+    """One call per sentence: every ``embed_every``-th an embedding, the rest classifications."""
+    calls = []
+    for i, text in enumerate(sentences):
+        if embed_every and i % embed_every == embed_every - 1:
+            body = {"model": "e5", "input": [text]}
+            calls.append(Call("embed", "/v1/embeddings", json.dumps(body, ensure_ascii=False).encode()))
+        else:
+            body = {"inputs": [text]}
+            calls.append(
+                Call("classify", "/v1/models/clf/predict", json.dumps(body, ensure_ascii=False).encode())
+            )
+    return calls
+
+
+@dataclass
+class Outcome:
+    kind: str
+    scheduled: float  # seconds since the soak started
+    latency_s: float
+    status: int
+
+
+# ---- capacity: a closed-loop ramp --------------------------------------------------------------------
+async def closed_loop(
+    port: int, headers: dict[str, str], calls: list[Call], clients: int, seconds: float
+) -> tuple[float, dict[int, int]]:
+    """``clients`` connections sending back to back for ``seconds``: (answers/s, status counts)."""
+    statuses: dict[int, int] = {}
+    deadline = time.perf_counter() + seconds
+    counter = iter(range(10**12))
+
+    async def client() -> None:
+        connection = Connection(port, headers)
+        try:
+            while time.perf_counter() < deadline:
+                call = calls[next(counter) % len(calls)]
+                try:
+                    status, _ = await connection.request("POST", call.path, call.body)
+                except CONNECTION_ERRORS:
+                    status = 0
+                    connection.close()
+                statuses[status] = statuses.get(status, 0) + 1
+        finally:
+            connection.close()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(clients)))
+    return statuses.get(200, 0) / (time.perf_counter() - started), statuses
+
+
+def find_capacity(
+    port: int, headers: dict[str, str], calls: list[Call], ramp_s: float, max_clients: int
+) -> tuple[float, list[dict[str, Any]]]:
+    """Double the clients until throughput stops rising (< 5 % better twice running) or errors show."""
+    steps: list[dict[str, Any]] = []
+    best, flat_steps, clients = 0.0, 0, 1
+    while clients <= max_clients:
+        rate, statuses = asyncio.run(closed_loop(port, headers, calls, clients, ramp_s))
+        steps.append({"clients": clients, "req_per_s": rate, "statuses": statuses})
+        print(f"  ramp: {clients:3d} clients -> {rate:6.1f} req/s  {statuses}", flush=True)
+        if set(statuses) - {200}:
+            break
+        flat_steps = flat_steps + 1 if rate < 1.05 * best else 0
+        best = max(best, rate)
+        if flat_steps == 2:
+            break
+        clients *= 2
+    return best, steps
+
+
+# ---- the soak: open-loop arrivals, sampled server ----------------------------------------------------
+class ServerProbe:
+    """The server's RSS, open fds and threads (with its children's), read from /proc."""
+
+    def __init__(self, pid: int) -> None:
+        import psutil
+
+        self.process = psutil.Process(pid)
+
+    def sample(self) -> dict[str, float]:
+        processes = [self.process, *self.process.children(recursive=True)]
+        rss = threads = fds = 0
+        for process in processes:
+            status = Path(f"/proc/{process.pid}/status").read_text().splitlines()
+            fields = dict(line.split(":", 1) for line in status if ":" in line)
+            rss += int(fields["VmRSS"].split()[0]) * 1024
+            threads += int(fields["Threads"])
+            fds += len(os.listdir(f"/proc/{process.pid}/fd"))
+        cpu = self.process.cpu_times()
+        return {
+            "rss_mb": rss / 2**20,
+            "fds": fds,
+            "threads": threads,
+            "cpu_s": cpu.user + cpu.system,
+            "loadavg_1m": os.getloadavg()[0],
+        }
+
+
+async def open_loop(
+    port: int,
+    headers: dict[str, str],
+    calls: list[Call],
+    rate: float,
+    seconds: float,
+    connections: int,
+    probe: ServerProbe,
+    sample_s: float,
+    seed: int = 0,
+    on_minute: Callable[[int], None] | None = None,
+) -> tuple[list[Outcome], list[dict[str, float]]]:
+    """Poisson arrivals at ``rate``/s for ``seconds`` over a pool of ``connections`` keep-alive
+    connections; latency from each request's scheduled time. Returns outcomes and /proc samples."""
+    # last in, first out: the busiest connections stay warm, the rest idle out (and reconnect)
+    every = [Connection(port, headers) for _ in range(connections)]
+    pool: asyncio.LifoQueue[Connection] = asyncio.LifoQueue()
+    for connection in every:
+        pool.put_nowait(connection)
+    outcomes: list[Outcome] = []
+    samples: list[dict[str, float]] = []
+    rng = random.Random(seed)
+    origin = time.perf_counter()
+
+    async def send(call: Call, scheduled: float) -> None:
+        connection = await pool.get()  # waiting for a free connection counts in the latency
+        try:
+            status, _ = await asyncio.wait_for(
+                connection.request("POST", call.path, call.body), REQUEST_TIMEOUT_S
+            )
+        except (*CONNECTION_ERRORS, asyncio.TimeoutError):
+            status = 0
+            connection.close()
+        except asyncio.CancelledError:  # still unanswered when the drain ended
+            connection.close()
+            outcomes.append(Outcome(call.kind, scheduled, time.perf_counter() - origin - scheduled, 0))
+            raise
+        finally:
+            pool.put_nowait(connection)
+        outcomes.append(Outcome(call.kind, scheduled, time.perf_counter() - origin - scheduled, status))
+
+    def sample() -> dict[str, float]:
+        client = sum(c.open for c in every)  # the server holds one socket for each
+        return {"t": time.perf_counter() - origin, "client_connections": client, **probe.sample()}
+
+    async def sampler() -> None:
+        while time.perf_counter() - origin < seconds:
+            row = sample()
+            row.update(await readiness(port, headers))
+            samples.append(row)
+            await asyncio.sleep(sample_s)
+
+    sampling = asyncio.create_task(sampler())
+    in_flight: set[asyncio.Task[None]] = set()
+    scheduled, index, minute = 0.0, 0, 0
+    while True:
+        scheduled += rng.expovariate(rate)
+        if scheduled >= seconds:
+            break
+        delay = scheduled - (time.perf_counter() - origin)
+        if delay > 0:
+            await asyncio.sleep(delay)
+        task = asyncio.create_task(send(calls[index % len(calls)], scheduled))
+        in_flight.add(task)
+        task.add_done_callback(in_flight.discard)
+        index += 1
+        if on_minute and int(scheduled // 60) > minute:
+            minute = int(scheduled // 60)
+            on_minute(minute)
+    # an overloaded or hung server leaves a backlog: it is counted, not waited out
+    _, unanswered = await asyncio.wait(set(in_flight), timeout=DRAIN_S) if in_flight else (set(), set())
+    for task in unanswered:
+        task.cancel()
+    await asyncio.gather(*unanswered, return_exceptions=True)
+    queued = index - len(outcomes)  # cancelled while still waiting for a free connection
+    if unanswered:
+        print(f"  {len(unanswered)} requests unanswered {DRAIN_S:g}s after the last arrival", flush=True)
+    outcomes.extend(Outcome("backlog", seconds, float("nan"), 0) for _ in range(max(0, queued)))
+    await sampling
+    with contextlib.suppress(OSError, psutil_errors()):
+        samples.append({**sample(), **await readiness(port, headers)})
+    for connection in every:
+        connection.close()
+    return outcomes, samples
+
+
+async def readiness(port: int, headers: dict[str, str]) -> dict[str, float]:
+    """``GET /readyz`` on a fresh connection: its status (0: no answer within PROBE_TIMEOUT_S) and
+    how long it took, as a load balancer's probe would see it."""
+    started = time.perf_counter()
+    try:
+        status, _ = await asyncio.wait_for(request_once(port, "GET", "/readyz", headers), PROBE_TIMEOUT_S)
+    except asyncio.TimeoutError:
+        status = 0
+    return {"readyz_status": status, "readyz_ms": (time.perf_counter() - started) * 1000}
+
+
+def psutil_errors() -> type[Exception]:
+    import psutil
+
+    return psutil.Error
+
+
+# ---- per-minute figures and the checks ---------------------------------------------------------------
+@dataclass
+class Minute:
+    minute: int
+    requests: int
+    req_per_s: float
+    p50_ms: float
+    p99_ms: float
+    p99_classify_ms: float
+    p99_embed_ms: float
+    statuses: dict[int, int]
+    rss_mb: float  # the last sample in the minute
+    fds: int  # the most in the minute, besides the client's connections (own_fds)
+    connections: int  # the most client connections open at a sample
+    threads: int
+    loadavg_1m: float  # mean over the minute's samples
+    server_cpu: float  # cores the server used on average
+    readyz_max_ms: float  # the slowest /readyz probe in the minute
+    readyz_failed: int  # probes that got no 200 (503 not ready, or no answer in PROBE_TIMEOUT_S)
+
+
+def per_minute(outcomes: list[Outcome], samples: list[dict[str, float]], minutes: int) -> list[Minute]:
+    rows = []
+    for m in range(minutes):
+        mine = [o for o in outcomes if m * 60 <= o.scheduled < (m + 1) * 60]
+        window = [s for s in samples if m * 60 <= s["t"] < (m + 1) * 60] or samples[-1:]
+        statuses: dict[int, int] = {}
+        for o in mine:
+            statuses[o.status] = statuses.get(o.status, 0) + 1
+        span = max(window[-1]["t"] - window[0]["t"], 1e-9)
+        rows.append(
+            Minute(
+                minute=m + 1,
+                requests=len(mine),
+                req_per_s=statuses.get(200, 0) / 60,
+                p50_ms=percentile_ms([o.latency_s for o in mine], 0.5),
+                p99_ms=percentile_ms([o.latency_s for o in mine], 0.99),
+                p99_classify_ms=percentile_ms([o.latency_s for o in mine if o.kind == "classify"], 0.99),
+                p99_embed_ms=percentile_ms([o.latency_s for o in mine if o.kind == "embed"], 0.99),
+                statuses=statuses,
+                rss_mb=window[-1]["rss_mb"],
+                fds=max(own_fds(s) for s in window),
+                connections=int(max(s.get("client_connections", 0) for s in window)),
+                threads=int(max(s["threads"] for s in window)),
+                loadavg_1m=statistics.fmean(s["loadavg_1m"] for s in window),
+                server_cpu=(window[-1]["cpu_s"] - window[0]["cpu_s"]) / span if len(window) > 1 else 0.0,
+                readyz_max_ms=max(s.get("readyz_ms", 0.0) for s in window),
+                readyz_failed=sum(1 for s in window if s.get("readyz_status", 200) != 200),
+            )
+        )
+    return rows
+
+
+@dataclass
+class Check:
+    name: str
+    passed: bool
+    figure: str
+
+
+@dataclass
+class Verdict:
+    checks: list[Check] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return all(c.passed for c in self.checks)
+
+    def line(self) -> str:
+        word = "PASS" if self.passed else "FAIL"
+        return f"verdict: {word}: " + "; ".join(
+            f"{c.name} {c.figure}{'' if c.passed else ' (FAILED)'}" for c in self.checks
+        )
+
+
+def judge(rows: list[Minute], samples: list[dict[str, float]], outcomes: list[Outcome]) -> Verdict:
+    """The soak's checks, on what came after the warm-up minute."""
+    after = [s for s in samples if s["t"] >= WARMUP_S] or samples[-1:]
+    measured = rows[1:] or rows
+    last_minute_start = after[-1]["t"] - 60
+    last = [s for s in after if s["t"] >= last_minute_start]
+    first = [s for s in after if s["t"] < WARMUP_S + 60]
+    rss_start, rss_end = after[0]["rss_mb"], statistics.median(s["rss_mb"] for s in last)
+    growth = rss_end / rss_start - 1
+    base_p99 = measured[0].p99_ms
+    worst = max(measured, key=lambda r: r.p99_ms)
+    fds_start, fds_end = max(own_fds(s) for s in first), max(own_fds(s) for s in last)
+    threads_start, threads_end = max(s["threads"] for s in first), max(s["threads"] for s in last)
+    failed = sum(1 for o in outcomes if o.status >= 500 or o.status == 0)
+    return Verdict(
+        [
+            Check(
+                "RSS",
+                growth <= RSS_GROWTH_LIMIT,
+                f"{rss_start:.0f} -> {rss_end:.0f} MB ({growth:+.1%}, limit +{RSS_GROWTH_LIMIT:.0%})",
+            ),
+            Check(
+                "p99",
+                worst.p99_ms <= P99_RATIO_LIMIT * base_p99,
+                f"worst minute {worst.minute} {worst.p99_ms:.0f} ms = {worst.p99_ms / base_p99:.2f}x "
+                f"minute {measured[0].minute}'s {base_p99:.0f} ms (limit {P99_RATIO_LIMIT}x)",
+            ),
+            Check("fds", fds_end <= fds_start + FLAT_SLACK, f"{fds_start} -> {fds_end}"),
+            Check("threads", threads_end <= threads_start + FLAT_SLACK, f"{threads_start} -> {threads_end}"),
+            Check("5xx", failed == 0, f"{failed} x 5xx or dropped"),
+        ]
+    )
+
+
+def print_table(rows: list[Minute]) -> None:
+    print(
+        "\n| min | req | req/s | p50 ms | p99 ms | p99 clf | p99 e5 | non-200 | RSS MB | fds | conns "
+        "| threads | load 1m | server cores | /readyz max ms (not 200) |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        bad = {k: v for k, v in r.statuses.items() if k != 200} or 0
+        print(
+            f"| {r.minute}{' (warm-up)' if r.minute == 1 else ''} | {r.requests} | {r.req_per_s:.1f} | "
+            f"{r.p50_ms:.0f} | {r.p99_ms:.0f} | {r.p99_classify_ms:.0f} | {r.p99_embed_ms:.0f} | {bad} | "
+            f"{r.rss_mb:.0f} | {r.fds} | {r.connections} | {r.threads} | {r.loadavg_1m:.1f} | "
+            f"{r.server_cpu:.2f} | {r.readyz_max_ms:.0f} ({r.readyz_failed}) |"
+        )
+
+
+def plot(rows: list[Minute], samples: list[dict[str, float]], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    minutes = [s["t"] / 60 for s in samples]
+    fig, axes = plt.subplots(3, 1, figsize=(9, 9), sharex=True)
+    axes[0].plot(minutes, [s["rss_mb"] for s in samples])
+    axes[0].set_ylabel("server RSS (MB)")
+    centres = [r.minute - 0.5 for r in rows]
+    axes[1].plot(centres, [r.p50_ms for r in rows], "o-", label="p50")
+    axes[1].plot(centres, [r.p99_ms for r in rows], "o-", label="p99")
+    axes[1].set_ylabel("latency per minute (ms)")
+    axes[1].legend()
+    axes[2].plot(minutes, [own_fds(s) for s in samples], label="open fds (besides client sockets)")
+    axes[2].plot(minutes, [s["threads"] for s in samples], label="threads")
+    axes[2].set_ylabel("count")
+    axes[2].set_xlabel("minutes")
+    axes[2].legend()
+    for axis in axes:
+        axis.axvspan(0, WARMUP_S / 60, color="0.9")  # the warm-up minute, not judged
+        axis.grid(alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+# ---- the run -----------------------------------------------------------------------------------------
+def serve_config(work: Path, model_dir: Path, port: int, key: str) -> Path:
+    keys = work / "keys.txt"
+    keys.write_text(f"{key}\n", encoding="utf-8")
+    limits = {"device": "cpu", "timeout_s": 30}
+    config = {
+        "port": port,
+        "demo": False,
+        "log_level": "warning",
+        "api_key_file": str(keys),
+        "models": [
+            {"name": "clf", "task": "text-classification", "model": str(model_dir), **limits},
+            {"name": "e5", "task": "sentence-embeddings", **limits},  # the packaged multilingual-e5-small
+        ],
+    }
+    path = work / "serve.yaml"  # JSON is YAML; the CLI knows a config by its suffix
+    path.write_text(json.dumps(config), encoding="utf-8")
+    return path
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--minutes", type=float, default=20, help="soak length, warm-up minute included")
+    parser.add_argument("--load", type=float, default=0.8, help="arrival rate as a fraction of capacity")
+    parser.add_argument("--capacity", type=float, help="req/s; skips the ramp")
+    parser.add_argument("--ramp-s", type=float, default=10, help="seconds per ramp step")
+    parser.add_argument("--max-clients", type=int, default=64, help="the ramp's last step")
+    parser.add_argument("--connections", type=int, default=64, help="keep-alive connections of the soak")
+    parser.add_argument("--embed-every", type=int, default=4, help="one request in N is an embedding")
+    parser.add_argument("--sample-s", type=float, default=5, help="seconds between /proc samples")
+    parser.add_argument("--seed", type=int, default=0, help="arrival times")
+    parser.add_argument(
+        "--malloc-arena-max",
+        type=int,
+        help="MALLOC_ARENA_MAX for the server (default: aiforge's own cap, 2; 16 is glibc's default "
+        "on 2 cores)",
+    )
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "soak")
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="aiforge-soak-"))
+    key = secrets.token_hex(16)
+    headers = {"Authorization": f"Bearer {key}"}
+    port = free_port()
+    calls = workload(load_sentences(4096), args.embed_every)
+    config = serve_config(work, build_model(work / "clf"), port, key)
+    env = {**os.environ}
+    if args.malloc_arena_max:
+        env["MALLOC_ARENA_MAX"] = str(args.malloc_arena_max)
+    server = start(aiforge_command(config), port, "/readyz", work / "serve.log", headers=headers, env=env)
+    print(
+        f"aiforge serve pid {server.pid} on 127.0.0.1:{port}: MiniLM classifier + packaged e5, API key; "
+        f"1 in {args.embed_every} requests an embedding; {os.cpu_count()} CPUs, "
+        f"load average {os.getloadavg()[0]:.1f} (the machine is shared)",
+        flush=True,
+    )
+    try:
+        asyncio.run(closed_loop(port, headers, calls, 8, 5))  # warm the batchers' cost models
+        if args.capacity:
+            capacity, ramp = args.capacity, []
+        else:
+            capacity, ramp = find_capacity(port, headers, calls, args.ramp_s, args.max_clients)
+        rate = args.load * capacity
+        seconds = args.minutes * 60
+        print(
+            f"capacity {capacity:.1f} req/s; soak: {args.minutes:g} min of Poisson arrivals at "
+            f"{rate:.1f} req/s ({args.load:.0%}), {args.connections} connections",
+            flush=True,
+        )
+        outcomes, samples = asyncio.run(
+            open_loop(
+                port,
+                headers,
+                calls,
+                rate,
+                seconds,
+                args.connections,
+                ServerProbe(server.pid),
+                args.sample_s,
+                args.seed,
+                on_minute=lambda m: print(f"  minute {m} done", flush=True),
+            )
+        )
+    finally:
+        stop(server)
+    rows = per_minute(outcomes, samples, max(1, round(args.minutes)))
+    verdict = judge(rows, samples, outcomes)
+    print_table(rows)
+    print(verdict.line())
+    args.out.mkdir(parents=True, exist_ok=True)
+    report = {
+        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "cpus": os.cpu_count(),
+        "capacity_req_per_s": capacity,
+        "rate_req_per_s": rate,
+        "ramp": ramp,
+        "minutes": [asdict(r) for r in rows],
+        "samples": samples,
+        "checks": [asdict(c) for c in verdict.checks],
+        "passed": verdict.passed,
+    }
+    (args.out / "soak.json").write_text(json.dumps(report, indent=1), encoding="utf-8")
+    plot(
+        rows,
+        samples,
+        args.out / "soak.png",
+        f"aiforge serve soak: {rate:.0f} req/s ({args.load:.0%} of {capacity:.0f}), "
+        f"{'PASS' if verdict.passed else 'FAIL'}",
+    )
+    print(f"wrote {args.out / 'soak.json'} and {args.out / 'soak.png'}")
+    shutil.rmtree(work, ignore_errors=True)
+    return 0 if verdict.passed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
