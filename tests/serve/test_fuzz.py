@@ -98,8 +98,10 @@ def test_schemathesis_finds_nothing(fuzzed: Server) -> None:
     assert summary and int(summary.group(1)) > 500, f"{replay}\n{report[-3000:]}"  # it really generated cases
 
 
-def test_the_fuzz_seed_is_fresh_unless_one_is_given(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_ci_replays_the_pinned_seed_and_random_draws_fresh_ones(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("AIFORGE_FUZZ_SEED", raising=False)
+    assert {fuzz_seed() for _ in range(5)} == {PINNED_SEED}
+    monkeypatch.setenv("AIFORGE_FUZZ_SEED", "random")
     assert len({fuzz_seed() for _ in range(5)}) > 1
     monkeypatch.setenv("AIFORGE_FUZZ_SEED", "1234")
     assert fuzz_seed() == 1234
