@@ -245,6 +245,74 @@ def make_tiny_vit_classifier(
     return _save_seeded(ViTForImageClassification, config, directory, processor, seed)
 
 
+def make_tiny_vilt(directory: str | Path, answers: list[str], seed: int = 0) -> Path:
+    """A 2-layer, 32-wide ViLT visual question answerer (32-px images, 4-px patches) whose labels are
+    ``answers``, with a ViLT processor: its image processor and the MiniLM WordPiece tokenizer."""
+    from transformers import (
+        AutoTokenizer,
+        ViltConfig,
+        ViltForQuestionAnswering,
+        ViltImageProcessor,
+        ViltProcessor,
+    )
+
+    config = ViltConfig(
+        vocab_size=VOCAB_SIZE,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=16,
+        image_size=32,
+        patch_size=4,
+        **_label_maps(answers),
+    )
+    directory = Path(directory)
+    save_bert_tokenizer(directory, model_max_length=16)
+    images = ViltImageProcessor(size={"shortest_edge": 32}, size_divisor=4)
+    processor = ViltProcessor(image_processor=images, tokenizer=AutoTokenizer.from_pretrained(directory))
+    return _save_seeded(ViltForQuestionAnswering, config, directory, processor, seed)
+
+
+def make_tiny_blip_vqa(directory: str | Path, seed: int = 0) -> Path:
+    """A 2-layer, 32-wide BLIP question answerer (a generator: 32-px images, 8-px patches) with a
+    BLIP processor holding the MiniLM WordPiece tokenizer."""
+    from transformers import (
+        AutoTokenizer,
+        BlipConfig,
+        BlipForQuestionAnswering,
+        BlipImageProcessor,
+        BlipProcessor,
+    )
+
+    text = {
+        "vocab_size": VOCAB_SIZE,
+        "hidden_size": 32,
+        "encoder_hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "max_position_embeddings": 32,
+        "bos_token_id": CLS_ID,
+        "sep_token_id": SEP_ID,
+        "pad_token_id": PAD_ID,
+    }
+    vision = {
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "image_size": 32,
+        "patch_size": 8,
+    }
+    directory = Path(directory)
+    save_bert_tokenizer(directory, model_max_length=32)
+    images = BlipImageProcessor(size={"height": 32, "width": 32})
+    processor = BlipProcessor(image_processor=images, tokenizer=AutoTokenizer.from_pretrained(directory))
+    config = BlipConfig(text_config=text, vision_config=vision, projection_dim=32)
+    return _save_seeded(BlipForQuestionAnswering, config, directory, processor, seed)
+
+
 def make_tiny_ast(directory: str | Path, labels: list[str], max_frames: int = 100, seed: int = 0) -> Path:
     """A 1-layer, 32-wide Audio Spectrogram Transformer with 32 mel bins; ``max_frames`` of 10 ms
     (100 = the first second of a clip) with its feature extractor."""

@@ -43,6 +43,7 @@ from tests.tiny_models import (
     make_tiny_sam,
     make_tiny_segformer,
     make_tiny_t5,
+    make_tiny_vilt,
     make_tiny_vit_classifier,
     make_tiny_vit_gpt2,
     make_tiny_vits,
@@ -174,6 +175,16 @@ CONTRACT_MODELS: dict[str, ContractModel] = {
         inputs=[IMAGES[0], {**IMAGES[1], "candidate_labels": ["a cat", "a dog", "a bird"]}],
         params={"candidate_labels": ["red", "blue"]},
         demo=("red, blue",),  # the labels box beside the uploaded image
+        malformed=NOT_MEDIA,
+    ),
+    "visual-question-answering": ContractModel(
+        build=lambda d: make_tiny_vilt(d, ["yes", "no", "two", "red"]),
+        inputs=[
+            {**IMAGES[0], "question": "is it red?"},
+            {**IMAGES[1], "question": "how many shapes are there?"},
+        ],
+        params={"top_k": 2},
+        demo=("is it red?",),  # the question box beside the uploaded image
         malformed=NOT_MEDIA,
     ),
     "image-text-embeddings": ContractModel(

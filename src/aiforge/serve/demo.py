@@ -214,6 +214,10 @@ _INPUTS: dict[str, Callable[[Any], InputWidgets]] = {
         lambda: [gr.Image(type="filepath", label=tr("image")), gr.Textbox(label=tr("candidate_labels"))],
         lambda path, labels: {"image": _read(path, "image"), "candidate_labels": split_labels(labels)},
     ),
+    "image-question": lambda gr: (
+        lambda: [gr.Image(type="filepath", label=tr("image")), gr.Textbox(label=tr("question"))],
+        lambda path, question: {"image": _read(path, "image"), "question": question},
+    ),
     "audio": lambda gr: (
         lambda: [gr.Audio(sources=["upload", "microphone"], type="filepath", label=tr("audio"))],
         lambda path: {"audio": _read(path, "audio")},
@@ -237,8 +241,8 @@ _OUTPUTS: dict[str, Callable[[Any], Any]] = {
 def render_output(kind: str, out: dict[str, Any], values: tuple[Any, ...], lang: str = "en") -> Any:
     """One output record -> the value of the output widget of this demo kind (``values`` are the
     input widgets' values: the text that entities highlight, the image boxes are drawn on)."""
-    if kind == "label":
-        return label_scores(out)
+    if kind == "label":  # a generated answer (VQA) has no score: gr.Label shows it alone
+        return out["answer"] if out.get("score", 0.0) is None else label_scores(out)
     if kind == "entities":
         spans = [(e["entity_group"], e["start"], e["end"]) for e in out.get("entities", [])]
         return _highlight(values[0], spans)
@@ -287,6 +291,8 @@ def _highlight(text: str, spans: list[tuple[str, int, int]]) -> dict[str, Any]:
 
 def label_scores(out: dict[str, Any]) -> dict[str, float]:
     """{label: score} for gr.Label from any of the classification output shapes."""
+    if "answers" in out:  # visual question answering
+        return {a["answer"]: a["score"] for a in out["answers"]}
     if "predictions" in out:  # fill-mask
         return {p["token_str"]: p["score"] for p in out["predictions"]}
     if (

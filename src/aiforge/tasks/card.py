@@ -43,7 +43,14 @@ log = logging.getLogger(__name__)
 
 # What a demo tab asks for and how it shows the answer (serve/demo.py maps these to widgets).
 DemoInput = Literal[
-    "text", "text-labels", "question-context", "image", "image-click", "image-labels", "audio"
+    "text",
+    "text-labels",
+    "question-context",
+    "image",
+    "image-click",
+    "image-labels",
+    "image-question",
+    "audio",
 ]
 DemoOutput = Literal["label", "entities", "answer", "text", "boxes", "masks", "audio", "vector", "json"]
 # The OpenAI-compatible routes a task can back (serve/routes/openai.py).
