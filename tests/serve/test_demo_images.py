@@ -1,4 +1,4 @@
-"""The demo's image tabs in a real headless Chromium: click-to-segment (SAM) and a question about a picture (VQA).
+"""The demo's image tabs in a real headless Chromium: click-to-segment (SAM) and visual QA.
 
 Clicking the uploaded picture sends the clicked pixel as SAM's point prompt; the answer is the mask
 of that point, drawn over the picture, and the raw output names the point in the picture's own
@@ -99,13 +99,17 @@ def test_clicking_the_picture_segments_the_clicked_point(page: Any, picture: Pat
     assert page.locator("[role=tabpanel]:visible .legend-item").first.inner_text().startswith("#1")
 
 
-def test_a_question_about_the_picture_gets_the_apis_answer(image_demo: Server, page: Any, picture: Path) -> None:
+def test_a_question_about_the_picture_gets_the_apis_answer(
+    image_demo: Server, page: Any, picture: Path
+) -> None:
     import base64
 
     question = "what colour is the block?"
     record = {"image": base64.b64encode(picture.read_bytes()).decode(), "question": question}
     with image_demo.client() as client:
-        response = client.post("/v1/models/vqa/predict", json={"inputs": [record], "parameters": {"top_k": 3}})
+        response = client.post(
+            "/v1/models/vqa/predict", json={"inputs": [record], "parameters": {"top_k": 3}}
+        )
     expected = response.json()["outputs"][0]
     page.get_by_role("tab", name="vqa (visual-question-answering)").click()
     page.locator("[role=tabpanel]:visible input[type=file]").first.set_input_files(str(picture))
