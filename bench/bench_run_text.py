@@ -213,6 +213,8 @@ def load_labelled(
             r for r in csv.DictReader(fh, delimiter="\t") if r["document"].strip() and r["id"] not in seen
         ]
     rows = rows[skip : skip + n]
+    if not rows:
+        raise SystemExit(f"no rows of {path} left after --skip {skip} (unseen rows only: {unseen}): lower --skip")
     return [r["document"] for r in rows], [r["label"] for r in rows]
 
 
