@@ -214,7 +214,7 @@ def load_labelled(
         ]
     rows = rows[skip : skip + n]
     if not rows:
-        raise SystemExit(f"no rows of {path} left after --skip {skip} (unseen rows only: {unseen}): lower --skip")
+        raise SystemExit(f"no rows of {path} left after --skip {skip} (unseen only: {unseen}): lower --skip")
     return [r["document"] for r in rows], [r["label"] for r in rows]
 
 

@@ -106,6 +106,26 @@ def running_server(
         thread.join(60)
 
 
+@contextlib.contextmanager
+def chromium() -> Iterator[Any]:
+    """A headless Chromium (Debian's ``chromium`` package) driven by Playwright; skips without it."""
+    import shutil
+
+    executable = shutil.which("chromium") or "/usr/bin/chromium"
+    if not shutil.which(executable):
+        pytest.skip("Chromium is missing: apt-get install -y chromium fonts-noto-cjk")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=executable, args=["--no-sandbox", "--headless", "--disable-gpu"]
+        )
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
 @pytest.fixture(scope="session")
 def model_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     from tests.tiny_models import make_tiny_bert, make_tiny_gpt2

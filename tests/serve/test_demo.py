@@ -2,33 +2,22 @@
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tests.serve.conftest import API_KEY, SAMPLE_IMAGES, Server
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+from tests.serve.conftest import API_KEY, SAMPLE_IMAGES, Server, chromium
 
 
 @pytest.fixture(scope="module")
 def page(api: Server) -> Iterator[Any]:
-    if not shutil.which(CHROMIUM):
-        pytest.skip("Chromium is missing: apt-get install -y chromium fonts-noto-cjk")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM, args=["--no-sandbox", "--headless", "--disable-gpu"]
-        )
+    with chromium() as browser:
         page = browser.new_page()
         # A browser cannot send a Bearer header: ?api_key= sets the HttpOnly cookie the page's calls use.
         page.goto(f"{api.base}/demo/?api_key={API_KEY}", wait_until="domcontentloaded")
         page.get_by_role("tab", name="clf (text-classification)").wait_for(timeout=60_000)
         yield page
-        browser.close()
 
 
 def submit_and_read_label(page: Any) -> tuple[str, dict[str, float]]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,9 +15,8 @@ from aiforge.models import PACKAGED
 from aiforge.quickstart import GUIDE_INDEX, GUIDE_QUESTION, GUIDE_SOURCE
 from aiforge.serve import ServeSettings
 from aiforge.serve.demo_text import TEXT, language
-from tests.serve.conftest import Server, running_server
+from tests.serve.conftest import Server, chromium, running_server
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SMOLLM2 = PACKAGED["smollm2-135m-instruct"]
 FRANCE = "What is the capital of France?"
 
@@ -55,16 +53,8 @@ def demo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    if not shutil.which(CHROMIUM):
-        pytest.skip("Chromium is missing: apt-get install -y chromium fonts-noto-cjk")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM, args=["--no-sandbox", "--headless", "--disable-gpu"]
-        )
+    with chromium() as browser:
         yield browser
-        browser.close()
 
 
 def open_demo(browser: Any, server: Server, locale: str) -> Any:

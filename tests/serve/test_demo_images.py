@@ -8,7 +8,6 @@ pixels (the page shows the picture scaled). The VQA tab takes a picture and a qu
 from __future__ import annotations
 
 import re
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,9 +18,8 @@ from PIL import Image
 
 from aiforge.serve import ServeSettings
 from aiforge.tasks.images import decode_mask
-from tests.serve.conftest import Server, running_server
+from tests.serve.conftest import Server, chromium, running_server
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 WIDTH, HEIGHT = 160, 100
 
 
@@ -56,19 +54,11 @@ def image_demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 @pytest.fixture(scope="module")
 def page(image_demo: Server) -> Iterator[Any]:
-    if not shutil.which(CHROMIUM):
-        pytest.skip("Chromium is missing: apt-get install -y chromium fonts-noto-cjk")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM, args=["--no-sandbox", "--headless", "--disable-gpu"]
-        )
+    with chromium() as browser:
         page = browser.new_page(locale="en-US")
         page.goto(f"{image_demo.base}/demo/", wait_until="domcontentloaded")
         page.get_by_role("tab", name="sam (mask-generation)").wait_for(timeout=60_000)
         yield page
-        browser.close()
 
 
 def raw_output(page: Any, mode: str) -> str:

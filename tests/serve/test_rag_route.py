@@ -8,7 +8,6 @@ thread of this process) reads indexes from the same place.
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.serve.conftest import API_KEY, Server, api_settings, running_server
+from tests.serve.conftest import API_KEY, Server, api_settings, chromium, running_server
 
 FACT_DOC = (
     "# 설치 안내\n\n"
@@ -118,63 +117,40 @@ def test_rag_routes_need_the_api_key(rag_server: Server) -> None:
     assert response.json()["error"]["code"] == "AF-SERVE-006"
 
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-
-
 def test_demo_rag_tab_shows_the_answer_and_verified_sources(rag_server: Server) -> None:
-    if not shutil.which(CHROMIUM):
-        pytest.skip("Chromium is missing: apt-get install -y chromium fonts-noto-cjk")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM, args=["--no-sandbox", "--headless", "--disable-gpu"]
-        )
-        try:
-            page = browser.new_page()
-            page.goto(f"{rag_server.base}/demo/?api_key={API_KEY}", wait_until="domcontentloaded")
-            tab = page.get_by_role("tab", name="Documents (RAG)")
-            tab.wait_for(timeout=60_000)
-            tab.click()
-            page.get_by_label("question").fill(QUESTION)
-            page.locator("button:visible", has_text="Ask").click()
-            sources = page.get_by_text("✓ verified")
-            sources.wait_for(timeout=60_000)
-            cited = page.locator("li:visible", has_text="verified").first.inner_text()
-            assert "guide/manual.md" in cited and "rag-home" not in cited
-            assert "3일" in page.get_by_label("answer").input_value()
-        finally:
-            browser.close()
+    with chromium() as browser:
+        page = browser.new_page()
+        page.goto(f"{rag_server.base}/demo/?api_key={API_KEY}", wait_until="domcontentloaded")
+        tab = page.get_by_role("tab", name="Documents (RAG)")
+        tab.wait_for(timeout=60_000)
+        tab.click()
+        page.get_by_label("question").fill(QUESTION)
+        page.locator("button:visible", has_text="Ask").click()
+        sources = page.get_by_text("✓ verified")
+        sources.wait_for(timeout=60_000)
+        cited = page.locator("li:visible", has_text="verified").first.inner_text()
+        assert "guide/manual.md" in cited and "rag-home" not in cited
+        assert "3일" in page.get_by_label("answer").input_value()
 
 
 def test_html_in_a_document_stays_text_in_the_demo(rag_server: Server) -> None:
-    if not shutil.which(CHROMIUM):
-        pytest.skip("Chromium is missing: apt-get install -y chromium fonts-noto-cjk")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM, args=["--no-sandbox", "--headless", "--disable-gpu"]
-        )
-        try:
-            page = browser.new_page()
-            dialogs: list[str] = []
-            page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
-            page.goto(f"{rag_server.base}/demo/?api_key={API_KEY}", wait_until="domcontentloaded")
-            tab = page.get_by_role("tab", name="Documents (RAG)")
-            tab.wait_for(timeout=60_000)
-            tab.click()
-            page.get_by_label("question").fill(HOSTILE_QUESTION)
-            page.locator("button:visible", has_text="Ask").click()
-            page.get_by_text("returns.md").first.wait_for(timeout=60_000)
-            cited = page.locator("blockquote:visible").first.inner_text()
-            assert "<script>window.__pwned=2</script>" in cited  # shown as written
-            assert "onerror" in cited and "javascript:" in cited
-            page.wait_for_timeout(500)  # an onerror would have fired by now
-            assert page.evaluate("window.__pwned") is None and not dialogs
-            assert page.locator("a[href^='javascript:']").count() == 0
-        finally:
-            browser.close()
+    with chromium() as browser:
+        page = browser.new_page()
+        dialogs: list[str] = []
+        page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+        page.goto(f"{rag_server.base}/demo/?api_key={API_KEY}", wait_until="domcontentloaded")
+        tab = page.get_by_role("tab", name="Documents (RAG)")
+        tab.wait_for(timeout=60_000)
+        tab.click()
+        page.get_by_label("question").fill(HOSTILE_QUESTION)
+        page.locator("button:visible", has_text="Ask").click()
+        page.get_by_text("returns.md").first.wait_for(timeout=60_000)
+        cited = page.locator("blockquote:visible").first.inner_text()
+        assert "<script>window.__pwned=2</script>" in cited  # shown as written
+        assert "onerror" in cited and "javascript:" in cited
+        page.wait_for_timeout(500)  # an onerror would have fired by now
+        assert page.evaluate("window.__pwned") is None and not dialogs
+        assert page.locator("a[href^='javascript:']").count() == 0
 
 
 def _events(response: httpx.Response) -> list[Any]:
