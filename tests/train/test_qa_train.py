@@ -143,6 +143,31 @@ def test_tiny_qa_model_trains_and_answers_with_the_pipeline(tiny_qa: Path, squad
     assert context[answer["start"] : answer["end"]] == answer["answer"]
 
 
+def test_dry_run_of_a_qa_config_times_steps_without_counting_answers_as_classes(
+    tiny_qa: Path, squad_file: Path, tmp_path: Path
+) -> None:
+    """Gold answers are not class labels: the dry run once crashed sorting them for its imbalance check."""
+    from aiforge.train import dry_run
+
+    config = load_config(
+        None,
+        [
+            "task=question-answering",
+            f"model={tiny_qa}",
+            f"output_dir={tmp_path / 'qa'}",
+            f"data.train={squad_file}",
+            "data.validation_split=0.2",
+            "training.max_length=64",
+            "training.num_threads=1",
+            "tracking.enabled=false",
+        ],
+    )
+    report = dry_run(config)
+    assert report.parameters["trainable"] > 0 and report.seconds_per_step > 0 and report.labels == {}
+    assert not any("imbalanced" in w for w in report.warnings)
+    assert not (tmp_path / "qa").exists()  # a dry run writes nothing
+
+
 def test_training_reads_the_answer_window_and_a_share_of_the_others_held_out_reads_all(
     tiny_qa: Path, tmp_path: Path
 ) -> None:

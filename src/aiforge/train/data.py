@@ -59,7 +59,8 @@ class Dataset:
 
     def label_counts(self, split: Split | None = None) -> dict[str, int]:
         split = split or self.train
-        flat = [lab for labels in split.labels for lab in _as_list(labels)]
+        # class labels only: question answering's gold answers, a corpus's text are not classes
+        flat = [lab for labels in split.labels for lab in _as_list(labels) if isinstance(lab, str | int)]
         return dict(sorted(Counter(flat).items()))
 
 

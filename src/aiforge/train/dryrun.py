@@ -193,6 +193,7 @@ def _time_steps(prep: Prepared[Any], measure_steps: int) -> float:
     batches = epoch_batches(lengths, cfg.batch_size, cfg.seed, 0, cfg.length_grouping)
     model.train()
     seconds, tokens = 0.0, 0
+    warm_up = (0.0, 0)
     for i, indices in enumerate(batches[: measure_steps + 1]):
         start = time.perf_counter()
         batch = task.collate(prep.train, indices, device)
@@ -206,6 +207,10 @@ def _time_steps(prep: Prepared[Any], measure_steps: int) -> float:
         if i > 0:  # the first step pays for allocator warm-up and lazy init
             seconds += time.perf_counter() - start
             tokens += _padded_tokens(lengths, indices)
+        else:
+            warm_up = (time.perf_counter() - start, _padded_tokens(lengths, indices))
+    if not tokens:  # one batch in all: its warm-up step is the only measure (an overestimate)
+        seconds, tokens = warm_up
     return seconds / tokens if tokens else 0.0
 
 
