@@ -60,7 +60,7 @@ class Dataset:
     def label_counts(self, split: Split | None = None) -> dict[str, int]:
         split = split or self.train
         # class labels only: question answering's gold answers, a corpus's text are not classes
-        flat = [lab for labels in split.labels for lab in _as_list(labels) if isinstance(lab, str | int)]
+        flat = [lab for labels in split.labels for lab in _as_list(labels) if isinstance(lab, str)]
         return dict(sorted(Counter(flat).items()))
 
 
