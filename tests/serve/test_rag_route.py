@@ -117,15 +117,19 @@ def test_rag_routes_need_the_api_key(rag_server: Server) -> None:
     assert response.json()["error"]["code"] == "AF-SERVE-006"
 
 
+def ask_in_the_documents_tab(page: Any, server: Server, question: str) -> None:
+    page.goto(f"{server.base}/demo/?api_key={API_KEY}", wait_until="domcontentloaded")
+    tab = page.get_by_role("tab", name="Documents (RAG)")
+    tab.wait_for(timeout=60_000)
+    tab.click()
+    page.get_by_label("question").fill(question)
+    page.locator("button:visible", has_text="Ask").click()
+
+
 def test_demo_rag_tab_shows_the_answer_and_verified_sources(rag_server: Server) -> None:
     with chromium() as browser:
         page = browser.new_page()
-        page.goto(f"{rag_server.base}/demo/?api_key={API_KEY}", wait_until="domcontentloaded")
-        tab = page.get_by_role("tab", name="Documents (RAG)")
-        tab.wait_for(timeout=60_000)
-        tab.click()
-        page.get_by_label("question").fill(QUESTION)
-        page.locator("button:visible", has_text="Ask").click()
+        ask_in_the_documents_tab(page, rag_server, QUESTION)
         sources = page.get_by_text("✓ verified")
         sources.wait_for(timeout=60_000)
         cited = page.locator("li:visible", has_text="verified").first.inner_text()
@@ -138,12 +142,7 @@ def test_html_in_a_document_stays_text_in_the_demo(rag_server: Server) -> None:
         page = browser.new_page()
         dialogs: list[str] = []
         page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
-        page.goto(f"{rag_server.base}/demo/?api_key={API_KEY}", wait_until="domcontentloaded")
-        tab = page.get_by_role("tab", name="Documents (RAG)")
-        tab.wait_for(timeout=60_000)
-        tab.click()
-        page.get_by_label("question").fill(HOSTILE_QUESTION)
-        page.locator("button:visible", has_text="Ask").click()
+        ask_in_the_documents_tab(page, rag_server, HOSTILE_QUESTION)
         page.get_by_text("returns.md").first.wait_for(timeout=60_000)
         cited = page.locator("blockquote:visible").first.inner_text()
         assert "<script>window.__pwned=2</script>" in cited  # shown as written

@@ -12,7 +12,7 @@ from transformers import AutoTokenizer
 from aiforge.errors import AiforgeError
 from aiforge.tasks.qa import WindowSpec, answer_tokens, encode_windows
 from aiforge.train import load_config, train
-from aiforge.train.config import DataConfig, init_template
+from aiforge.train.config import DataConfig, TrainConfig, init_template
 from aiforge.train.qa import best_sentence, load_qa_dataset, read_qa_split
 
 CITIES = ["Seoul", "Busan", "Paris", "Berlin", "Tokyo", "Lima"]
@@ -109,23 +109,30 @@ def test_init_template_for_question_answering() -> None:
     assert "test_split" in text
 
 
+def qa_config(model: Path, squad_file: Path, output_dir: Path, *overrides: str) -> TrainConfig:
+    """A question-answering config on the tiny model and the synthetic SQuAD file, untracked, 1 thread."""
+    base = [
+        "task=question-answering",
+        f"model={model}",
+        f"output_dir={output_dir}",
+        f"data.train={squad_file}",
+        "data.validation_split=0.2",
+        "training.num_threads=1",
+        "tracking.enabled=false",
+    ]
+    return load_config(None, [*base, *overrides])
+
+
 @pytest.mark.slow
 def test_tiny_qa_model_trains_and_answers_with_the_pipeline(tiny_qa: Path, squad_file: Path, tmp_path: Path):
-    config = load_config(
-        None,
-        [
-            "task=question-answering",
-            f"model={tiny_qa}",
-            f"output_dir={tmp_path / 'qa'}",
-            f"data.train={squad_file}",
-            "data.validation_split=0.2",
-            "data.test_split=0.2",
-            "training.max_length=64",
-            "training.epochs=1",
-            "training.batch_size=8",
-            "training.num_threads=1",
-            "tracking.enabled=false",
-        ],
+    config = qa_config(
+        tiny_qa,
+        squad_file,
+        tmp_path / "qa",
+        "data.test_split=0.2",
+        "training.max_length=64",
+        "training.epochs=1",
+        "training.batch_size=8",
     )
     result = train(config, progress=False)
     scores = result.metrics["test"]
@@ -149,20 +156,8 @@ def test_dry_run_of_a_qa_config_times_steps_without_counting_answers_as_classes(
     """Gold answers are not class labels: the dry run once crashed sorting them for its imbalance check."""
     from aiforge.train import dry_run
 
-    config = load_config(
-        None,
-        [
-            "task=question-answering",
-            f"model={tiny_qa}",
-            f"output_dir={tmp_path / 'qa'}",
-            f"data.train={squad_file}",
-            "data.validation_split=0.2",
-            "training.max_length=24",  # shorter than the contexts: windows, not cuts
-            "training.num_threads=1",
-            "tracking.enabled=false",
-        ],
-    )
-    report = dry_run(config)
+    # max_length shorter than the contexts: windows, not cuts
+    report = dry_run(qa_config(tiny_qa, squad_file, tmp_path / "qa", "training.max_length=24"))
     assert report.parameters["trainable"] > 0 and report.seconds_per_step > 0 and report.labels == {}
     assert report.warnings == []  # no class imbalance, and windows cut nothing (contexts > 24 tokens)
     assert max(report.token_lengths.values()) > 24
