@@ -36,6 +36,7 @@ class ClassifierTask(Generic[EncodedT]):
     backbone_hint = ""  # the fix an unloadable backbone's error suggests
     default_metric = "accuracy"
     length_unit: str | None = None
+    max_length_cuts = True  # inputs longer than max_length lose their end (the dry run warns)
 
     def __init__(self, config: TrainConfig, dataset: Dataset, ref: ModelRef) -> None:
         self.config = config

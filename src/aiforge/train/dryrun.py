@@ -109,10 +109,9 @@ def dry_run(config: TrainConfig, strict: bool = False, measure_steps: int = 6) -
     for split, reasons in prep.dataset.skipped.items():
         warnings.append(f"{split}: skipped " + ", ".join(f"{n} rows ({why})" for why, n in reasons.items()))
     lengths = np.asarray(prep.train_lengths)
-    # language models pack documents into blocks, QA windows long contexts: neither cuts anything
-    uncut = getattr(task, "packed", False) or getattr(task, "windowed", False)
+    cuts = getattr(task, "max_length_cuts", True)  # False: packed LM blocks, QA windows
     truncated = (
-        float((lengths > task.max_length).mean()) if len(lengths) and task.length_unit and not uncut else 0.0
+        float((lengths > task.max_length).mean()) if len(lengths) and task.length_unit and cuts else 0.0
     )
     if truncated > TRUNCATION_WARN_SHARE:
         warnings.append(

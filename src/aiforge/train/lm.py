@@ -65,7 +65,7 @@ class CausalLMTask:
     labels: list[str] = []
     multi_label = False
     length_unit: str | None = "tokens"
-    packed = True  # documents are packed into blocks: max_length cuts nothing
+    max_length_cuts = False  # documents are packed into blocks: max_length cuts nothing
 
     def __init__(self, config: TrainConfig, dataset: Dataset, ref: ModelRef) -> None:
         self.config = config

@@ -284,7 +284,7 @@ class QuestionAnsweringTask(ClassifierTask[QAEncoded]):
     backbone_hint = "use an encoder backbone (BERT, RoBERTa, ELECTRA, e5...) with a fast tokenizer"
     default_metric = "f1"
     length_unit: str | None = "tokens"
-    windowed = True  # a long context becomes overlapping windows: max_length cuts nothing
+    max_length_cuts = False  # a long context becomes overlapping windows: max_length cuts nothing
 
     def __init__(self, config: TrainConfig, dataset: Dataset, ref: ModelRef) -> None:
         super().__init__(config, dataset, ref)
