@@ -89,6 +89,7 @@ def sft_config(tiny_llama: Path, chat_files: dict[str, Path], tmp_path: Path):
 def test_loss_covers_the_answer_tokens_only(sft_config) -> None:
     prep = prepare(sft_config("sft.packing=false"))
     task, tokenizer = prep.task, prep.task.tokenizer  # type: ignore[attr-defined]
+    assert prep.dataset.label_counts() == {}  # answers are free text: the dry run counts no classes
     two_turns = next(m for m in prep.dataset.train.inputs if len(m) == 5)
     ids, targets = task.render(two_turns)  # type: ignore[attr-defined]
     trained = [t for t in targets if t != -100]
@@ -100,9 +101,45 @@ def test_loss_covers_the_answer_tokens_only(sft_config) -> None:
     assert tokenizer.decode(ids).count("assistant") == 2
     masked = tokenizer.decode([i for i, t in zip(ids, targets, strict=True) if t == -100])
     assert "again please" in masked and "answer in one word" in masked and ANSWER not in masked
-    # collated batches keep the masks; padding is never learnt
+    # collated batches project only positions whose next token is an answer token: never padding
+    assert task.answer_logits  # type: ignore[attr-defined]  # Llama takes a boolean logits_to_keep
     batch = task.collate(prep.validation, [0, 1], "cpu")
-    assert batch["labels"][batch["attention_mask"] == 0].eq(-100).all()
+    keep = batch["logits_to_keep"]
+    assert not keep[batch["attention_mask"] == 0].any()
+    assert len(batch["labels"]) == int(keep.sum()) and batch["labels"].ne(-100).all()
+    # ... and the loss is the one over the full logits, answer tokens only
+    model = prep.model.eval()
+    with torch.inference_mode():
+        kept_loss = model(**batch).loss
+        full = {k: v for k, v in batch.items() if k not in ("labels", "shift_labels", "logits_to_keep")}
+        full_labels = torch.full_like(batch["input_ids"], -100)
+        full_labels[:, 1:][keep[:, :-1]] = batch["labels"]
+        full_loss = model(**full, labels=full_labels).loss
+    torch.testing.assert_close(kept_loss, full_loss, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "markers", [(), ("<start_of_turn>", "<end_of_turn>"), ("<|im_start|>", "<|im_end|>")]
+)
+def test_a_base_model_gets_a_template_whose_turns_end_with_one_token(tiny_llama: Path, markers) -> None:
+    """A tokenizer without a chat template gets one whose end of turn is one token of its own vocabulary
+    (Gemma's markers, ChatML's, else end-of-text), and that token stops generation."""
+    from transformers import AutoTokenizer
+
+    from aiforge.train.causal import fallback_template, stop_ids
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llama)
+    tokenizer.chat_template = None
+    if markers:
+        tokenizer.add_special_tokens({"additional_special_tokens": list(markers)})
+    tokenizer.chat_template = fallback_template(tokenizer)
+    chat = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": ANSWER}]
+    rendered = tokenizer.apply_chat_template(chat, tokenize=False)
+    end_of_turn = markers[1] if markers else tokenizer.eos_token
+    assert rendered.rstrip().endswith(f"{ANSWER}{end_of_turn}")
+    assert stop_ids(tokenizer) == list(
+        dict.fromkeys([tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids(end_of_turn)])
+    )
 
 
 def test_packing_keeps_examples_apart(sft_config) -> None:
@@ -155,6 +192,8 @@ def test_lora_sft_learns_registers_and_is_served_by_the_chat_route(sft_config, c
     before, after = result.baseline["test"], result.metrics["test"]  # type: ignore[index]
     assert before["exact_match"] == 0.0 and after["exact_match"] == 1.0  # the random model learnt it
     assert after["loss"] < before["loss"]
+    verdict = result.comparison["test"]  # paired over the same questions, with intervals
+    assert verdict["verdict"] == "beats" and after["ci"]["exact_match"][0] > before["ci"]["exact_match"][1]
     assert (result.model_dir / "lora-adapter" / "adapter_config.json").exists()
     saved = json.loads((result.model_dir / "config.json").read_text())
     assert saved["architectures"] == ["LlamaForCausalLM"]  # merged: a plain model, no peft needed

@@ -59,6 +59,8 @@ class Dataset:
 
     def label_counts(self, split: Split | None = None) -> dict[str, int]:
         split = split or self.train
+        if not self.labels:  # no label vocabulary: chat answers are free text, not classes
+            return {}
         # class labels only: question answering's gold answers, a corpus's text are not classes
         flat = [lab for labels in split.labels for lab in _as_list(labels) if isinstance(lab, str)]
         return dict(sorted(Counter(flat).items()))

@@ -169,7 +169,7 @@ def _forward_flops_per_item(prep: Prepared[Any]) -> float:
     from torch.utils.flop_counter import FlopCounterMode
 
     batch = prep.task.collate(prep.train, [0], prep.device)
-    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    inputs = {k: v for k, v in batch.items() if k not in ("labels", "shift_labels")}
     counter = FlopCounterMode(display=False)
     was_training = prep.model.training
     prep.model.eval()

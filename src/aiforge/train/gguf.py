@@ -77,8 +77,10 @@ def dequantized_dir(gguf_file: Path) -> Path:
     return target
 
 
-def export_gguf(model: Any, source: Path, target: Path) -> Path:
-    """Write ``model``'s weights (a transformers causal LM) into a copy of ``source``'s GGUF layout."""
+def export_gguf(model: Any, source: Path, target: Path, chat_template: str | None = None) -> Path:
+    """Write ``model``'s weights (a transformers causal LM) into a copy of ``source``'s GGUF layout.
+    ``chat_template``: the template the model was tuned with, written where ``source`` has none (a base
+    model), so llama.cpp renders prompts as training did."""
     import gguf
 
     reader = gguf.GGUFReader(source)
@@ -106,6 +108,8 @@ def export_gguf(model: Any, source: Path, target: Path) -> Path:
         sub_type = field.types[-1] if vtype == gguf.GGUFValueType.ARRAY else None
         writer.add_key_value(key, field.contents(), vtype, sub_type)
     writer.add_file_type(gguf.LlamaFileType.MOSTLY_Q8_0)
+    if chat_template and "tokenizer.chat_template" not in reader.fields:
+        writer.add_chat_template(chat_template)
     for tensor in reader.tensors:
         if tensor.name not in weights:
             raise AiforgeError(
