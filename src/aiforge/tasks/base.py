@@ -75,11 +75,12 @@ class RuntimeParams(TaskParams):
         description="ONNX Runtime precision (implies runtime=onnx); default int8 unless `aiforge "
         "quantize` found it loses too much on this model",
     )
-    onnx_recipe: Literal["plain", "fused", "fused-per-channel"] | None = Field(
+    onnx_recipe: Literal["plain", "per-channel", "fused", "fused-per-channel"] | None = Field(
         default=None,
-        description="how the ONNX model is built (implies runtime=onnx): plain export, fused (ONNX "
-        "Runtime's transformer optimizer on BERT-family encoders), or fused with per-channel int8 "
-        "weights; default: the measured best (tasks/onnxrt.py DEFAULT_RECIPE)",
+        description="how the ONNX model is built (implies runtime=onnx): plain export, per-channel "
+        "(plain with one int8 scale per weight column), fused (ONNX Runtime's transformer optimizer on "
+        "BERT-family encoders), or fused with per-channel weights; default: the measured best "
+        "(tasks/onnxrt.py DEFAULT_RECIPE)",
     )
 
 

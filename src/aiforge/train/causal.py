@@ -98,9 +98,9 @@ def answer_logits_only(labels: torch.Tensor) -> dict[str, torch.Tensor]:
     """The model's loss inputs that project only the positions whose next token is an answer token
     onto the vocabulary (transformers' boolean ``logits_to_keep``; ``shift_labels`` are their targets,
     flattened in the same order). Prompts are most of a conversation and the vocabulary is most of a
-    small LLM's compute: Gemma-3-270M's 262k-token head is 62 % of its forward FLOPs per token, and
-    KorQuAD answers are 3 % of the tokens. Measured on the KorQuAD SFT recipe, 2 CPU cores: see
-    ``SFT_ANSWER_LOGITS`` in the README."""
+    small LLM's compute: Gemma-3-270M's 262k-token head is ~60 % of its forward FLOPs per token (dry
+    run: 544 vs 222 MFLOPs) and KorQuAD answers ~3 % of the tokens. Measured on the KorQuAD recipe, 2
+    idle CPU cores: 16.5 -> 7.0 s a step, peak memory 5.6 -> 4.2 GB; the loss is the same number."""
     keep = torch.zeros_like(labels, dtype=torch.bool)
     keep[:, :-1] = labels[:, 1:] != IGNORE_INDEX
     targets = labels[:, 1:][keep[:, :-1]]
