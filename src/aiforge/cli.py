@@ -448,7 +448,8 @@ def quantize(
     recipe: Annotated[
         str | None,
         typer.Option(
-            help="ONNX recipe to gate: plain, per-channel, fused or fused-per-channel (default: the default recipe)"
+            help="ONNX recipe to gate: plain, per-channel, fused or fused-per-channel "
+            "(default: the default recipe)"
         ),
     ] = None,
 ) -> None:

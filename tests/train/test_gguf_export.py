@@ -49,7 +49,7 @@ def test_smollm2_dequantised_and_written_back_answers_on_llama_cpp(tmp_path: Pat
     source = resolve("packaged:smollm2-135m-instruct").path
     directory = dequantized_dir(source)
     model = transformers.AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32)
-    exported = export_gguf(model, source, tmp_path / "model.gguf", chat_template="ignored: the source has one")
+    exported = export_gguf(model, source, tmp_path / "model.gguf", chat_template="unused: the source has one")
     assert exported.stat().st_size < 0.6 * directory.joinpath("model.safetensors").stat().st_size  # Q8_0
     # the source's own template is kept, not replaced
     assert _fields(exported)["tokenizer.chat_template"] == _fields(source)["tokenizer.chat_template"]
