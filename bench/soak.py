@@ -26,6 +26,7 @@ Run::
 
     .venv/bin/python bench/soak.py --minutes 3           # a short check
     .venv/bin/python bench/soak.py --malloc-arena-max 16 # glibc's default on 2 cores, for comparison
+    .venv/bin/python bench/soak.py --malloc-trim-s 0     # no periodic malloc_trim, for comparison
     flock /tmp/aiforge-cpu.lock .venv/bin/python bench/soak.py   # the full 20 minutes
 """
 
@@ -444,7 +445,7 @@ def plot(rows: list[Minute], samples: list[dict[str, float]], path: Path, title:
 
 
 # ---- the run -----------------------------------------------------------------------------------------
-def serve_config(work: Path, model_dir: Path, port: int, key: str) -> Path:
+def serve_config(work: Path, model_dir: Path, port: int, key: str, malloc_trim_s: float) -> Path:
     keys = work / "keys.txt"
     keys.write_text(f"{key}\n", encoding="utf-8")
     limits = {"device": "cpu", "timeout_s": 30}
@@ -452,6 +453,7 @@ def serve_config(work: Path, model_dir: Path, port: int, key: str) -> Path:
         "port": port,
         "demo": False,
         "log_level": "warning",
+        "malloc_trim_s": malloc_trim_s,
         "api_key_file": str(keys),
         "models": [
             {"name": "clf", "task": "text-classification", "model": str(model_dir), **limits},
@@ -482,6 +484,9 @@ def main() -> int:
         help="MALLOC_ARENA_MAX for the server (default: aiforge's own cap, 2; 16 is glibc's default "
         "on 2 cores)",
     )
+    parser.add_argument(
+        "--malloc-trim-s", type=float, default=10, help="the server's malloc_trim period (0: never)"
+    )
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "soak")
     args = parser.parse_args()
 
@@ -490,7 +495,7 @@ def main() -> int:
     headers = {"Authorization": f"Bearer {key}"}
     port = free_port()
     calls = workload(load_sentences(4096), args.embed_every)
-    config = serve_config(work, build_model(work / "clf"), port, key)
+    config = serve_config(work, build_model(work / "clf"), port, key, args.malloc_trim_s)
     env = {**os.environ}
     if args.malloc_arena_max:
         env["MALLOC_ARENA_MAX"] = str(args.malloc_arena_max)

@@ -68,9 +68,11 @@ def server_urls(settings: ServeSettings) -> dict[str, str]:
 
 def run_server(settings: ServeSettings) -> None:
     """Serve until interrupted. Raises AiforgeError (before binding) for an unresolvable model."""
-    from aiforge.serve.memory import limit_malloc_arenas
+    from aiforge.serve.memory import limit_malloc_arenas, trim_freed_memory
 
     limit_malloc_arenas()  # before any model or thread pool starts (see memory.py)
+    if settings.malloc_trim_s:
+        trim_freed_memory(settings.malloc_trim_s)
     preflight(settings)
     server = build_server(settings, process_wide_logging=True)
     log.info(

@@ -39,7 +39,6 @@ from aiforge.errors import AiforgeError
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 
 
-
 class ModelSettings(BaseModel):
     """One served model and its batching and admission limits."""
 
@@ -137,6 +136,9 @@ class ServeSettings(BaseModel):
     )
     drain_timeout_s: float = Field(
         30.0, ge=0, description="on shutdown, wait this long for in-flight requests"
+    )
+    malloc_trim_s: float = Field(
+        10.0, ge=0, description="hand freed memory back to the system this often (glibc; 0: never)"
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_json: bool = Field(True, description="one JSON object per log line (with the request id)")
