@@ -424,7 +424,11 @@ def answer_quality(args: argparse.Namespace, home: Path, embedder, titles: list[
     test = rng.sample(test, min(args.answer_questions, len(test)))
     tune = rng.sample(validation, min(args.gate_questions, len(validation)))
     settings = RagSettings(
-        home=home, progress=False, context_chunks=args.context_chunks, qa_model=args.qa_model
+        home=home,
+        progress=False,
+        context_chunks=args.context_chunks,
+        qa_context_chunks=args.qa_context_chunks,
+        qa_model=args.qa_model,
     )
     index = RagIndex.open("korquad", settings, embedder)
     answerers = {
@@ -454,6 +458,7 @@ def answer_quality(args: argparse.Namespace, home: Path, embedder, titles: list[
     report: dict = {
         "held_out_questions": len(test),
         "context_chunks": args.context_chunks,
+        "qa_context_chunks": args.qa_context_chunks,
         "qa_model": args.qa_model,
         "answerers": {},
     }
@@ -499,7 +504,8 @@ def main() -> None:
     parser.add_argument("--answer-questions", type=int, default=80, help="held-out questions answered")
     parser.add_argument("--generator-questions", type=int, default=10, help="of those, answered by the LLM")
     parser.add_argument("--gate-questions", type=int, default=40, help="questions for the gate, each split")
-    parser.add_argument("--context-chunks", type=int, default=2, help="top chunks each answerer reads")
+    parser.add_argument("--context-chunks", type=int, default=2, help="top chunks the other answerers read")
+    parser.add_argument("--qa-context-chunks", type=int, default=1, help="top chunks the QA model reads")
     parser.add_argument(
         "--distractor-articles", type=int, default=4, help="--answers-only: other articles indexed too"
     )

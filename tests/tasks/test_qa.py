@@ -15,7 +15,7 @@ import pytest
 
 from aiforge.errors import AiforgeError
 from aiforge.tasks import load_pipeline
-from aiforge.tasks.qa import rank_spans, span_candidates
+from aiforge.tasks.qa import particle_free_ends, rank_spans, span_candidates
 from tests.tiny_models import make_tiny_bert
 
 KORQUAD = Path(os.environ.get("KORQUAD_DEV_JSON", "/work/shared/data/korquad/KorQuAD_v1.0_dev_part_a.json"))
@@ -212,6 +212,60 @@ def test_null_answer_wins_only_when_allowed_and_its_score_is_higher():
     start[0, 4] = 8.0  # span logit 13 now beats the null
     [best] = rank_spans(start, end, offsets, mask, handle_impossible_answer=True)
     assert (best.start, best.end) == (8, 9)
+
+
+# ---- Korean particles glued to a word's last token -------------------------------------------------
+GLUED = "하석주의 골로 이겼다. 민주주의자 의"
+# XLM-R-like pieces: 하 석 주의 | 골로 | 이겼다 | . | 민주 주의 자 | 의
+GLUED_TOKENS = [(0, 1), (1, 2), (2, 4), (5, 7), (8, 11), (11, 12), (13, 15), (15, 17), (17, 18), (19, 20)]
+
+
+def test_a_particle_glued_to_a_words_last_token_is_left_out_of_the_span():
+    offsets = np.array([GLUED_TOKENS])
+    mask = np.ones((1, len(GLUED_TOKENS)), dtype=bool)
+    ends = particle_free_ends(GLUED, offsets, mask)[0].tolist()
+    # 주의 -> 주 and 골로 -> 골 at a word's end; 주의 before 자 is inside a word; a lone 의 is a whole token
+    assert ends == [1, 2, 3, 6, 11, 12, 15, 17, 18, 20]
+    start, end = np.zeros((1, 10)), np.zeros((1, 10))
+    start[0, 0], end[0, 2] = 5.0, 5.0  # the model can only point at the token "주의"
+    [best] = rank_spans(start, end, offsets, mask, context=GLUED)
+    assert GLUED[best.start : best.end] == "하석주"
+    [untrimmed] = rank_spans(start, end, offsets, mask)
+    assert GLUED[untrimmed.start : untrimmed.end] == "하석주의"
+
+
+def test_korquad_gold_answers_become_reachable_spans():
+    """On the bundled KorQuAD articles with the packaged e5's XLM-R tokenizer: the best span a
+    token-level model can give equals the gold answer for 89 % of questions, 99.6 % once glued particles
+    are left out (measured on the 3,316 questions; asserted on every 4th article)."""
+    from transformers import AutoTokenizer
+
+    from aiforge.io import resolve_data_path
+    from aiforge.models import resolve
+    from aiforge.tasks.qa import exact_match
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve("packaged:multilingual-e5-small-hf").path)
+    data = json.loads(resolve_data_path("packaged:korquad/KorQuAD_v1.0_dev_part_a.json").read_text("utf-8"))
+    plain, trimmed, total = 0, 0, 0
+    for article in data["data"][::4]:
+        for paragraph in article["paragraphs"]:
+            context = paragraph["context"]
+            offsets = np.array([tokenizer(context, return_offsets_mapping=True)["offset_mapping"]])
+            mask = offsets[..., 1] > offsets[..., 0]
+            ends = particle_free_ends(context, offsets, mask)[0]
+            for qa_item in paragraph["qas"]:
+                gold = qa_item["answers"][0]
+                start, stop = gold["answer_start"], gold["answer_start"] + len(gold["text"])
+                covering = np.nonzero(mask[0] & (offsets[0, :, 0] < stop) & (offsets[0, :, 1] > start))[0]
+                first, last = covering[0], covering[-1]
+                begin = int(offsets[0, first, 0])
+                while context[begin].isspace():
+                    begin += 1
+                total += 1
+                plain += exact_match(context[begin : offsets[0, last, 1]], gold["text"])
+                trimmed += exact_match(context[begin : ends[last]], gold["text"])
+    assert total > 500
+    assert plain / total < 0.93 and trimmed / total > 0.98
 
 
 # ---- real Korean data ----------------------------------------------------------------------------

@@ -4,8 +4,8 @@ Three answerers, chosen by settings (or per call with ``generate``):
 
 * an LLM (``generate``, ``generator`` or ``generator_url``): writes the answer from the top chunks
   numbered ``[1]..[n]``, citing them; each statement is checked (:mod:`aiforge.rag.generate`);
-* ``qa_model`` - extractive QA (``load_pipeline("question-answering")``) over the top chunks; the
-  answer is a span of a chunk;
+* ``qa_model`` - extractive QA (``load_pipeline("question-answering")``) over the top
+  ``qa_context_chunks`` chunks (1: see the setting); the answer is a span of a chunk;
 * neither - the sentence of the top chunks that covers most of the question's terms.
 
 Every citation goes through one check, :func:`aiforge.rag.cite.cite` (the quote's offsets in the
@@ -89,7 +89,9 @@ def retrieve(
     """The chunks an answer reads and returns: enough for both ``top_k`` and the answerer's context."""
     settings = index.settings
     return index.search(
-        question, top_k=max(top_k or settings.top_k, settings.context_chunks), filters=filters
+        question,
+        top_k=max(top_k or settings.top_k, settings.context_chunks, settings.qa_context_chunks),
+        filters=filters,
     )
 
 
@@ -129,7 +131,7 @@ def answer_retrieved(
     elif settings.qa_model and not sentence_only and not writes:
         # the QA model reads the chunks first: a span it is sure of answers even when the retrieval
         # signals alone would have said "not found" (min_qa_score)
-        result = _extract(index, question, context)
+        result = _extract(index, question, retrieved[: settings.qa_context_chunks])
         if not is_relevant(context, settings) and (result.score or 0.0) < settings.min_qa_score:
             result = Answer(question, not_found_message(question), False, "none", score=result.score)
     elif not is_relevant(context, settings):

@@ -441,10 +441,15 @@ class QuestionAnsweringTask(ClassifierTask[QAEncoded]):
             for item in items:
                 window, length = encoded.window_index[item], len(starts[item])
                 start_grid[window, :length], end_grid[window, :length] = starts[item], ends[item]
-            spans = rank_spans(
-                start_grid, end_grid, feature.offsets, feature.context_mask, _DEFAULTS.max_answer_len
-            )
             context = encoded.examples[number].context
+            spans = rank_spans(
+                start_grid,
+                end_grid,
+                feature.offsets,
+                feature.context_mask,
+                _DEFAULTS.max_answer_len,
+                context=context if _DEFAULTS.trim_particles else None,
+            )
             predictions.append(context[spans[0].start : spans[0].end] if spans else "")
         metrics = span_metrics(encoded.answers, predictions)
         metrics["loss"] = total_loss / max(1, len(encoded))
