@@ -104,7 +104,7 @@ class RagSettings(BaseModel):
     # answered when their article is indexed, 10 % when it is not (retrieval signals alone: 90 % / 0 %;
     # 20 questions each). The 256-token recipe's model (session 16): 0.8 picked, 100 % / 10 %.
     min_qa_score: float = Field(
-        0.6,
+        0.8,
         ge=0,
         le=1,
         description="with qa_model: a span at least this probable is answered even when the two "
