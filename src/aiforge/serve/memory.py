@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import logging
 import os
 import platform
@@ -39,6 +40,7 @@ TRIM_EVERY_S = 10.0
 _M_ARENA_MAX = -8  # glibc's mallopt parameter number (malloc.h)
 
 
+@functools.cache  # find_library runs `ldconfig -p` in a subprocess: once, not every trim
 def _glibc() -> ctypes.CDLL | None:
     if platform.libc_ver()[0] != "glibc":
         return None

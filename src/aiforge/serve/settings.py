@@ -35,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from aiforge.config import build, env_overrides, parse_sets, read_yaml_file, set_path
 from aiforge.errors import AiforgeError
+from aiforge.serve.memory import TRIM_EVERY_S
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 
@@ -138,7 +139,7 @@ class ServeSettings(BaseModel):
         30.0, ge=0, description="on shutdown, wait this long for in-flight requests"
     )
     malloc_trim_s: float = Field(
-        10.0, ge=0, description="hand freed memory back to the system this often (glibc; 0: never)"
+        TRIM_EVERY_S, ge=0, description="hand freed memory back to the system this often (glibc; 0: never)"
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_json: bool = Field(True, description="one JSON object per log line (with the request id)")
