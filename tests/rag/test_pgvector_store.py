@@ -133,6 +133,9 @@ def test_hnsw_index_exists_and_the_planner_uses_it(postgres_url: str):
     with store.transaction():
         found = store.search(vectors[7], "", 1.2, 0.75, 1.0, 10, None, "dense")
     assert found.dense_top[0] == 7 and found.dense[list(found.union).index(7)] == pytest.approx(1.0, abs=1e-5)
+    with store.transaction():  # hnsw_ef_search (RagSettings) sets how wide the graph search goes
+        store.search(vectors[7], "", 1.2, 0.75, 1.0, 10, None, "dense", ef_search=300)
+        assert store._rows("SHOW hnsw.ef_search")[0][0] == "300"
     store.drop()
     store.close()
 

@@ -212,7 +212,15 @@ class RagIndex:
         s = self.settings
         with self.store.transaction():
             candidates = self.store.search(
-                query_vector, question, s.bm25_k1, s.bm25_b, s.bm25_max_df, s.candidates, filters, mode
+                query_vector,
+                question,
+                s.bm25_k1,
+                s.bm25_b,
+                s.bm25_max_df,
+                s.candidates,
+                filters,
+                mode,
+                s.hnsw_ef_search,
             )
             hits = fuse(candidates, s, wanted, mode)
             chunks = self.store.chunks_at([h.pos for h in hits])

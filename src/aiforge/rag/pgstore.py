@@ -64,6 +64,7 @@ from aiforge.errors import AiforgeError, require
 from aiforge.rag.bm25 import BM25, decode_terms, term_ids
 from aiforge.rag.lock import holder_note, locked_error
 from aiforge.rag.retrieve import FILTER_KEYS, Candidates
+from aiforge.rag.settings import HNSW_EF_SEARCH
 from aiforge.rag.store import SourceUpdate, State, Store, not_found
 
 log = logging.getLogger(__name__)
@@ -71,7 +72,6 @@ log = logging.getLogger(__name__)
 # HNSW build and search parameters; bench/bench_rag_store.py measured them (README, "PostgreSQL store")
 HNSW_M = 16
 HNSW_EF_CONSTRUCTION = 64
-HNSW_EF_SEARCH = 100
 # a writer adding more rows than this (and than the index held) builds the HNSW index once at the end
 BULK_MIN_ROWS = 5000
 # the in-memory graph pgvector builds: the vector, 2 x m level-0 neighbours (16 B each), ~150 B of
@@ -520,6 +520,7 @@ class PostgresStore(Store):
         n: int,
         filters: dict[str, Any] | None,
         mode: str,
+        ef_search: int = HNSW_EF_SEARCH,
     ) -> Candidates:
         """Both retrievers' candidates and their scores, computed by the server; call inside
         :meth:`transaction` (one snapshot for the search and the chunk rows it names)."""
@@ -539,7 +540,7 @@ class PostgresStore(Store):
         with self._mutex:
             if filters and self._iterative_scan():  # scan on until enough rows pass the filters
                 self._conn.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
-            self._conn.execute(f"SET LOCAL hnsw.ef_search = {max(HNSW_EF_SEARCH, min(n, 1000))}")
+            self._conn.execute(f"SET LOCAL hnsw.ef_search = {max(ef_search, min(n, 1000))}")
             if vector is not None:
                 sql, params = self.dense_sql(n, filters)
                 dense_top = [r[0] for r in self._conn.execute(sql, [*params, vector])]
@@ -629,8 +630,9 @@ class TemporaryPostgres:
     Used by the tests; also a copy-paste recipe for trying the store.
     """
 
-    def __init__(self, port: int = 55432) -> None:
+    def __init__(self, port: int = 55432, settings: dict[str, str] | None = None) -> None:
         self.port = port
+        self.settings = settings or {}  # server settings (``-c name=value``), e.g. shared_buffers
         bindir = postgres_bindir()
         if bindir is None:
             raise FileNotFoundError("PostgreSQL server binaries (initdb, pg_ctl) not found")
@@ -655,6 +657,7 @@ class TemporaryPostgres:
             "initdb", "-D", str(data), "--auth=trust", "-U", "aiforge", "-E", "UTF8", "--no-instructions"
         )
         options = f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 -c fsync=off"
+        options += "".join(f" -c {name}={value}" for name, value in self.settings.items())
         self._run(
             "pg_ctl", "-D", str(data), "-o", options, "-l", str(self.directory / "server.log"), "-w", "start"
         )

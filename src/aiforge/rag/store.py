@@ -53,6 +53,7 @@ from aiforge.rag.records import (
     State,
     display_name,
 )
+from aiforge.rag.settings import HNSW_EF_SEARCH
 
 log = logging.getLogger(__name__)
 
@@ -161,6 +162,7 @@ class Store:
         n: int,
         filters: dict[str, Any] | None,
         mode: str,
+        ef_search: int = HNSW_EF_SEARCH,
     ) -> Any:
         """Server-side candidates (:class:`aiforge.rag.retrieve.Candidates`) when
         ``searches_on_server``; the embedded store searches a reader's snapshot instead."""

@@ -383,7 +383,7 @@ class CausalLMTask:
         for start in range(0, len(order), batch_size):
             chunk = order[start : start + batch_size]
             batch = self.collate(encoded, chunk, device)
-            targets = batch["labels"] if "shift_labels" in batch else batch["labels"][:, 1:]
+            targets = batch["labels"] if self.answer_logits else batch["labels"][:, 1:]
             tokens = int((targets != IGNORE_INDEX).sum())
             with autocast():
                 loss = model(**batch).loss
