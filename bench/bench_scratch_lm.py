@@ -195,9 +195,10 @@ def ngram_comparison(model_dir: Path | None, overrides: list[str], output: Path)
     for name, (low, high) in intervals.items():
         if " - " in name:
             print(f"  difference {name}: 95% CI [{low:+.3f}, {high:+.3f}] (paired bootstrap over reviews)")
+    trained = "not trained here (--model given)" if wall != wall else f"{wall / 60:.1f} min"
     print(
-        f"wall time: char LM training {wall / 60:.1f} min on {config.training.num_threads} thread(s) "
-        f"(nan: --model given), 5-gram fit {ngram_fit:.0f} s"
+        f"wall time: char LM training {trained} on {config.training.num_threads} thread(s), "
+        f"5-gram fit {ngram_fit:.0f} s"
     )
     from aiforge.train.lm import SAMPLE_TEMPERATURE
 
