@@ -14,7 +14,9 @@ classifier of bench_serve.py and the packaged multilingual-e5-small embedder. Th
    fixed pool, so the server's open sockets do not depend on the load's bursts).
 3. Every ``--sample-s`` seconds: the server's RSS (with its children), open file descriptors and
    threads from /proc, the load average (the machine is shared: it explains latency swings), and
-   how long ``GET /readyz`` takes to answer, with its status (a probe's view of the server).
+   how long ``GET /readyz`` takes to answer, with its status (a probe's view of the server), the load
+   generator's own CPU, and per model from ``/metrics``: cores busy in forward passes, items per
+   batch and ms queued per item (where a swing comes from).
 
 After warm-up (the first minute) it checks: RSS grows <= 5 % (the median of the first minute after
 warm-up against the median of the last minute), every minute's p99 <= 1.2x the first minute after warm-up,
@@ -251,12 +253,19 @@ async def open_loop(
 
     def sample() -> dict[str, float]:
         client = sum(c.open for c in every)  # the server holds one socket for each
-        return {"t": time.perf_counter() - origin, "client_connections": client, **probe.sample()}
+        own = os.times()  # the load generator shares the cores: its CPU is part of the picture
+        return {
+            "t": time.perf_counter() - origin,
+            "client_connections": client,
+            "client_cpu_s": own.user + own.system,
+            **probe.sample(),
+        }
 
     async def sampler() -> None:
         while time.perf_counter() - origin < seconds:
             row = sample()
             row.update(await readiness(port, headers))
+            row.update(await batch_counters(port, headers))
             samples.append(row)
             await asyncio.sleep(sample_s)
 
@@ -294,6 +303,32 @@ async def open_loop(
     return outcomes, samples
 
 
+# what /metrics says per model, summed over label sets: seconds spent in forward passes, items in them,
+# batches, seconds items queued; per minute this gives cores busy per model, mean batch, mean wait
+BATCH_METRICS = {
+    "aiforge_inference_seconds_sum": "busy_s",
+    "aiforge_batch_size_sum": "items",
+    "aiforge_batch_size_count": "batches",
+    "aiforge_queue_wait_seconds_sum": "wait_s",
+}
+
+
+async def batch_counters(port: int, headers: dict[str, str]) -> dict[str, float]:
+    """The server's own batch counters from ``GET /metrics``, e.g. ``e5.busy_s``."""
+    try:
+        status, body = await asyncio.wait_for(request_once(port, "GET", "/metrics", headers), PROBE_TIMEOUT_S)
+    except asyncio.TimeoutError:
+        return {}
+    counters: dict[str, float] = {}
+    for line in body.decode().splitlines() if status == 200 else []:
+        name, _, rest = line.partition("{")
+        if name in BATCH_METRICS and 'model="' in rest:
+            model = rest.split('model="', 1)[1].split('"', 1)[0]
+            key = f"{model}.{BATCH_METRICS[name]}"
+            counters[key] = counters.get(key, 0.0) + float(line.rsplit(" ", 1)[1])
+    return counters
+
+
 async def readiness(port: int, headers: dict[str, str]) -> dict[str, float]:
     """``GET /readyz`` on a fresh connection: its status (0: no answer within PROBE_TIMEOUT_S) and
     how long it took, as a load balancer's probe would see it."""
@@ -329,6 +364,8 @@ class Minute:
     threads: int
     loadavg_1m: float  # mean over the minute's samples
     server_cpu: float  # cores the server used on average
+    client_cpu: float  # cores the load generator used on average
+    batches: dict[str, dict[str, float]]  # per model: cores busy in forward passes, mean batch, mean wait ms
     readyz_max_ms: float  # the slowest /readyz probe in the minute
     readyz_failed: int  # probes that got no 200 (503 not ready, or no answer in PROBE_TIMEOUT_S)
 
@@ -359,11 +396,31 @@ def per_minute(outcomes: list[Outcome], samples: list[dict[str, float]], minutes
                 threads=int(max(s["threads"] for s in window)),
                 loadavg_1m=statistics.fmean(s["loadavg_1m"] for s in window),
                 server_cpu=(window[-1]["cpu_s"] - window[0]["cpu_s"]) / span if len(window) > 1 else 0.0,
+                client_cpu=(window[-1]["client_cpu_s"] - window[0]["client_cpu_s"]) / span
+                if len(window) > 1
+                else 0.0,
+                batches=batch_figures(window[0], window[-1], span),
                 readyz_max_ms=max(s.get("readyz_ms", 0.0) for s in window),
                 readyz_failed=sum(1 for s in window if s.get("readyz_status", 200) != 200),
             )
         )
     return rows
+
+
+def batch_figures(start: dict[str, float], end: dict[str, float], span: float) -> dict[str, dict[str, float]]:
+    """Per model between two samples: cores busy in forward passes, items per batch, ms queued per item."""
+    figures = {}
+    for model in sorted({key.split(".", 1)[0] for key in end if key.endswith(".busy_s")}):
+        delta = {
+            name: end.get(f"{model}.{name}", 0.0) - start.get(f"{model}.{name}", 0.0)
+            for name in BATCH_METRICS.values()
+        }
+        figures[model] = {
+            "busy_cores": delta["busy_s"] / span,
+            "mean_batch": delta["items"] / max(delta["batches"], 1.0),
+            "mean_wait_ms": 1000 * delta["wait_s"] / max(delta["items"], 1.0),
+        }
+    return figures
 
 
 @dataclass
@@ -435,16 +492,22 @@ def judge(rows: list[Minute], samples: list[dict[str, float]], outcomes: list[Ou
 def print_table(rows: list[Minute]) -> None:
     print(
         "\n| min | req | req/s | p50 ms | p99 ms | p99 clf | p99 e5 | non-200 | RSS MB | fds | conns "
-        "| threads | load 1m | server cores | /readyz max ms (not 200) |"
+        "| threads | load 1m | server cores | client cores | per model: busy cores / batch / wait ms "
+        "| /readyz max ms (not 200) |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         bad = {k: v for k, v in r.statuses.items() if k != 200} or 0
+        per_model = ", ".join(
+            f"{m} {f['busy_cores']:.2f}/{f['mean_batch']:.1f}/{f['mean_wait_ms']:.0f}"
+            for m, f in r.batches.items()
+        )
         print(
             f"| {r.minute}{' (warm-up)' if r.minute == 1 else ''} | {r.requests} | {r.req_per_s:.1f} | "
             f"{r.p50_ms:.0f} | {r.p99_ms:.0f} | {r.p99_classify_ms:.0f} | {r.p99_embed_ms:.0f} | {bad} | "
             f"{r.rss_mb:.0f} | {r.fds} | {r.sockets} | {r.connections} | {r.threads} | {r.loadavg_1m:.1f} | "
-            f"{r.server_cpu:.2f} | {r.readyz_max_ms:.0f} ({r.readyz_failed}) |"
+            f"{r.server_cpu:.2f} | {r.client_cpu:.2f} | {per_model} | "
+            f"{r.readyz_max_ms:.0f} ({r.readyz_failed}) |"
         )
 
 
@@ -583,6 +646,11 @@ def main() -> int:
         "ramp": ramp,
         "minutes": [asdict(r) for r in rows],
         "samples": samples,
+        # finer than a minute, to see how long a swing lasts
+        "p99_per_10s_ms": [
+            percentile_ms([o.latency_s for o in outcomes if t <= o.scheduled < t + 10], 0.99)
+            for t in range(0, round(args.minutes * 60), 10)
+        ],
         "checks": [asdict(c) for c in verdict.checks],
         "passed": verdict.passed,
     }
