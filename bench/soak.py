@@ -297,7 +297,7 @@ async def open_loop(
     outcomes.extend(Outcome("backlog", seconds, float("nan"), 0) for _ in range(max(0, queued)))
     await sampling
     with contextlib.suppress(OSError, psutil_errors()):
-        samples.append({**sample(), **await readiness(port, headers)})
+        samples.append({**sample(), **await readiness(port, headers), **await batch_counters(port, headers)})
     for connection in every:
         connection.close()
     return outcomes, samples
