@@ -263,10 +263,7 @@ async def open_loop(
 
     async def sampler() -> None:
         while time.perf_counter() - origin < seconds:
-            row = sample()
-            row.update(await readiness(port, headers))
-            row.update(await batch_counters(port, headers))
-            samples.append(row)
+            samples.append({**sample(), **await server_view(port, headers)})
             await asyncio.sleep(sample_s)
 
     sampling = asyncio.create_task(sampler())
@@ -297,10 +294,15 @@ async def open_loop(
     outcomes.extend(Outcome("backlog", seconds, float("nan"), 0) for _ in range(max(0, queued)))
     await sampling
     with contextlib.suppress(OSError, psutil_errors()):
-        samples.append({**sample(), **await readiness(port, headers), **await batch_counters(port, headers)})
+        samples.append({**sample(), **await server_view(port, headers)})
     for connection in every:
         connection.close()
     return outcomes, samples
+
+
+async def server_view(port: int, headers: dict[str, str]) -> dict[str, float]:
+    """What the server says over HTTP at a sample: /readyz's status and time, /metrics' batch counters."""
+    return {**await readiness(port, headers), **await batch_counters(port, headers)}
 
 
 # what /metrics says per model, summed over label sets: seconds spent in forward passes, items in them,
@@ -395,16 +397,21 @@ def per_minute(outcomes: list[Outcome], samples: list[dict[str, float]], minutes
                 connections=int(max(s.get("client_connections", 0) for s in window)),
                 threads=int(max(s["threads"] for s in window)),
                 loadavg_1m=statistics.fmean(s["loadavg_1m"] for s in window),
-                server_cpu=(window[-1]["cpu_s"] - window[0]["cpu_s"]) / span if len(window) > 1 else 0.0,
-                client_cpu=(window[-1]["client_cpu_s"] - window[0]["client_cpu_s"]) / span
-                if len(window) > 1
-                else 0.0,
+                server_cpu=cores_used(window, "cpu_s"),
+                client_cpu=cores_used(window, "client_cpu_s"),
                 batches=batch_figures(window[0], window[-1], span),
                 readyz_max_ms=max(s.get("readyz_ms", 0.0) for s in window),
                 readyz_failed=sum(1 for s in window if s.get("readyz_status", 200) != 200),
             )
         )
     return rows
+
+
+def cores_used(window: list[dict[str, float]], cpu_key: str) -> float:
+    """Cores a process used on average between a window's first and last sample of its CPU seconds."""
+    if len(window) < 2:
+        return 0.0
+    return (window[-1][cpu_key] - window[0][cpu_key]) / max(window[-1]["t"] - window[0]["t"], 1e-9)
 
 
 def batch_figures(start: dict[str, float], end: dict[str, float], span: float) -> dict[str, dict[str, float]]:

