@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import gc
 import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -273,8 +274,11 @@ def test_ops_endpoints(api: Server) -> None:
         "aiforge_inference_seconds_bucket",
         'aiforge_batches_total{model="clf",reason="',
         "aiforge_model_info{",
+        'aiforge_gc_passes_total{generation="2"}',
+        'aiforge_gc_pause_seconds_total{generation="2"}',
     ):
         assert name in metrics, name
+    assert gc.get_freeze_count() > 0, "the loaded models' objects are frozen (freeze_heap)"
     reasons = {
         line.split('reason="')[1].split('"')[0]
         for line in metrics.splitlines()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ from aiforge.errors import AiforgeError
 from aiforge.serve.batcher import Batcher, QueueFull
 from aiforge.serve.batchplan import CostModel
 from aiforge.serve.metrics import ServeMetrics
-from aiforge.serve.runtime import inference_workers, parse_inputs, prepare
+from aiforge.serve.runtime import SharedCores, inference_workers, parse_inputs, prepare
 from aiforge.tasks import load_pipeline
 from aiforge.tasks.base import Pipeline
 
@@ -158,6 +159,54 @@ def test_two_workers_run_batches_side_by_side_each_with_its_own_torch_threads(
     expected = pipe.predict(texts)
     assert [o["label"] for o in outputs] == [e["label"] for e in expected]
     assert [o["score"] for o in outputs] == pytest.approx([e["score"] for e in expected], abs=1e-5)
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_models_with_one_thread_workers_take_turns_on_the_shared_cores(
+    packed: Pipeline, pipe: Pipeline, monkeypatch, shared: bool
+) -> None:
+    lock = threading.Lock()
+    running, most = 0, 0
+    forward = packed.forward
+
+    def counted(batch: list[Any]) -> list[Any]:
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+        try:
+            time.sleep(0.1)  # long enough that the four batches below would overlap if allowed
+            return forward(batch)
+        finally:
+            with lock:
+                running -= 1
+
+    monkeypatch.setattr(packed, "forward", counted)
+    texts = TEXTS + TEXTS[:2]  # 8 items, 4 per pass: two batches per model
+
+    async def scenario() -> list[list[dict]]:
+        cores = SharedCores(shared).slots()
+        models = [make_batcher(max_batch_size=4, workers=2, torch_threads=1, cores=cores) for _ in "ab"]
+        for batcher in models:
+            batcher.start()
+        jobs = [submit(batcher, packed, texts) for batcher in models]
+        outputs = [await batcher.wait(job, 30) for batcher, job in zip(models, jobs, strict=True)]
+        for batcher in models:
+            await batcher.close(5)
+        return outputs
+
+    outputs = run(scenario())
+    cores = torch_threads()
+    assert most == (min(cores, 4) if shared else 4), "shared: one forward pass per core, across models"
+    expected = pipe.predict(texts)
+    for answer in outputs:
+        assert [o["label"] for o in answer] == [e["label"] for e in expected]
+
+
+def torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
 
 
 def test_auto_workers_split_the_cpu_threads_for_models_that_may_run_concurrently(

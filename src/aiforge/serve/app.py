@@ -46,10 +46,12 @@ def create_app(settings: ServeSettings) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        metrics.gc.start()
         loader = asyncio.get_running_loop().create_task(runtime.start(), name="aiforge-load-models")
         try:
             yield
         finally:
+            metrics.gc.stop()
             runtime.draining = True
             if not loader.done():
                 loader.cancel()

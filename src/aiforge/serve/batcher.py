@@ -29,7 +29,10 @@ Workers: one inference thread by default. A pipeline whose forward is a pure mod
 count: on 2 cores, two workers with one torch thread each beat one worker with two (measured
 1.1-1.4x on MiniLM), and the event loop's work per request then slows one worker a little instead
 of stalling both of torch's threads at every barrier. The dispatcher takes from the queue only
-when a worker is free, so requests that arrive meanwhile still join the next batch.
+when a worker is free, so requests that arrive meanwhile still join the next batch. One-thread
+workers of different models also take turns on the CPU's cores (``cores``: one slot per core,
+shared by the server's batchers, runtime.SharedCores), so two text models on two cores run two
+forward passes at a time, not four that slow each other while their queues stay too short to batch.
 
 ``run_batch`` is the execution core ``pipe.predict`` and the Ray batch actors share
 (``tasks/execute.py``): inference mode, the re-run item by item when a batch's forward raises, and
@@ -116,6 +119,7 @@ class Batcher:
         metrics: ServeMetrics,
         workers: int = 1,
         torch_threads: int | None = None,
+        cores: asyncio.Semaphore | None = None,
     ) -> None:
         self.name = name
         self.max_batch_size = max_batch_size
@@ -135,6 +139,8 @@ class Batcher:
             initializer=partial(set_torch_threads, torch_threads) if torch_threads else None,
         )
         self._free_workers = asyncio.Semaphore(workers)
+        # the server's CPU cores, shared with the other models' one-thread workers (SharedCores)
+        self._cores = cores
         self._running: dict[asyncio.Task[None], float] = {}  # batches in flight -> when they started
         self._worker_error: BaseException | None = None
         self._queue: deque[_Slot] = deque()
@@ -298,9 +304,11 @@ class Batcher:
                 reason = await self._gather()
                 if reason is None:
                     return
+                if self._cores is not None:
+                    await self._cores.acquire()  # arrivals meanwhile join this batch
                 slots = self._preprocess(self._take())
                 if not slots:
-                    self._free_workers.release()
+                    self._release_slot()
                     continue
                 self.metrics.batches.labels(self.name, reason).inc()
                 packs = slots[0].job.runner.packs
@@ -309,11 +317,13 @@ class Batcher:
                 for i, batch in enumerate(self._batches(slots, packs)):
                     if i:
                         await self._free_workers.acquire()
+                        if self._cores is not None:
+                            await self._cores.acquire()
                     live = [s for s in batch if not s.job.done]  # requests may have timed out meanwhile
                     if live:
                         self._start_chunk(live)
                     else:
-                        self._free_workers.release()
+                        self._release_slot()
         finally:
             self._free_workers.release()  # the slot held while gathering (or cancelled)
             if self._running:
@@ -325,9 +335,16 @@ class Batcher:
         self._running[task] = time.monotonic()
         task.add_done_callback(self._chunk_done)
 
+    def _release_slot(self) -> None:
+        """A worker (and its core) is free again. Cores are only held from their acquire to the
+        start or skip of a batch, with no await between, so a cancelled dispatcher never holds one."""
+        self._free_workers.release()
+        if self._cores is not None:
+            self._cores.release()
+
     def _chunk_done(self, task: asyncio.Task[None]) -> None:
         del self._running[task]
-        self._free_workers.release()
+        self._release_slot()
         if not task.cancelled() and task.exception() is not None:
             # _run_chunk turns model failures into per-item outcomes; anything else is a bug in the
             # batcher itself: report it on /readyz rather than lose it in a task nobody awaits

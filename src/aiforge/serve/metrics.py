@@ -12,6 +12,8 @@ What an operator asks, and the metric that answers it:
 * why are batches cut where they are?  ``aiforge_batch_cost_seconds{model,term}``: the fitted cost of
   one forward pass, term=fixed (seconds per batch) and term=per_unit (seconds per padded token)
 * what is deployed?                    ``aiforge_model_info{model,task,version}`` = 1
+* do garbage-collector pauses stall it? ``aiforge_gc_passes_total{generation}`` and
+  ``aiforge_gc_pause_seconds_total{generation}`` (generation 2: the full passes, see memory.py)
 
 For LLMs on llama.cpp (GGUF), which batch inside llama.cpp's slots rather than in aiforge's batcher:
 
@@ -27,10 +29,15 @@ For LLMs on llama.cpp (GGUF), which batch inside llama.cpp's slots rather than i
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
+
+from aiforge.serve.memory import GcPauses
 
 FIRST_TOKEN_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -120,6 +127,8 @@ class ServeMetrics:
             buckets=FIRST_TOKEN_BUCKETS,
             registry=r,
         )
+        self.gc = GcPauses()
+        r.register(GcCollector(self.gc))
         self.slots_busy = Gauge(
             "aiforge_llm_slots_busy", "requests decoding in the model's slots", ["model"], registry=r
         )
@@ -140,6 +149,24 @@ class ServeMetrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class GcCollector(Collector):
+    """``aiforge_gc_passes_total`` / ``aiforge_gc_pause_seconds_total`` by generation, read at scrape."""
+
+    def __init__(self, pauses: GcPauses) -> None:
+        self.pauses = pauses
+
+    def collect(self) -> Iterator[Metric]:
+        passes = CounterMetricFamily("aiforge_gc_passes", "cyclic GC passes", labels=["generation"])
+        seconds = CounterMetricFamily(
+            "aiforge_gc_pause_seconds", "seconds spent in cyclic GC passes (GIL held)", labels=["generation"]
+        )
+        for generation in range(len(self.pauses.passes)):
+            passes.add_metric([str(generation)], self.pauses.passes[generation])
+            seconds.add_metric([str(generation)], self.pauses.seconds[generation])
+        yield passes
+        yield seconds
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import gc
 import json
 import logging
 import sys
@@ -28,6 +29,7 @@ from aiforge.errors import AiforgeError
 from aiforge.media import MediaKind, media_kind, read_media
 from aiforge.models import ModelRef, resolve
 from aiforge.serve.batcher import Batcher, each_or_4xx
+from aiforge.serve.memory import freeze_heap
 from aiforge.serve.metrics import ServeMetrics
 from aiforge.serve.settings import ModelSettings, ServeSettings
 from aiforge.tasks import default_model_ref, get_task, load_pipeline
@@ -62,7 +64,9 @@ class Deployment:
 class ServedModel:
     """One served name: its settings, state, current deployment and the versions before it."""
 
-    def __init__(self, settings: ModelSettings, server: ServeSettings, metrics: ServeMetrics) -> None:
+    def __init__(
+        self, settings: ModelSettings, server: ServeSettings, metrics: ServeMetrics, cores: SharedCores
+    ) -> None:
         self.settings = settings
         self.name = settings.name
         self.task = settings.task
@@ -70,7 +74,9 @@ class ServedModel:
         self.cls = self.card.load_class()
         self.allow_local_paths = server.allow_local_paths
         self.drain_timeout_s = server.drain_timeout_s
+        self.freeze = server.freeze_heap
         self.metrics = metrics
+        self.cores = cores
         self.state = "loading"
         self.reason: str | None = "waiting to load"
         self.active: Deployment | None = None
@@ -114,6 +120,7 @@ class ServedModel:
         )
         run_id = await asyncio.to_thread(registry_run_id, ref)
         s = self.settings
+        workers = inference_workers(s.workers, pipe)
         batcher = Batcher(
             self.name,
             max_batch_size=s.max_batch_size or pipe.default_batch_size,
@@ -123,7 +130,8 @@ class ServedModel:
             max_queue=s.max_queue,
             stall_after_s=max(60.0, 4 * s.timeout_s),
             metrics=self.metrics,
-            **inference_workers(s.workers, pipe),
+            **workers,
+            cores=self.cores.slots() if workers["torch_threads"] == 1 else None,
         )
         batcher.start()
         deployment = Deployment(pinned, ref, version_of(ref), run_id, pipe, batcher)
@@ -326,6 +334,8 @@ class ServedModel:
         self.metrics.set_version(self.name, self.task, new.version, old.version if old else None)
         if old is not None:
             await old.batcher.close(self.drain_timeout_s)  # answers everything queued on the old version
+            if self.freeze:
+                freeze_heap()  # let the old version's cycles go; freeze the new one's objects
         log.info("model %s swapped %s -> %s", self.name, old.version if old else None, new.version)
         return {
             "model": self.name,
@@ -350,7 +360,8 @@ class Runtime:
     def __init__(self, settings: ServeSettings, metrics: ServeMetrics) -> None:
         self.settings = settings
         self.metrics = metrics
-        self.models = {m.name: ServedModel(m, settings, metrics) for m in settings.models}
+        cores = SharedCores(settings.share_cores)
+        self.models = {m.name: ServedModel(m, settings, metrics, cores) for m in settings.models}
         self.draining = False
         self._poller: asyncio.Task[None] | None = None
 
@@ -358,6 +369,8 @@ class Runtime:
         """Load the models one after the other (in parallel they would only fight over the CPU)."""
         for model in self.models.values():
             await model.start()
+        if self.settings.freeze_heap:
+            log.debug("froze %d objects", freeze_heap())
         if self.settings.reload_poll_s:
             self._poller = asyncio.get_running_loop().create_task(self._poll(self.settings.reload_poll_s))
 
@@ -366,6 +379,8 @@ class Runtime:
         if self._poller is not None:
             self._poller.cancel()
         await asyncio.gather(*(m.stop() for m in self.models.values()))
+        if self.settings.freeze_heap:
+            gc.unfreeze()  # what was frozen for serving may be collected again
 
     def get(self, name: str) -> ServedModel:
         if name not in self.models:
@@ -484,6 +499,29 @@ def inference_workers(setting: int | str, pipe: Pipeline) -> dict[str, Any]:
     import torch
 
     return {"workers": workers, "torch_threads": max(1, torch.get_num_threads() // workers)}
+
+
+class SharedCores:
+    """One slot per torch thread of the process (a CPU core), shared by every served model whose
+    inference workers run one torch thread each: a batch starts only on a free core, and requests
+    that arrive while all cores are busy join the next batch instead of starting a forward pass of
+    their own. Without it, two text models with one worker per core each run four forward passes
+    on two cores: each slows the others, every worker looks free, so batches stay small (1.2-1.5
+    items at 77 req/s in bench/soak.py) and the per-minute p99 swings with which models overlap.
+    """
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self._slots: asyncio.Semaphore | None = None
+
+    def slots(self) -> asyncio.Semaphore | None:
+        if not self.enabled:
+            return None
+        if self._slots is None:
+            import torch
+
+            self._slots = asyncio.Semaphore(torch.get_num_threads())
+        return self._slots
 
 
 async def warm_up(deployment: Deployment, sample: Any) -> None:

@@ -138,6 +138,16 @@ class ServeSettings(BaseModel):
     drain_timeout_s: float = Field(
         30.0, ge=0, description="on shutdown, wait this long for in-flight requests"
     )
+    share_cores: bool = Field(
+        True,
+        description="models whose workers run one torch thread take turns on the CPU cores: at most one "
+        "forward pass per core at a time, across models (false: each model's workers run regardless)",
+    )
+    freeze_heap: bool = Field(
+        True,
+        description="once the models are loaded (and after a hot swap), freeze the objects alive then so "
+        "the garbage collector's full passes skip them (gc.freeze: 111 ms -> under 1 ms per pass)",
+    )
     malloc_trim_s: float = Field(
         TRIM_EVERY_S, ge=0, description="hand freed memory back to the system this often (glibc; 0: never)"
     )
