@@ -10,8 +10,8 @@ classifier of bench_serve.py and the packaged multilingual-e5-small embedder. Th
    ``LATENCY_STEPS``) find the highest arrival rate whose p99 stays within ``--latency-x`` (2) times
    the p99 at 30 %: the capacity (MLPerf's server scenario; ``--capacity-by peak``: the closed-loop
    peak, as before session 19).
-2. **soak**: ``--minutes`` of open-loop arrivals at ``--load`` x capacity, Poisson by default
-   (``--arrivals paced``: evenly spaced; see ``ARRIVALS``). A request's latency
+2. **soak**: ``--minutes`` of open-loop arrivals at ``--load`` x capacity, evenly paced by default
+   (``--arrivals poisson``: bursts; see ``ARRIVALS``). A request's latency
    runs from its *scheduled* arrival, so a slow answer that delays the next send is counted, not
    hidden (no coordinated omission). ``--connections`` keep-alive connections carry the load (a
    fixed pool, so the server's open sockets do not depend on the load's bursts).
@@ -81,10 +81,12 @@ P99_RATIO_LIMIT = 1.2
 FLAT_SLACK = 2  # fds/threads: a reconnect or one more pool thread is not a leak; a leak keeps climbing
 # sockets: the listening one, a /readyz probe's and one closing while its client reopens are not a leak
 SOCKET_SLACK = 8
-# Arrivals: Poisson by default (independent users; bursts included). ``paced`` sends a request every
-# 1/rate s, as vegeta and wrk2 do. Session 17 tried it to see whether bursts caused the p99 swings of
-# the Poisson runs (2.5-2.9x between minutes, no trend): paced arrivals swung as much (347-1,868 ms,
-# 2.74x) with the server at 1.86-1.91 of 2 cores, so the swings come from the server, not the bursts.
+# Arrivals: evenly paced by default, a request every 1/rate s, as vegeta, wrk2 and k6's
+# constant-arrival-rate executor send: a soak looks for drift, and at a fixed rate a minute's p99
+# moves only when the server does. ``poisson`` (exponential gaps) adds bursts: session 19, 20 min at
+# 58.2 req/s (80 % of the latency-bounded capacity), 0 errors, memory, fds and threads flat, GC passes
+# 2-7 ms, yet the per-minute p99 went 196-284 ms (1.32x) on the bursts alone, with no trend.
+# (Session 17, at 80 % of the closed-loop peak, swung 2.74x paced too: there the server was saturated.)
 ARRIVALS = {
     "paced": "a request every 1/rate seconds",
     "poisson": "exponential gaps of mean 1/rate seconds (bursts)",
@@ -260,6 +262,18 @@ class ServerProbe:
         }
 
 
+def machine_speed_ms(repeats: int = 3) -> float:
+    """CPU milliseconds (this thread's, not wall time) a fixed piece of work takes, the least of
+    ``repeats``: on a shared host it rises when the machine itself gets slower (a busy neighbour on
+    the same physical core, a lower clock), which the server's own figures cannot tell from its load."""
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.thread_time()
+        sum(i * i for i in range(50_000))
+        best = min(best, time.thread_time() - started)
+    return 1000 * best
+
+
 async def open_loop(
     port: int,
     headers: dict[str, str],
@@ -310,6 +324,7 @@ async def open_loop(
             "t": time.perf_counter() - origin,
             "client_connections": client,
             "client_cpu_s": own.user + own.system,
+            "machine_ms": machine_speed_ms(),
             **probe.sample(),
         }
 
@@ -429,6 +444,7 @@ class Minute:
     readyz_failed: int  # probes that got no 200 (503 not ready, or no answer in PROBE_TIMEOUT_S)
     gc_full_passes: int  # full garbage-collector passes in the minute
     gc_full_ms: float  # and the milliseconds they held the GIL
+    machine_ms: float  # median CPU ms of the load generator's fixed work (machine_speed_ms)
 
 
 def per_minute(outcomes: list[Outcome], samples: list[dict[str, float]], minutes: int) -> list[Minute]:
@@ -464,6 +480,7 @@ def per_minute(outcomes: list[Outcome], samples: list[dict[str, float]], minutes
                 readyz_failed=sum(1 for s in window if s.get("readyz_status", 200) != 200),
                 gc_full_passes=int(window[-1].get("gc_full_passes", 0) - window[0].get("gc_full_passes", 0)),
                 gc_full_ms=1000 * (window[-1].get("gc_full_s", 0) - window[0].get("gc_full_s", 0)),
+                machine_ms=statistics.median(s.get("machine_ms", 0.0) for s in window),
             )
         )
     return rows
@@ -562,9 +579,10 @@ def print_table(rows: list[Minute]) -> None:
     print(
         "\n| min | req | req/s | p50 ms | p99 ms | p99 clf | p99 e5 | non-200 | RSS MB | fds | conns "
         "| threads | load 1m | server cores (event loop) | client cores "
-        "| per model: busy cores / batch / wait ms | /readyz max ms (not 200) | full GC passes (ms) |"
+        "| per model: busy cores / batch / wait ms | /readyz max ms (not 200) | full GC passes (ms) "
+        "| fixed work ms |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---" * 20 + "|")
     for r in rows:
         bad = {k: v for k, v in r.statuses.items() if k != 200} or 0
         per_model = ", ".join(
@@ -576,7 +594,8 @@ def print_table(rows: list[Minute]) -> None:
             f"{r.p50_ms:.0f} | {r.p99_ms:.0f} | {r.p99_classify_ms:.0f} | {r.p99_embed_ms:.0f} | {bad} | "
             f"{r.rss_mb:.0f} | {r.fds} | {r.sockets} | {r.connections} | {r.threads} | {r.loadavg_1m:.1f} | "
             f"{r.server_cpu:.2f} ({r.loop_cpu:.2f}) | {r.client_cpu:.2f} | {per_model} | "
-            f"{r.readyz_max_ms:.0f} ({r.readyz_failed}) | {r.gc_full_passes} ({r.gc_full_ms:.0f}) |"
+            f"{r.readyz_max_ms:.0f} ({r.readyz_failed}) | {r.gc_full_passes} ({r.gc_full_ms:.0f}) | "
+            f"{r.machine_ms:.2f} |"
         )
 
 
@@ -655,7 +674,7 @@ def main() -> int:
     parser.add_argument("--embed-every", type=int, default=4, help="one request in N is an embedding")
     parser.add_argument("--sample-s", type=float, default=5, help="seconds between /proc samples")
     parser.add_argument("--seed", type=int, default=0, help="arrival times (poisson)")
-    parser.add_argument("--arrivals", choices=list(ARRIVALS), default="poisson", help="arrival process")
+    parser.add_argument("--arrivals", choices=list(ARRIVALS), default="paced", help="arrival process")
     parser.add_argument(
         "--malloc-arena-max",
         type=int,
