@@ -278,7 +278,8 @@ def test_ops_endpoints(api: Server) -> None:
         'aiforge_gc_pause_seconds_total{generation="2"}',
     ):
         assert name in metrics, name
-    assert gc.get_freeze_count() > 0, "the loaded models' objects are frozen (freeze_heap)"
+    if api.server is not None:  # served from this process (the Ray suite's replica is another one)
+        assert gc.get_freeze_count() > 0, "the loaded models' objects are frozen (freeze_heap)"
     reasons = {
         line.split('reason="')[1].split('"')[0]
         for line in metrics.splitlines()
