@@ -264,8 +264,9 @@ class ServerProbe:
 
 def machine_speed_ms(repeats: int = 3) -> float:
     """CPU milliseconds (this thread's, not wall time) a fixed piece of work takes, the least of
-    ``repeats``: on a shared host it rises when the machine itself gets slower (a busy neighbour on
-    the same physical core, a lower clock), which the server's own figures cannot tell from its load."""
+    ``repeats``: meant to rise when the machine itself gets slower (a lower clock, a busy neighbour on
+    the same core). Session 19 it stayed at 2.01-2.08 ms through minutes whose forward passes cost
+    5-10 % more CPU, so a small Python loop does not feel whatever slowed those (cache or memory?)."""
     best = float("inf")
     for _ in range(repeats):
         started = time.thread_time()
