@@ -341,6 +341,32 @@ def test_close_answers_queued_work_then_refuses(pipe: Pipeline) -> None:
     run(scenario())
 
 
+def test_a_close_that_times_out_mid_request_frees_only_the_slots_it_held(pipe: Pipeline, monkeypatch) -> None:
+    """Two batches for one worker: the second waits for the worker when the close gives up. Its
+    request is answered at once (a 503), not left to its timeout; and the cancelled dispatcher gives
+    back no slot it did not hold (before: two free slots for one worker afterwards)."""
+    release = threading.Event()
+    forward = pipe.forward
+    monkeypatch.setattr(pipe, "forward", lambda batch: release.wait(10) and forward(batch))
+
+    async def scenario() -> tuple[int, int]:
+        cores = SharedCores(True).slots()
+        batcher = make_batcher(max_batch_size=2, max_wait_s=0.0, workers=1, torch_threads=1, cores=cores)
+        batcher.start()
+        job = submit(batcher, pipe, TEXTS[:4])
+        await asyncio.sleep(0.2)  # the first batch runs, the second waits for the worker
+        await batcher.close(0.1)
+        assert job.future.done() and isinstance(job.future.exception(), AiforgeError)  # a 503
+        release.set()
+        while batcher._running:  # the first batch finishes and frees its worker and core
+            await asyncio.sleep(0.01)
+        assert cores is not None
+        return batcher._free_workers._value, cores._value
+
+    workers_free, cores_free = run(scenario())
+    assert workers_free == 1 and cores_free == torch_threads()
+
+
 def test_text_requests_queued_together_are_tokenised_in_one_call(pipe: Pipeline, monkeypatch) -> None:
     calls: list[int] = []
     preprocess_many = pipe.preprocess_many

@@ -150,6 +150,7 @@ class Batcher:
         self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closing = False
+        self._taken: list[_Slot] = []  # items of the batch being dispatched not yet on a worker
         self._failures = 0
         self._last_error = ""
         self._items_per_s = 0.0  # moving average, for Retry-After
@@ -168,14 +169,17 @@ class Batcher:
                 await asyncio.wait_for(asyncio.shield(self._task), timeout_s)
             except asyncio.TimeoutError:
                 self._task.cancel()
-                self._fail_queued(
+                # the queued requests, and those taken for batches that wait for a worker
+                self._fail(
+                    [*self._taken, *self._queue],
                     AiforgeError(
                         "AF-SERVE-005",
                         f"model '{self.name}' shut down before answering",
                         "retry the request",
                         status=503,
-                    )
+                    ),
                 )
+                self._queue.clear()
         self.executor.shutdown(wait=False)
 
     def health(self) -> str | None:
@@ -297,37 +301,49 @@ class Batcher:
 
     # ---- dispatching ----------------------------------------------------------------------------------
     async def _dispatch_forever(self) -> None:
+        holding = False  # a worker slot not yet handed to a batch: the finally gives it back
         try:
             while True:
                 # take from the queue only once a worker can run it: late arrivals join the batch
                 await self._free_workers.acquire()
+                holding = True
                 reason = await self._gather()
                 if reason is None:
                     return
-                if self._cores is not None:
-                    await self._cores.acquire()  # arrivals meanwhile join this batch
+                await self._acquire_core()  # arrivals meanwhile join this batch
                 slots = self._preprocess(self._take())
                 if not slots:
                     self._release_slot()
+                    holding = False
                     continue
                 self.metrics.batches.labels(self.name, reason).inc()
                 packs = slots[0].job.runner.packs
                 if not packs:
                     slots.sort(key=lambda s: s.job.lengths[s.index])
-                for i, batch in enumerate(self._batches(slots, packs)):
+                batches = list(self._batches(slots, packs))
+                for i, batch in enumerate(batches):
+                    self._taken = [s for later in batches[i:] for s in later]
                     if i:
                         await self._free_workers.acquire()
-                        if self._cores is not None:
-                            await self._cores.acquire()
+                        holding = True
+                        await self._acquire_core()
                     live = [s for s in batch if not s.job.done]  # requests may have timed out meanwhile
                     if live:
-                        self._start_chunk(live)
+                        self._start_chunk(live)  # the slot goes with the batch, freed when it ends
                     else:
                         self._release_slot()
+                    holding = False
+                self._taken = []
         finally:
-            self._free_workers.release()  # the slot held while gathering (or cancelled)
+            if holding:  # cancelled while gathering or waiting for a core
+                self._free_workers.release()
             if self._running:
                 await asyncio.wait(list(self._running))
+
+    async def _acquire_core(self) -> None:
+        """With shared cores, wait for one (the worker slot is already held)."""
+        if self._cores is not None:
+            await self._cores.acquire()
 
     def _start_chunk(self, chunk: list[_Slot]) -> None:
         """Run one batch on a worker; its slot is released when it is done."""
@@ -503,12 +519,12 @@ class Batcher:
         while self._queue and self._queue[0].job.done:
             self._queue.popleft()
 
-    def _fail_queued(self, error: AiforgeError) -> None:
-        for slot in self._queue:
+    def _fail(self, slots: list[_Slot], error: AiforgeError) -> None:
+        """Fail the requests of these items (each once) with ``error``."""
+        for slot in slots:
             if not slot.job.done:
                 self._finish(slot.job, "shutdown")
                 slot.job.future.set_exception(error)
-        self._queue.clear()
 
     def _track_failures(self, outputs: list[Any]) -> None:
         server_errors = [o.cause for o in outputs if is_error(o) and o.internal]
