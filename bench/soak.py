@@ -555,11 +555,11 @@ def per_minute(outcomes: list[Outcome], samples: list[dict[str, float]], minutes
     return rows
 
 
-def per_second(window: list[dict[str, float]], cpu_key: str) -> float:
+def per_second(window: list[dict[str, float]], key: str) -> float:
     """A counter's mean rate between a window's first and last sample (of CPU seconds: cores used)."""
     if len(window) < 2:
         return 0.0
-    return (window[-1][cpu_key] - window[0][cpu_key]) / max(window[-1]["t"] - window[0]["t"], 1e-9)
+    return (window[-1][key] - window[0][key]) / max(window[-1]["t"] - window[0]["t"], 1e-9)
 
 
 def batch_figures(start: dict[str, float], end: dict[str, float], span: float) -> dict[str, dict[str, float]]:
