@@ -321,8 +321,9 @@ class MemoryProbe:
 def machine_speed_ms(repeats: int = 3) -> float:
     """CPU milliseconds (this thread's, not wall time) a fixed piece of work takes, the least of
     ``repeats``: meant to rise when the machine itself gets slower (a lower clock, a busy neighbour on
-    the same core). Session 19 it stayed at 2.01-2.08 ms through minutes whose forward passes cost
-    5-10 % more CPU, so a small Python loop does not feel whatever slowed those (cache or memory?)."""
+    the same core). Session 19's machine kept it at 2.01-2.08 ms through minutes whose forward passes
+    cost 5-10 % more CPU; session 20's swung 2.59-4.23 ms idle (1.63x). A small Python loop feels a
+    slower clock, not a slower cache or memory: ``MemoryProbe`` times e5-sized matrix products too."""
     best = float("inf")
     for _ in range(repeats):
         started = time.thread_time()
