@@ -148,8 +148,7 @@ def test_a_bulk_load_builds_the_hnsw_index_once_when_the_writer_finishes(
 
     monkeypatch.setattr(pgstore, "BULK_MIN_ROWS", 100)
     dim, n = 16, 600
-    vectors = np.random.default_rng(1).normal(size=(n, dim)).astype(np.float32)
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    vectors = _unit_vectors(n, dim, seed=1)
     store = pgstore.PostgresStore("bulk", postgres_url, create=True)
     with store.writer():
         store.initialise({"dim": dim})
@@ -193,8 +192,7 @@ def test_a_server_process_dying_mid_index_build_is_a_clear_error_and_loses_nothi
     from aiforge.rag import pgstore
 
     dim, n = 8, 40
-    vectors = np.random.default_rng(2).normal(size=(n, dim)).astype(np.float32)
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    vectors = _unit_vectors(n, dim, seed=2)
     store = pgstore.PostgresStore("crash", postgres_url, create=True)
     with store.writer():
         store.initialise({"dim": dim})
@@ -245,6 +243,11 @@ def test_a_server_process_dying_mid_index_build_is_a_clear_error_and_loses_nothi
     assert again._rows("SELECT count(*) FROM chunk_data")[0][0] == n
     again.drop()
     again.close()
+
+
+def _unit_vectors(n: int, dim: int, seed: int) -> np.ndarray:
+    vectors = np.random.default_rng(seed).normal(size=(n, dim)).astype(np.float32)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
 
 def _update(i: int, vector: np.ndarray) -> SourceUpdate:
